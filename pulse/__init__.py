@@ -1,0 +1,1 @@
+"""JobMetrics Pulse command line."""

@@ -1,0 +1,115 @@
+"""The one settings object of Pulse.
+
+Every setting is declared once, here, with its type, default, environment variable and a line of
+doc (the way ``faust.types.settings`` does it). Entry points call :func:`Settings.from_env` once and
+pass plain values down; nothing else reads the environment. Defaults run with nothing set.
+
+This module imports only the standard library so that the simulator, detectors and alerting can
+use it without pulling in Kafka.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Settings", "SettingsError", "describe_settings"]
+
+
+class SettingsError(ValueError):
+    """A setting from the environment has a value Pulse cannot use."""
+
+
+def _setting(default: Any, env: str, doc: str, *, secret: bool = False) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc, "secret": secret})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Pulse configuration; ``Settings.from_env()`` reads the ``PULSE_*`` variables."""
+
+    kafka_bootstrap: str = _setting(
+        "", "PULSE_KAFKA_BOOTSTRAP",
+        "host:port of a Kafka cluster; empty starts an embedded Tansu broker on loopback.")
+    topic_prefix: str = _setting(
+        "", "PULSE_TOPIC_PREFIX",
+        "Prefix of every topic name, so replays and tests stay out of production topics.")
+    app_id: str = _setting("pulse", "PULSE_APP_ID", "Faust app id (consumer group and tables).")
+    events_partitions: int = _setting(
+        4, "PULSE_EVENTS_PARTITIONS", "Partitions of the events topic when Pulse creates it.")
+    window_seconds: int = _setting(
+        3600, "PULSE_WINDOW_SECONDS", "Size of the KPI windows in event-time seconds.")
+    lateness_seconds: int = _setting(
+        600, "PULSE_LATENESS_SECONDS",
+        "How long after its end (event time) a window waits for late events before it closes.")
+    metrics_port: int = _setting(
+        9464, "PULSE_METRICS_PORT", "Port of the Prometheus /metrics endpoint (0: none).")
+    web_port: int = _setting(
+        6066, "PULSE_WEB_PORT", "Port of Faust's own web server in the worker.")
+    data_dir: str = _setting(
+        ".pulse", "PULSE_DATA_DIR", "Where workers keep local state (Faust tables, checkpoints).")
+    log_level: str = _setting("info", "PULSE_LOG_LEVEL", "Worker log level.")
+    detectors_config: str = _setting(
+        "", "PULSE_DETECTORS_CONFIG", "Path of a detector configuration file (empty: defaults).")
+    slack_token: str = _setting(
+        "", "SLACK_BOT_TOKEN", "Slack bot token; with a channel, alerts go to Slack.", secret=True)
+    slack_channel: str = _setting("", "PULSE_SLACK_CHANNEL", "Slack channel id for alerts.")
+    slack_api_url: str = _setting(
+        "https://slack.com/api/", "PULSE_SLACK_API_URL", "Base URL of the Slack Web API.")
+    grafana_url: str = _setting(
+        "http://localhost:3000", "PULSE_GRAFANA_URL", "Grafana base URL linked from alerts.")
+    anthropic_api_key: str = _setting(
+        "", "ANTHROPIC_API_KEY", "Anthropic API key; when set, Claude words explanations.",
+        secret=True)
+    anthropic_base_url: str = _setting(
+        "", "ANTHROPIC_BASE_URL", "Anthropic API base URL (empty: the SDK's default).")
+    llm_model: str = _setting(
+        "claude-sonnet-5-5", "PULSE_LLM_MODEL", "Claude model that writes explanations.")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); ``overrides`` win."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            name = f.metadata["env"]
+            if name in env and env[name] != "":
+                values[f.name] = _parse(f, env[name])
+        values.update(overrides)
+        return cls(**values)
+
+    def topic(self, name: str) -> str:
+        """Full name of one of Pulse's topics (``events``, ``kpis``, ...)."""
+        return f"{self.topic_prefix}{name}"
+
+    def __repr__(self) -> str:  # secrets never reach a log line through repr
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["secret"] and value:
+                value = "***"
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+
+def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
+    env = f.metadata["env"]
+    if f.type in ("int", int):
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingsError(f"{env}={raw!r} is not a whole number; unset it or give one "
+                                f"(default {f.default}).") from None
+        if value < 0:
+            raise SettingsError(f"{env}={raw!r} must not be negative.")
+        return value
+    return raw
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """(environment variable, default, doc) of every setting, for ``pulse --help`` and the README."""
+    return [(f.metadata["env"], str(f.default), f.metadata["doc"])
+            for f in dataclasses.fields(Settings)]
