@@ -110,6 +110,6 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
 
 
 def describe_settings() -> list[tuple[str, str, str]]:
-    """(environment variable, default, doc) of every setting, for ``pulse --help`` and the README."""
+    """(environment variable, default, doc) of every setting, for ``pulse --help``."""
     return [(f.metadata["env"], str(f.default), f.metadata["doc"])
             for f in dataclasses.fields(Settings)]

@@ -1,0 +1,272 @@
+"""The KPI catalogue of docs/kpis.md and the formulas behind it, each written once.
+
+:data:`KPIS` holds one :class:`KpiDef` per KPI (same id, unit and horizon as the doc);
+:func:`evaluate` turns the aggregates of one series in one window (:class:`KpiInputs`) into the
+KPI values that are defined there. The small pure functions (:func:`ratio`, :func:`growth`,
+:func:`ltv`, ...) are the formulas themselves; the engine only counts.
+
+>>> x = KpiInputs(signups=3, conversions=1, payments=1, revenue=39.0, mrr=39.0, subs=1)
+>>> values = evaluate(x)
+>>> values["conversion_rate"], values["mrr"]
+((0.333..., 3.0), (39.0, 1.0))
+>>> "match_rate" in values  # no scans: undefined, so absent
+False
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = [
+    "ALL",
+    "CHANNELS",
+    "DAY_S",
+    "KPIS",
+    "KPI_BY_ID",
+    "LIFETIME_CAP_MONTHS",
+    "SEGMENTS",
+    "TRAILING_ACTIVE_S",
+    "TRAILING_DAILY_S",
+    "KpiDef",
+    "KpiInputs",
+    "evaluate",
+    "growth",
+    "ltv",
+    "ltv_cac",
+    "mean",
+    "monthly_value",
+    "ratio",
+    "subscription_days",
+]
+
+ALL = "all"
+"""The segment or channel value of a series that covers every segment or channel."""
+
+SEGMENTS = ("career_changer", "new_grad", "experienced", "executive")
+CHANNELS = ("organic", "paid_search", "referral", "social")
+
+DAY_S = 86_400.0
+TRAILING_ACTIVE_S = 30 * DAY_S
+"""Horizon of "trailing 30 d" (churn, cac, viral coefficient, monthly active users)."""
+TRAILING_DAILY_S = DAY_S
+"""Horizon of "trailing 24 h" (daily active users)."""
+LIFETIME_CAP_MONTHS = 36
+"""LTV assumes a customer stays at most this many months (churn floored at 1/36)."""
+
+
+@dataclass(frozen=True)
+class KpiDef:
+    """One KPI of docs/kpis.md.
+
+    Parameters
+    ----------
+    id
+        Stable name, as in the doc and on the ``kpis`` topic.
+    title, unit, horizon, doc
+        Human text for dashboards and alerts.
+    higher_is_better
+        Direction of a good change (None: neither).
+    target
+        Business target from seeds 000, when there is one.
+    per_segment
+        False when the KPI has no per-segment series (spend has no segment).
+    """
+
+    id: str
+    title: str
+    unit: str
+    horizon: str
+    doc: str
+    higher_is_better: bool | None = True
+    target: float | None = None
+    per_segment: bool = True
+
+
+KPIS: tuple[KpiDef, ...] = (
+    KpiDef("signups", "Signups", "users", "window", "Count of signup events."),
+    KpiDef("scans", "Scans", "scans", "window", "Count of scan events."),
+    KpiDef("match_rate", "Match rate", "ratio 0-1", "window",
+           "Mean match_score of the window's scans; undefined without scans."),
+    KpiDef("paid_conversions", "Paid conversions", "users", "window",
+           "Count of succeeded first payments (free-to-paid conversions)."),
+    KpiDef("conversion_rate", "Conversion rate", "ratio", "window",
+           "paid_conversions / signups; undefined without signups.", target=0.15),
+    KpiDef("payments", "Payments", "payments", "window", "Count of succeeded payments."),
+    KpiDef("revenue", "Revenue", "USD", "window", "Sum of amount of succeeded payments."),
+    KpiDef("payment_failure_rate", "Payment failure rate", "ratio 0-1", "window",
+           "failed / (failed + succeeded) payment attempts; undefined without attempts.",
+           higher_is_better=False),
+    KpiDef("mrr", "MRR", "USD / month", "level at window end",
+           "Sum of the monthly value of active subscriptions at window end "
+           "(annual plans count amount / 12)."),
+    KpiDef("mrr_growth", "MRR growth", "ratio per window", "window",
+           "(mrr_end - mrr_start) / mrr_start; undefined when mrr_start = 0."),
+    KpiDef("arpu", "Revenue per user", "USD / user / month", "level at window end",
+           "mrr / users active (scan or activity) in the trailing 30 d.", target=15.0),
+    KpiDef("churn_rate", "Churn rate", "ratio per month", "trailing 30 d",
+           "Cancellations in the trailing 30 d / subscriptions active 30 d before window end.",
+           higher_is_better=False, target=0.05),
+    KpiDef("cac", "CAC", "USD / paying user", "trailing 30 d",
+           "Marketing spend / paid conversions over the trailing 30 d; no per-segment series.",
+           higher_is_better=False, target=50.0, per_segment=False),
+    KpiDef("ltv", "LTV", "USD / paying user", "level at window end",
+           "(mrr / active subscriptions) / max(churn_rate, 1/36).", target=300.0),
+    KpiDef("ltv_cac", "LTV:CAC", "ratio", "as its parts",
+           "ltv / cac (healthy >= 3); no per-segment series.", per_segment=False),
+    KpiDef("daily_active_ratio", "Daily active ratio", "ratio 0-1", "trailing 24 h / 30 d",
+           "Users active in the trailing 24 h / users active in the trailing 30 d.", target=0.40),
+    KpiDef("viral_coefficient", "Viral coefficient", "ratio", "trailing 30 d",
+           "Referred signups / distinct referrers over the trailing 30 d.", target=1.5),
+)
+KPI_BY_ID: dict[str, KpiDef] = {k.id: k for k in KPIS}
+
+
+def ratio(num: float, den: float) -> float | None:
+    """``num / den``, or None when the denominator is not positive (the KPI is undefined).
+
+    >>> ratio(1, 3)
+    0.333...
+    >>> ratio(5, 0) is None
+    True
+    """
+    return num / den if den > 0 else None
+
+
+def mean(total: float, n: float) -> float | None:
+    """Mean of ``n`` values summing to ``total``; None without values.
+
+    >>> mean(0.5 + 0.7 + 0.9, 3)
+    0.7
+    """
+    return ratio(total, n)
+
+
+def growth(start: float, end: float) -> float | None:
+    """Relative change ``(end - start) / start``; None when ``start`` is 0.
+
+    >>> growth(100.0, 110.0)
+    0.1
+    >>> growth(0.0, 39.0) is None
+    True
+    """
+    return (end - start) / start if start else None
+
+
+def monthly_value(plan: str, amount: float) -> float:
+    """Monthly value of a subscription charged ``amount`` on ``plan``.
+
+    >>> monthly_value("monthly", 39.0), monthly_value("annual", 348.0)
+    (39.0, 29.0)
+    """
+    return amount / 12 if plan == "annual" else amount
+
+
+def subscription_days(plan: str) -> int:
+    """Days a subscription stays active after its last succeeded payment.
+
+    >>> subscription_days("monthly"), subscription_days("annual")
+    (35, 370)
+    """
+    return 370 if plan == "annual" else 35
+
+
+def ltv(mrr: float, active_subs: float, churn: float | None) -> float | None:
+    """Lifetime value: revenue per paying user per month times expected lifetime in months.
+
+    Lifetime is ``1 / churn`` months, capped at :data:`LIFETIME_CAP_MONTHS`. None without active
+    subscriptions, or while churn is itself undefined (no subscriptions 30 d before).
+
+    >>> ltv(300.0, 10, 0.10)      # 30 USD / month for 10 months
+    300.0
+    >>> ltv(300.0, 10, 0.0)       # no churn: capped at 36 months
+    1080.0
+    >>> ltv(300.0, 0, 0.1) is None, ltv(300.0, 10, None) is None
+    (True, True)
+    """
+    per_user = ratio(mrr, active_subs)
+    if per_user is None or churn is None:
+        return None
+    return per_user / max(churn, 1 / LIFETIME_CAP_MONTHS)
+
+
+def ltv_cac(ltv_value: float | None, cac_value: float | None) -> float | None:
+    """LTV:CAC; None when either part is undefined or CAC is 0.
+
+    >>> ltv_cac(300.0, 50.0)
+    6.0
+    >>> ltv_cac(300.0, 0.0) is None, ltv_cac(None, 50.0) is None
+    (True, True)
+    """
+    if ltv_value is None or not cac_value:
+        return None
+    return ltv_value / cac_value
+
+
+class KpiInputs(NamedTuple):
+    """Aggregates of one series (segment, channel) for one closed window.
+
+    Window counts cover ``[window_start, window_end)``; ``mrr``/``subs`` are levels at
+    ``window_end``, ``mrr_start``/``subs_start`` at ``window_start``; ``*_30d`` cover the
+    trailing 30 d; ``subs_30d_ago`` is the active subscriptions 30 d before ``window_end``.
+    """
+
+    signups: int = 0
+    scans: int = 0
+    match_sum: float = 0.0
+    conversions: int = 0
+    payments: int = 0
+    revenue: float = 0.0
+    failed: int = 0
+    mrr: float = 0.0
+    subs: int = 0
+    mrr_start: float = 0.0
+    subs_start: int = 0
+    mau: int = 0
+    dau: int = 0
+    cancels_30d: int = 0
+    subs_30d_ago: int = 0
+    spend_30d: float = 0.0
+    conversions_30d: int = 0
+    referred_30d: int = 0
+    referrers_30d: int = 0
+
+
+def evaluate(x: KpiInputs) -> dict[str, tuple[float, float]]:
+    """``{kpi_id: (value, n)}`` for every KPI defined on ``x``, in :data:`KPIS` order.
+
+    ``n`` is the sample size behind the value: the events counted, or the ratio's denominator.
+    Undefined KPIs are left out. Per-segment filtering (``KpiDef.per_segment``) is the caller's.
+
+    >>> x = KpiInputs(mrr=68.0, subs=2, mau=4, dau=1, cancels_30d=1, subs_30d_ago=10,
+    ...               spend_30d=100.0, conversions_30d=4)
+    >>> v = evaluate(x)
+    >>> v["arpu"], v["churn_rate"], v["cac"], v["ltv"], v["ltv_cac"]
+    ((17.0, 4.0), (0.1, 10.0), (25.0, 4.0), (340.0, 2.0), (13.6, 4.0))
+    >>> v["daily_active_ratio"], "viral_coefficient" in v
+    ((0.25, 4.0), False)
+    """
+    churn = ratio(x.cancels_30d, x.subs_30d_ago)
+    cac = ratio(x.spend_30d, x.conversions_30d)
+    life = ltv(x.mrr, x.subs, churn)
+    attempts = x.payments + x.failed
+    values: dict[str, tuple[float | None, float]] = {
+        "signups": (x.signups, x.signups),
+        "scans": (x.scans, x.scans),
+        "match_rate": (mean(x.match_sum, x.scans), x.scans),
+        "paid_conversions": (x.conversions, x.conversions),
+        "conversion_rate": (ratio(x.conversions, x.signups), x.signups),
+        "payments": (x.payments, x.payments),
+        "revenue": (x.revenue, x.payments),
+        "payment_failure_rate": (ratio(x.failed, attempts), attempts),
+        "mrr": (x.mrr, x.subs),
+        "mrr_growth": (growth(x.mrr_start, x.mrr), x.subs_start),
+        "arpu": (ratio(x.mrr, x.mau), x.mau),
+        "churn_rate": (churn, x.subs_30d_ago),
+        "cac": (cac, x.conversions_30d),
+        "ltv": (life, x.subs),
+        "ltv_cac": (ltv_cac(life, cac), x.conversions_30d),
+        "daily_active_ratio": (ratio(x.dau, x.mau), x.mau),
+        "viral_coefficient": (ratio(x.referred_30d, x.referrers_30d), x.referrers_30d),
+    }
+    return {k: (float(v), float(n)) for k, (v, n) in values.items() if v is not None}

@@ -1,0 +1,183 @@
+"""``pulse demo``: broker, worker, simulator and a live KPI view in one command.
+
+The demo starts from history (shared/DESIGN.md): it first publishes several weeks of clean
+simulated events as fast as it can — through the same topic, windows and detectors — so that the
+KPIs are mature and the detectors have learned a normal week; then it switches to the accelerated
+live clock (default one simulated day per real minute) and places the scenario's incidents there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from pulse.kpi_view import KpiView
+from pulse.worker_process import WorkerProcess
+from simulator import Simulation
+from simulator.publisher import EventPublisher, ensure_topics, run_clock
+from stream.broker import EmbeddedBroker
+from stream.settings import Settings
+
+__all__ = ["DemoOptions", "run_demo"]
+
+HOUR, DAY = 3600.0, 86400.0
+SETUP_ALLOWANCE_S = 30.0   # worker start + history, kept out of the live part's planned span
+
+
+@dataclass
+class DemoOptions:
+    duration: float | None = None      # wall seconds; None runs until interrupted
+    scenario: str = "mixed"
+    seed: int = 42
+    out: str | None = None
+    broker: str = ""
+    history_days: float = 35.0
+    speed: float = 1440.0              # simulated seconds per real second
+    start_ts: float | None = None      # event time where history starts (default: 35 d ago)
+    quiet: bool = False
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+async def _wait_for_worker(view: KpiView, worker: WorkerProcess, until: float) -> None:
+    while time.monotonic() < until:
+        if not worker.alive:
+            raise RuntimeError("the stream worker exited; its log ends with:\n"
+                               + worker.log_tail())
+        if view.windows_seen:
+            return
+        await asyncio.sleep(0.2)
+
+
+async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
+    out = Path(opts.out) if opts.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    t_launch = time.monotonic()
+    deadline = None if opts.duration is None else t_launch + opts.duration
+    topics = {settings.topic("events"): settings.events_partitions,
+              settings.topic("kpis"): 1, settings.topic("dead-letters"): 1}
+    await ensure_topics(bootstrap, topics)
+    worker = WorkerProcess(bootstrap, metrics_port=settings.metrics_port or None,
+                           log_path=(out / "worker.log") if out else None,
+                           env={"PULSE_TOPIC_PREFIX": settings.topic_prefix,
+                                "PULSE_EVENTS_PARTITIONS": str(settings.events_partitions),
+                                "PULSE_WINDOW_SECONDS": str(settings.window_seconds),
+                                "PULSE_LATENESS_SECONDS": str(settings.lateness_seconds)})
+    worker.start()
+    _say(f"pulse demo: broker {bootstrap}, metrics http://127.0.0.1:{worker.metrics_port}/metrics")
+    now = time.time()
+    history_start = opts.start_ts if opts.start_ts is not None else (
+        (now - opts.history_days * DAY) // HOUR * HOUR)
+    live_start = history_start + opts.history_days * DAY
+    if deadline is None:
+        live_span = 14 * DAY
+    else:
+        live_span = max(HOUR, (opts.duration - SETUP_ALLOWANCE_S) * opts.speed)  # type: ignore[operator]
+    incident_range = (live_start + 2 * HOUR, live_start + live_span - HOUR)
+    try:
+        sim = Simulation(opts.seed, history_start, opts.scenario, incident_range)
+    except ValueError as e:
+        _say(f"pulse demo: {e}; running without incidents (give a longer --duration).")
+        sim = Simulation(opts.seed, history_start, "none")
+    events_file: IO[bytes] | None = open(out / "events.jsonl", "wb") if out else None  # noqa: SIM115
+    view = KpiView(bootstrap, settings.topic("kpis"),
+                   out_path=(out / "kpis.jsonl") if out else None, quiet=opts.quiet,
+                   started=t_launch)
+    publisher = EventPublisher(bootstrap, settings.topic("events"), sink=events_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await publisher.start()
+    view_task = asyncio.create_task(view.run())
+    reached = history_start
+    try:
+        for inc in sim.incidents:
+            _say(f"  planned incident: {inc.description} "
+                 f"({inc.to_json()['start']} .. {inc.to_json()['end']})")
+        _say(f"history: {opts.history_days:g} days of clean events from "
+             f"{_iso(history_start)}, as fast as possible ...")
+        t_hist = time.monotonic()
+
+        def history_tick(t: float) -> None:
+            view.progress("history", (t - history_start) / (live_start - history_start),
+                          publisher.sent, time.monotonic() - t_hist)
+
+        reached = await run_clock(sim, publisher, history_start, live_start, speed=None,
+                                  on_tick=history_tick, should_stop=stop.is_set)
+        view.end_progress()
+        _say(f"history: {publisher.sent:,} events published in {time.monotonic() - t_hist:.1f} s;"
+             f" live now at {opts.speed / 1440:g} simulated day(s) per minute")
+        await _wait_for_worker(view, worker, time.monotonic() + 60)
+        live_end = live_start + live_span if deadline is not None else float("inf")
+        if deadline is not None:
+            live_end = min(live_end, live_start + max(0.0, deadline - time.monotonic() - 8)
+                           * opts.speed)
+        view.live = True
+        reached = await run_clock(
+            sim, publisher, live_start, live_end, speed=opts.speed,
+            should_stop=lambda: stop.is_set() or (deadline is not None
+                                                  and time.monotonic() > deadline - 8),
+            on_tick=lambda t: _check_worker(worker))
+        # close every window: end on a window boundary and announce it with the lateness
+        end = -(-reached // settings.window_seconds) * settings.window_seconds
+        await publisher.publish(sim.advance(end), end + settings.lateness_seconds)
+        reached = end
+        await view.wait_for_window_end(end, timeout=15)
+    finally:
+        await publisher.stop()
+        view.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await view_task
+        code = worker.stop()
+        if events_file:
+            events_file.close()
+        if out:
+            with open(out / "incidents.jsonl", "wb") as f:
+                for inc in sim.incidents:
+                    if inc.start < reached:
+                        f.write(orjson.dumps(inc.to_json()) + b"\n")
+    _say(f"pulse demo: {publisher.sent:,} events, {view.windows_seen} windows closed, "
+         f"{view.lines_written:,} KPI values; worker exited with {code}; "
+         f"first KPIs {view.first_kpi_after:.1f} s after start." if view.first_kpi_after
+         else f"pulse demo: {publisher.sent:,} events; no KPI window closed.")
+    if out:
+        _say(f"pulse demo: wrote {out}/events.jsonl, incidents.jsonl, kpis.jsonl")
+    return 0 if view.windows_seen else 1
+
+
+def _check_worker(worker: WorkerProcess) -> None:
+    if not worker.alive:
+        raise RuntimeError("the stream worker exited; its log ends with:\n" + worker.log_tail())
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+
+
+def run_demo(opts: DemoOptions, settings: Settings) -> int:
+    bootstrap = opts.broker or settings.kafka_bootstrap
+    broker: EmbeddedBroker | None = None
+    try:
+        if not bootstrap:
+            broker = EmbeddedBroker().start()
+            bootstrap = broker.bootstrap
+        return asyncio.run(_demo(opts, settings, bootstrap))
+    except RuntimeError as e:
+        print(f"pulse demo: {e}", file=sys.stderr)
+        return 1
+    finally:
+        if broker is not None:
+            broker.stop()

@@ -1,0 +1,155 @@
+"""Watch the ``kpis`` topic: write ``kpis.jsonl`` and show the KPIs as windows close.
+
+On a terminal the overall KPIs of the newest window are redrawn in place as a table; elsewhere
+(CI, a pipe) one concise line per window is printed. During the history phase only a progress
+bar is shown: hundreds of windows a second are not for reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from kpis import KPI_BY_ID, KPIS
+
+__all__ = ["KpiView", "format_value"]
+
+_SHORT = ("signups", "scans", "match_rate", "conversion_rate", "payment_failure_rate", "revenue",
+          "mrr", "churn_rate")
+
+
+def format_value(kpi: str, value: float) -> str:
+    """A KPI value as a person reads it: percentages, dollars, counts."""
+    unit = KPI_BY_ID[kpi].unit if kpi in KPI_BY_ID else ""
+    if "USD" in unit:
+        return f"${value:,.0f}" if abs(value) >= 100 else f"${value:,.2f}"
+    if unit.startswith("ratio") and kpi not in ("ltv_cac", "viral_coefficient"):
+        return f"{value * 100:.1f}%"
+    if value == int(value):
+        return f"{int(value):,}"
+    return f"{value:,.2f}"
+
+
+class KpiView:
+    def __init__(self, bootstrap: str, topic: str, *, out_path: Path | None = None,
+                 quiet: bool = False, started: float | None = None,
+                 stream: IO[str] | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.out_path = out_path
+        self.quiet = quiet
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.started = started or time.monotonic()
+        self.live = False
+        self.windows_seen = 0
+        self.lines_written = 0
+        self.first_kpi_after: float | None = None
+        self.latest_end = 0.0
+        self._current: dict[str, Any] = {}      # kpi -> overall value of the newest window
+        self._current_end = 0.0
+        self._stop = asyncio.Event()
+        self._progress_shown = False
+
+    async def run(self) -> None:
+        consumer = AIOKafkaConsumer(self.topic, bootstrap_servers=self.bootstrap,
+                                    auto_offset_reset="earliest", enable_auto_commit=False)
+        await consumer.start()
+        out = open(self.out_path, "ab") if self.out_path else None  # noqa: SIM115
+        try:
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=200)
+                for records in batch.values():
+                    for rec in records:
+                        self._on_message(orjson.loads(rec.value), out)
+                if out:
+                    out.flush()
+        finally:
+            await consumer.stop()
+            if out:
+                out.close()
+            self._show_window()
+
+    def _on_message(self, doc: dict[str, Any], out: IO[bytes] | None) -> None:
+        if self.first_kpi_after is None:
+            self.first_kpi_after = time.monotonic() - self.started
+        end = doc["window_end_ts"]
+        if end > self._current_end:
+            if self._current:
+                self._show_window()
+            self._current, self._current_end = {}, end
+            self.windows_seen += 1
+        self.latest_end = max(self.latest_end, end)
+        lines = []
+        for s in doc["series"]:
+            if s["segment"] == "all" and s["channel"] == "all":
+                self._current[doc["kpi"]] = s["value"]
+            lines.append(orjson.dumps({
+                "kpi": doc["kpi"], "segment": s["segment"], "channel": s["channel"],
+                "window_start": doc["window_start"], "window_end": doc["window_end"],
+                "value": s["value"], "n": s["n"]}))
+        self.lines_written += len(lines)
+        if out:
+            out.write(b"\n".join(lines) + b"\n")
+
+    def _show_window(self) -> None:
+        if self.quiet or not self.live or not self._current:
+            return
+        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(self._current_end - 3600))
+        if self.tty:
+            rows = [f"\x1b[2J\x1b[HJobMetrics Pulse — overall KPIs, window ending "
+                    f"{time.strftime('%a %Y-%m-%d %H:%M UTC', time.gmtime(self._current_end))}",
+                    ""]
+            for k in KPIS:
+                if k.id in self._current:
+                    target = f"  (target {format_value(k.id, k.target)})" if k.target else ""
+                    rows.append(f"  {k.title:<28} {format_value(k.id, self._current[k.id]):>12}"
+                                f"{target}")
+            rows.append(f"\n  {self.windows_seen} windows closed; Ctrl-C stops.")
+            self.stream.write("\n".join(rows) + "\n")
+        else:
+            parts = [f"{k} {format_value(k, self._current[k])}" for k in _SHORT
+                     if k in self._current]
+            self.stream.write(f"{when}  " + "  ".join(parts) + "\n")
+        self.stream.flush()
+
+    def progress(self, label: str, fraction: float, events: int, elapsed: float) -> None:
+        if self.quiet:
+            return
+        fraction = min(1.0, max(0.0, fraction))
+        width = 30
+        bar = "█" * int(fraction * width) + "░" * (width - int(fraction * width))
+        rate = events / elapsed if elapsed > 0 else 0.0
+        eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
+        line = (f"{label} {bar} {fraction * 100:5.1f}%  {events:,} events  {rate:,.0f} ev/s  "
+                f"ETA {eta:4.0f} s  windows closed: {self.windows_seen}")
+        if self.tty:
+            self.stream.write("\r" + line)
+            self._progress_shown = True
+        elif int(fraction * 10) != int(getattr(self, "_last_decile", -1)):
+            self._last_decile = int(fraction * 10)
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def end_progress(self) -> None:
+        if self._progress_shown:
+            self.stream.write("\n")
+            self._progress_shown = False
+
+    async def wait_for_window_end(self, end: float, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.latest_end >= end:
+                await asyncio.sleep(0.5)   # let the last window's other KPIs arrive
+                return True
+            await asyncio.sleep(0.1)
+        return False
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,125 @@
+"""Publish simulated events to Kafka in batch envelopes, paced by a simulated clock.
+
+One Kafka message carries up to ``batch_size`` events of one partition as a JSON array
+(docs/events.md): Faust's cost is per message, so batching is what lets one worker carry tens of
+thousands of events a second (shared/DESIGN.md). A user's events always go to the same partition
+(CRC-32 of the user id), in time order, and every send round ends with a ``watermark`` on every
+partition, so workers can close windows even where a partition is quiet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import IO, Any
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from simulator.generator import Simulation
+
+__all__ = ["EventPublisher", "ensure_topics", "partition_of", "run_clock"]
+
+HOUR = 3600.0
+
+
+def partition_of(ev: dict[str, Any], partitions: int) -> int:
+    """The partition an event belongs to: by user, or by channel for spend."""
+    key = ev.get("user_id") or ev.get("channel") or ""
+    return zlib.crc32(key.encode()) % partitions
+
+
+async def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
+    """Create the topics that do not exist yet, with the given partition counts."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        new = [NewTopic(name, n, 1) for name, n in topics.items() if name not in existing]
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        await admin.close()
+
+
+class EventPublisher:
+    """Sends events to the ``events`` topic in per-partition JSON-array batches."""
+
+    def __init__(self, bootstrap: str, topic: str, *, batch_size: int = 500,
+                 sink: IO[bytes] | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.batch_size = batch_size
+        self.sink = sink           # events.jsonl: every event produced, in order
+        self.sent = 0
+        self.partitions = 1
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.bootstrap, linger_ms=5, max_request_size=4 << 20,
+            max_batch_size=1 << 20)
+        await self._producer.start()
+        parts = await self._producer.partitions_for(self.topic)
+        self.partitions = max(1, len(parts))
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            await self._producer.flush()
+            await self._producer.stop()
+            self._producer = None
+
+    async def publish(self, events: list[dict[str, Any]], watermark: float) -> None:
+        """Send ``events`` (time-ordered) and then a watermark at ``watermark`` everywhere."""
+        assert self._producer is not None, "start() first"
+        by_part: list[list[dict[str, Any]]] = [[] for _ in range(self.partitions)]
+        for ev in events:
+            by_part[partition_of(ev, self.partitions)].append(ev)
+        if self.sink is not None and events:
+            self.sink.write(b"\n".join(orjson.dumps(ev) for ev in events) + b"\n")
+        mark = {"kind": "watermark", "ts": watermark}
+        futures = []
+        for p, evs in enumerate(by_part):
+            for i in range(0, max(len(evs), 1), self.batch_size):
+                chunk: list[Any] = evs[i:i + self.batch_size]
+                if i + self.batch_size >= len(evs):
+                    chunk = [*chunk, mark]
+                futures.append(await self._producer.send(
+                    self.topic, orjson.dumps(chunk), key=f"batch-{p}".encode(), partition=p))
+        await asyncio.gather(*futures)
+        self.sent += len(events)
+
+
+async def run_clock(sim: Simulation, publisher: EventPublisher, start: float, end: float, *,
+                    speed: float | None, tick_s: float = 0.25,
+                    on_tick: Callable[[float], Awaitable[None] | None] | None = None,
+                    should_stop: Callable[[], bool] = lambda: False) -> float:
+    """Advance the simulation from ``start`` to ``end`` (event time) and publish as it goes.
+
+    ``speed`` is simulated seconds per real second (None: as fast as possible, an hour of event
+    time per round). Returns the event time reached (``end`` unless stopped early).
+    """
+    t = start
+    wall0 = time.monotonic()
+    while t < end and not should_stop():
+        if speed is None:
+            nxt = min(end, (t // HOUR + 1) * HOUR)
+        else:
+            await asyncio.sleep(tick_s)
+            nxt = min(end, start + (time.monotonic() - wall0) * speed)
+            if nxt <= t:
+                continue
+        await publisher.publish(sim.advance(nxt), nxt)
+        t = nxt
+        if on_tick is not None:
+            res = on_tick(t)
+            if asyncio.iscoroutine(res):
+                await res
+    return t

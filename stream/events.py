@@ -1,0 +1,261 @@
+"""Event records and their validation (schema: docs/events.md).
+
+The Faust records below are the schema: one class per event kind, fields with their types.
+:func:`validate` checks a decoded JSON object against them (plus the enumerations and ranges the
+types cannot say) and returns a short reason when it fails, so a bad event becomes a dead letter
+instead of an exception in the worker. Events stay plain dicts on the hot path: building a record
+per event would cost more than the rest of the pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+import orjson
+
+__all__ = [
+    "Event", "SignupEvent", "ScanEvent", "PaymentEvent", "CancelEvent", "SpendEvent",
+    "ActivityEvent", "RECORDS", "DEAD_LETTER_REASONS", "Rejected", "Decoded", "decode_message",
+    "validate", "MAX_MESSAGE_BYTES", "MAX_EVENT_FIELDS", "MAX_TEXT", "MAX_AMOUNT",
+]
+
+MAX_MESSAGE_BYTES = 1 << 20     # a Kafka message over 1 MiB is refused whole
+MAX_EVENT_FIELDS = 32           # an object with more keys than this is not one of ours
+MAX_TEXT = 128                  # longest id / enum string accepted
+MAX_AMOUNT = 100_000.0          # USD; more in one payment or spend event is absurd here
+MAX_AHEAD_S = 86_400.0          # event time more than a day ahead of both clocks is a clock bug
+MAX_BEHIND_S = 400 * 86_400.0   # ...and more than 400 days behind the newest event, a stale one
+MIN_TS, MAX_TS = 946_684_800.0, 4_102_444_800.0   # 2000-01-01 .. 2100-01-01
+
+SEGMENTS = ("career_changer", "new_grad", "experienced", "executive")
+CHANNELS = ("organic", "paid_search", "referral", "social")
+PLANS = ("monthly", "annual")
+STATUSES = ("succeeded", "failed")
+
+# The closed set of dead-letter reasons (a Prometheus label, so never free text).
+DEAD_LETTER_REASONS = (
+    "invalid_json", "not_an_object", "oversized", "missing_field", "wrong_type",
+    "unknown_kind", "bad_value", "bad_timestamp", "late",
+)
+
+
+class Event(faust.Record, serializer="json", include_metadata=False):
+    """Fields every event carries."""
+
+    event_id: str
+    kind: str
+    ts: float
+
+
+class SignupEvent(Event):
+    user_id: str
+    segment: str
+    channel: str
+    referred_by: str | None = None
+
+
+class ScanEvent(Event):
+    user_id: str
+    segment: str
+    channel: str
+    match_score: float
+
+
+class PaymentEvent(Event):
+    user_id: str
+    segment: str
+    channel: str
+    plan: str
+    amount: float
+    status: str
+    first: bool
+
+
+class CancelEvent(Event):
+    user_id: str
+    segment: str
+    channel: str
+    plan: str
+
+
+class SpendEvent(Event):
+    channel: str
+    amount: float
+
+
+class ActivityEvent(Event):
+    user_id: str
+    segment: str
+    channel: str
+    session_s: float
+
+
+RECORDS: dict[str, type[Event]] = {
+    "signup": SignupEvent, "scan": ScanEvent, "payment": PaymentEvent,
+    "cancel": CancelEvent, "spend": SpendEvent, "activity": ActivityEvent,
+}
+
+_ENUMS: dict[str, tuple[str, ...]] = {
+    "segment": SEGMENTS, "channel": CHANNELS, "plan": PLANS, "status": STATUSES,
+}
+
+
+def _schema(record: type[Event]) -> tuple[tuple[str, type, bool], ...]:
+    """(field, python type, required) for each field of a record, read from its annotations."""
+    hints = typing.get_type_hints(record)
+    defaults = record._options.defaults
+    out = []
+    for name, hint in hints.items():
+        if name.startswith("_") or name not in record._options.fields:
+            continue
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        py_type = args[0] if args else hint
+        out.append((name, py_type, name not in defaults))
+    return tuple(out)
+
+
+_SCHEMAS = {kind: _schema(rec) for kind, rec in RECORDS.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Why one payload (a whole message, or one event of a batch) was not accepted."""
+
+    reason: str   # one of DEAD_LETTER_REASONS
+    detail: str   # for people: which field, what was wrong
+    raw: bytes    # the payload as received (a batch item re-encoded)
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What one Kafka message held: valid events, watermarks and rejects, in message order."""
+
+    events: list[dict[str, Any]]
+    watermarks: list[float]
+    rejected: list[Rejected]
+
+
+def _type_ok(value: Any, py_type: type) -> bool:
+    if py_type is float:
+        return (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+    if py_type is bool:
+        return isinstance(value, bool)
+    return isinstance(value, py_type)
+
+
+def validate(ev: dict[str, Any], newest_ts: float | None, now: float) -> tuple[str, str] | None:
+    """``None`` when ``ev`` is a valid event, else ``(reason, detail)``.
+
+    ``newest_ts`` is the newest event time seen so far (None at start) and ``now`` the wall clock:
+    an event far ahead of both is a clock bug, one far behind the newest is stale.
+
+    >>> ok = {"event_id": "e1", "kind": "scan", "ts": 1.8e9, "user_id": "u1",
+    ...       "segment": "new_grad", "channel": "organic", "match_score": 0.7}
+    >>> validate(ok, None, 1.8e9) is None
+    True
+    >>> validate({**ok, "match_score": "high"}, None, 1.8e9)
+    ('wrong_type', 'match_score must be a number, got str')
+    >>> validate({**ok, "kind": "refund"}, None, 1.8e9)[0]
+    'unknown_kind'
+    """
+    kind = ev.get("kind")
+    schema = _SCHEMAS.get(kind) if isinstance(kind, str) else None
+    if schema is None:
+        if "kind" not in ev:
+            return "missing_field", "kind is missing"
+        return "unknown_kind", f"kind {str(kind)[:40]!r} is not one of {', '.join(RECORDS)}"
+    if len(ev) > MAX_EVENT_FIELDS:
+        return "oversized", f"{len(ev)} fields (at most {MAX_EVENT_FIELDS})"
+    for name, py_type, required in schema:
+        value = ev.get(name)
+        if value is None:
+            if required:
+                return "missing_field", f"{name} is missing"
+            continue
+        if not _type_ok(value, py_type):
+            return "wrong_type", (f"{name} must be "
+                                  f"{'a number' if py_type is float else py_type.__name__}, "
+                                  f"got {type(value).__name__}")
+        if py_type is str:
+            if not 0 < len(value) <= MAX_TEXT:
+                return "bad_value", f"{name} must have 1 to {MAX_TEXT} characters"
+            allowed = _ENUMS.get(name)
+            if allowed is not None and value not in allowed:
+                return "bad_value", f"{name} {value[:40]!r} is not one of {', '.join(allowed)}"
+    return _check_values(ev, kind, newest_ts, now)
+
+
+def _check_values(ev: dict[str, Any], kind: str, newest_ts: float | None,
+                  now: float) -> tuple[str, str] | None:
+    ts = ev["ts"]
+    if not MIN_TS <= ts <= MAX_TS:
+        return "bad_timestamp", f"ts {ts} is outside 2000..2100 (seconds since the epoch, UTC)"
+    if ts > max(now, newest_ts or 0.0) + MAX_AHEAD_S:
+        return "bad_timestamp", f"ts {ts} is more than a day in the future"
+    if newest_ts is not None and ts < newest_ts - MAX_BEHIND_S:
+        return "bad_timestamp", f"ts {ts} is more than 400 days older than the newest event"
+    amount = ev.get("amount")
+    if amount is not None and not 0.0 <= amount <= MAX_AMOUNT:
+        return "bad_value", f"amount {amount} is outside 0..{MAX_AMOUNT:.0f} USD"
+    if kind == "scan" and not 0.0 <= ev["match_score"] <= 1.0:
+        return "bad_value", f"match_score {ev['match_score']} is outside 0..1"
+    if kind == "activity" and ev["session_s"] < 0:
+        return "bad_value", "session_s is negative"
+    return None
+
+
+def _encode(item: Any) -> bytes:
+    try:
+        return orjson.dumps(item)
+    except TypeError:  # pragma: no cover - decoded JSON always re-encodes
+        return repr(item).encode()
+
+
+def decode_message(payload: bytes | None, newest_ts: float | None, now: float) -> Decoded:
+    """Split one Kafka message into valid events, watermarks and rejects."""
+    out = Decoded([], [], [])
+    if payload is None:
+        out.rejected.append(Rejected("invalid_json", "empty message (no value)", b""))
+        return out
+    if len(payload) > MAX_MESSAGE_BYTES:
+        out.rejected.append(Rejected(
+            "oversized", f"message of {len(payload)} bytes (at most {MAX_MESSAGE_BYTES})",
+            payload))
+        return out
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        out.rejected.append(Rejected("invalid_json", str(e)[:200], payload))
+        return out
+    items = doc if isinstance(doc, list) else [doc]
+    single = not isinstance(doc, list)
+    for item in items:
+        if not isinstance(item, dict):
+            raw = payload if single else _encode(item)
+            out.rejected.append(Rejected("not_an_object", f"a JSON {type(item).__name__}, "
+                                         "expected an event object", raw))
+            continue
+        if item.get("kind") == "watermark":
+            ts = item.get("ts")
+            if _type_ok(ts, float) and MIN_TS <= ts <= MAX_TS:
+                out.watermarks.append(float(ts))
+                newest_ts = ts if newest_ts is None else max(newest_ts, ts)
+            else:
+                out.rejected.append(Rejected("bad_timestamp", "watermark without a valid ts",
+                                             payload if single else _encode(item)))
+            continue
+        problem = validate(item, newest_ts, now)
+        if problem is None:
+            out.events.append(item)
+            ts = item["ts"]
+            if newest_ts is None or ts > newest_ts:
+                newest_ts = ts
+        else:
+            out.rejected.append(Rejected(problem[0], problem[1],
+                                         payload if single else _encode(item)))
+    return out

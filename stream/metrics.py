@@ -1,0 +1,38 @@
+"""Every Prometheus metric Pulse exports, declared once at import.
+
+Agents record around their calls; detectors/ and alerting/ never import this module. Label values
+come from closed sets (KPI ids, segments, channels, event kinds, dead-letter reasons), never ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "KPI", "EVENTS", "DEAD_LETTERS", "DUPLICATES", "MESSAGES", "PROCESSING_LAG",
+    "WATERMARK", "WINDOWS_CLOSED", "ANOMALIES", "ALERTS", "SLACK_CALLS", "LLM_CALLS",
+    "SLACK_LATENCY", "LLM_LATENCY",
+]
+
+KPI = Gauge("pulse_kpi", "Value of a KPI in its latest closed window.",
+            ["kpi", "segment", "channel"])
+EVENTS = Counter("pulse_events", "Valid events consumed, by kind.", ["kind"])
+DEAD_LETTERS = Counter("pulse_dead_letters", "Payloads sent to the dead-letter topic, by reason.",
+                       ["reason"])
+DUPLICATES = Counter("pulse_duplicate_events",
+                     "Re-delivered events (same event_id) that were not counted again.")
+MESSAGES = Counter("pulse_messages", "Kafka messages consumed from the events topic.")
+PROCESSING_LAG = Gauge("pulse_processing_lag_seconds",
+                       "Wall-clock seconds between a message's append to Kafka and its "
+                       "processing by the worker.")
+WATERMARK = Gauge("pulse_event_time_watermark_seconds",
+                  "Event time up to which KPI windows are closed (seconds since the epoch).")
+WINDOWS_CLOSED = Counter("pulse_windows_closed", "KPI windows closed and published.")
+ANOMALIES = Counter("pulse_anomalies", "Anomalies flagged, by KPI and severity.",
+                    ["kpi", "severity"])
+ALERTS = Counter("pulse_alert_changes", "Alert state changes, by status.", ["status"])
+SLACK_CALLS = Counter("pulse_slack_calls", "Slack Web API calls, by outcome.", ["outcome"])
+LLM_CALLS = Counter("pulse_llm_calls", "Calls to the explanation model, by outcome.",
+                    ["outcome"])
+SLACK_LATENCY = Histogram("pulse_slack_call_seconds", "Latency of Slack Web API calls.")
+LLM_LATENCY = Histogram("pulse_llm_call_seconds", "Latency of explanation model calls.")
