@@ -42,7 +42,7 @@ async def send_raw(bootstrap: str, topic: str, payloads: list[bytes | None],
     await producer.start()
     try:
         for p in payloads:
-            await producer.send_and_wait(topic, p, partition=partition)
+            await producer.send_and_wait(topic, p, key=b"k", partition=partition)
     finally:
         await producer.stop()
 

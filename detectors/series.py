@@ -1,0 +1,156 @@
+"""One watcher per KPI series: scores each window, decides whether it is an alert, then learns."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from detectors._math import surprise, z_tail
+from detectors.forecast import SeasonalForecast
+from detectors.rules import TargetRule
+
+__all__ = ["SeriesWatcher", "Verdict", "DIRECTIONS"]
+
+DIRECTIONS = ("up", "down", "both")
+_RANK = {None: 0, "warning": 1, "critical": 2}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a :class:`SeriesWatcher` concludes about one point of its series."""
+
+    score: float                  # [0, 1], how sure the detectors are that the point is abnormal
+    expected: float | None        # forecast for this point (None in the first window)
+    lower: float | None           # normal band
+    upper: float | None
+    is_anomaly: bool
+    severity: str | None          # "warning" | "critical" | None
+    direction: str | None         # "up" | "down" | None
+    detector: str | None          # what fired: "forecast" or "rule:<kpi>"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SeriesWatcher:
+    """The state kept for one series (kpi, segment, channel): a seasonal forecaster and a rule.
+
+    :meth:`update` scores a point, then learns it, except when the point is suspicious
+    (``score >= warning_score``): a forecaster that learns incidents drifts into them. After
+    ``relearn_after`` suspicious points in a row the series is taken to have a new normal and is
+    learned again. Minimum evidence before an alert: the departure must be in the watched
+    ``direction``, at least ``min_abs_change`` and ``min_rel_change * |expected|``, the point's
+    sample size ``n`` (when given) at least ``min_n``, and a warning must last
+    ``warning_persistence`` points; a critical score alerts at once. A target rule (if any) is
+    judged on every point and the worse severity wins.
+
+    Parameters
+    ----------
+    kpi
+        KPI id, used to name the rule detector (``"rule:<kpi>"``).
+    kind
+        ``"count"``, ``"ratio"`` or ``"level"`` (see :class:`~detectors.forecast.SeasonalForecast`).
+    forecast
+        Keyword arguments of the forecaster (None: its defaults).
+    rule
+        Keyword arguments of a :class:`~detectors.rules.TargetRule` (None: no rule).
+
+    Examples
+    --------
+    >>> w = SeriesWatcher("signups", kind="count", forecast={"grace_period": 48})
+    >>> for h in range(24 * 14):
+    ...     v = w.update(h * 3600.0, 40.0 + 20.0 * (h % 24 >= 12))
+    >>> v.is_anomaly, v.lower < 60.0 < v.upper
+    (False, True)
+    >>> v = w.update(24 * 14 * 3600.0, 0.0)
+    >>> v.is_anomaly, v.severity, v.direction, v.detector
+    (True, 'critical', 'down', 'forecast')
+    """
+
+    def __init__(
+        self,
+        kpi: str = "value",
+        kind: str = "level",
+        direction: str = "both",
+        forecast: dict | None = None,
+        rule: dict | None = None,
+        warning_score: float = 0.5,
+        critical_score: float = 0.75,
+        warning_persistence: int = 2,
+        relearn_after: int = 24,
+        min_abs_change: float = 0.0,
+        min_rel_change: float = 0.0,
+        min_n: float = 0.0,
+    ):
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if not 0.0 < warning_score <= critical_score <= 1.0:
+            raise ValueError(
+                "need 0 < warning_score <= critical_score <= 1, "
+                f"got {warning_score} and {critical_score}")
+        self.kpi = kpi
+        self.kind = kind
+        self.direction = direction
+        self.forecast = forecast
+        self.rule = rule
+        self.warning_score = warning_score
+        self.critical_score = critical_score
+        self.warning_persistence = warning_persistence
+        self.relearn_after = relearn_after
+        self.min_abs_change = min_abs_change
+        self.min_rel_change = min_rel_change
+        self.min_n = min_n
+        self.model = SeasonalForecast(kind=kind, **(forecast or {}))
+        self.target = TargetRule(**rule) if rule else None
+        self.suspicious_run = 0
+        self.warning_run = 0
+        self.n = 0
+
+    def _enough_evidence(self, value: float, expected: float, n: float | None) -> bool:
+        delta = abs(value - expected)
+        return (delta >= self.min_abs_change and delta >= self.min_rel_change * abs(expected)
+                and (n is None or n >= self.min_n))
+
+    def update(self, ts: float, value: float | None, n: float | None = None) -> Verdict:
+        """Score the point of window ``ts`` (epoch seconds), then learn it unless suspicious."""
+        if value is None or value != value or math.isinf(value):
+            return Verdict(0.0, None, None, None, False, None, None, None)
+        x = {"value": float(value), "ts": float(ts), "n": n}
+        fc = self.model.forecast_one(x)
+        score = surprise(z_tail(fc.z)) if fc.z else 0.0
+        direction = "up" if fc.z > 0 else "down" if fc.z < 0 else None
+        suspicious = score >= self.warning_score
+        candidate = (suspicious and self.direction in ("both", direction)
+                     and self._enough_evidence(float(value), fc.expected, n))
+        self.warning_run = self.warning_run + 1 if candidate else 0
+        severity = None
+        if candidate and score >= self.critical_score:
+            severity = "critical"
+        elif candidate and self.warning_run >= self.warning_persistence:
+            severity = "warning"
+        detector = "forecast" if severity else None
+
+        if self.target is not None:
+            rule_severity = self.target.check_one(x)
+            if rule_severity is not None and _RANK[rule_severity] >= _RANK[severity]:
+                severity, detector = rule_severity, f"rule:{self.kpi}"
+                score = max(score, self.target.score_one(x))
+                direction = "up" if self.target.op == "above" else "down"
+            self.target.learn_one(x)
+
+        self.suspicious_run = self.suspicious_run + 1 if suspicious else 0
+        if not suspicious or self.suspicious_run >= self.relearn_after:
+            self.model.learn_one(x)
+        self.n += 1
+        known = fc.expected == fc.expected
+        return Verdict(
+            score=score,
+            expected=fc.expected if known else None,
+            lower=fc.lower if known else None,
+            upper=fc.upper if known else None,
+            is_anomaly=severity is not None,
+            severity=severity,
+            direction=direction if severity else None,
+            detector=detector,
+        )

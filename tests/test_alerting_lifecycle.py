@@ -1,0 +1,160 @@
+"""Alert lifecycle: grouping, firing rules, flapping, resolution, dedupe, checkpointing."""
+
+import pickle
+
+import pytest
+
+from alerting.lifecycle import AlertManager
+from alerting.policies import FiringRule
+from tests.fakes.anomalies import anomaly, closed, payment_outage
+
+
+def feed(manager, messages):
+    changes = []
+    for m in messages:
+        if m.get("kind") == "window_closed":
+            changes += manager.on_window_closed(m["window_end_ts"])
+        else:
+            changes += manager.on_anomaly(m, m["window_end_ts"])
+    return changes
+
+
+def test_payment_outage_is_one_alert_led_by_the_most_significant_kpi():
+    m = AlertManager()
+    changes = feed(m, payment_outage(0) + [closed(0)])
+    opened = [c for c in changes if c.status == "open"]
+    assert len(opened) == 1, [c.alert["kpi"] for c in opened]
+    updated = [c for c in changes if c.status == "updated"]
+    assert len(updated) == 1  # the three joiners reported once, when the window closed
+    final = updated[-1].alert
+    assert final["kpi"] == "payment_failure_rate"
+    assert final["id"] == opened[0].alert["id"]
+    assert {r["kpi"] for r in final["related"]} == {"conversion_rate", "payments", "revenue"}
+    assert final["severity"] == "critical"
+
+
+def test_unrelated_kpi_in_the_same_window_is_a_separate_alert():
+    m = AlertManager()
+    changes = feed(m, payment_outage(0) + [anomaly("scans", 0, 10.0, 500.0)])
+    assert len({c.alert["id"] for c in changes if c.status == "open"}) == 2
+
+
+def test_related_kpis_in_different_windows_do_not_group():
+    m = AlertManager(resolve_after=1)
+    changes = feed(m, [anomaly("payments", 0, 40.0, 120.0), closed(0), closed(1), closed(2),
+                       anomaly("revenue", 3, 1400.0, 4100.0)])
+    assert len({c.alert["id"] for c in changes if c.status == "open"}) == 2
+
+
+def test_segment_and_overall_series_of_one_kpi_group():
+    m = AlertManager()
+    changes = feed(m, [anomaly("payment_failure_rate", 0, 0.41, 0.02),
+                       anomaly("payment_failure_rate", 0, 0.6, 0.02, channel="ads"),
+                       closed(0)])
+    assert [c.status for c in changes] == ["open", "updated"]
+    assert changes[-1].alert["channel"] == "all"  # the overall series leads a tie in severity
+
+
+def test_warning_needs_two_windows_and_small_changes_are_ignored():
+    m = AlertManager(firing=FiringRule(min_windows=2, min_change=0.05, big_change=0.5))
+    assert m.on_anomaly(anomaly("signups", 0, 98.0, 100.0, severity="warning")) == []
+    assert m.on_anomaly(anomaly("signups", 0, 80.0, 100.0, severity="warning",
+                                detector="hst")) == []
+    assert m.on_window_closed(closed(0)["window_end_ts"]) == []
+    changes = m.on_anomaly(anomaly("signups", 1, 79.0, 100.0, severity="warning"))
+    assert [c.status for c in changes] == ["open"]
+    assert changes[0].alert["duration_windows"] == 2
+
+
+def test_a_single_window_warning_never_fires():
+    m = AlertManager()
+    changes = feed(m, [anomaly("signups", 0, 80.0, 100.0, severity="warning"), closed(0),
+                       closed(1), anomaly("signups", 2, 80.0, 100.0, severity="warning"),
+                       closed(2), closed(3)])
+    assert changes == []
+
+
+def test_resolves_after_n_clean_windows_and_not_before():
+    m = AlertManager(resolve_after=3)
+    feed(m, payment_outage(0) + [closed(0)])
+    assert feed(m, [closed(1), closed(2)]) == []
+    changes = feed(m, [closed(3)])
+    assert [c.status for c in changes] == ["resolved"]
+    assert changes[0].alert["resolved_at"] == "2026-11-21T14:00:00Z"
+    assert not m.active
+
+
+def test_flapping_series_stays_one_alert():
+    m = AlertManager(resolve_after=2, reopen_within=3)
+    ids, statuses = set(), []
+    # abnormal, normal, abnormal, normal, ... (the clean run is never long enough)
+    for w in range(0, 8, 2):
+        for c in feed(m, [anomaly("payment_failure_rate", w, 0.3, 0.02), closed(w),
+                          closed(w + 1)]):
+            ids.add(c.alert["id"])
+            statuses.append(c.status)
+    assert len(ids) == 1
+    assert statuses.count("open") == 1
+    assert "resolved" not in statuses
+
+
+def test_reopen_after_resolution_is_the_same_alert_with_a_longer_hold_down():
+    m = AlertManager(resolve_after=1, reopen_within=3)
+    first = feed(m, [anomaly("payments", 0, 40.0, 120.0), closed(0), closed(1)])
+    assert [c.status for c in first] == ["open", "resolved"]
+    again = feed(m, [anomaly("payments", 2, 40.0, 120.0)])
+    assert [c.status for c in again] == ["updated"]
+    assert again[0].alert["id"] == first[0].alert["id"]
+    assert "flapping" in again[0].reason
+    assert feed(m, [closed(2), closed(3)]) == []  # now needs 2 clean windows
+    assert [c.status for c in feed(m, [closed(4)])] == ["resolved"]
+
+
+def test_duplicate_delivery_is_ignored():
+    m = AlertManager()
+    a = anomaly("payments", 0, 40.0, 120.0)
+    assert len(m.on_anomaly(a)) == 1
+    assert m.on_anomaly(dict(a)) == []
+    assert [c.status for c in m.on_window_closed(closed(0)["window_end_ts"])] == []
+
+
+def test_repeated_window_closed_marker_counts_once():
+    m = AlertManager(resolve_after=2)
+    feed(m, [anomaly("payments", 0, 40.0, 120.0), closed(0)])
+    assert feed(m, [closed(1), closed(1), closed(1)]) == []
+    assert [c.status for c in feed(m, [closed(2)])] == ["resolved"]
+
+
+def test_escalation_to_critical_is_reported():
+    m = AlertManager(firing=FiringRule(big_change=0.3))
+    feed(m, [anomaly("signups", 0, 60.0, 100.0, severity="warning")])
+    changes = feed(m, [anomaly("cac", 0, 120.0, 50.0, severity="critical"), closed(0)])
+    assert changes[-1].status == "updated"
+    assert "severity now critical" in changes[-1].reason
+    assert changes[-1].alert["kpi"] == "cac"
+
+
+def test_state_pickles_and_continues():
+    m = AlertManager()
+    opened = feed(m, payment_outage(0))
+    m2 = pickle.loads(pickle.dumps(m))
+    changes = feed(m2, [closed(0)])
+    assert changes[0].alert["id"] == opened[0].alert["id"]
+    assert m2.on_anomaly(payment_outage(0)[0]) == []  # dedupe state survived
+
+
+def test_input_is_not_mutated_or_aliased():
+    m = AlertManager()
+    a = anomaly("payments", 0, 40.0, 120.0)
+    before = pickle.dumps(a)
+    m.on_anomaly(a)
+    a["value"] = 0.0
+    assert pickle.loads(before)["value"] == 40.0
+    assert next(iter(m.active.values())).lead["value"] == 40.0
+
+
+def test_bad_parameters_raise():
+    with pytest.raises(ValueError):
+        AlertManager(resolve_after=0)
+    with pytest.raises(ValueError):
+        FiringRule(min_windows=0)
