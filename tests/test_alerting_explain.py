@@ -65,7 +65,7 @@ async def test_prompt_carries_evidence_as_data_and_answer_is_used():
     assert {r["kpi"] for r in evidence["related_kpis_same_windows"]} == {
         "payments", "revenue", "conversion_rate"}
     assert evidence["definition"] and evidence["recent_values"]
-    assert req["headers"]["x-api-key"] == KEY
+    assert KEY in (req["headers"].get("x-api-key"), req["headers"].get("Authorization", "")[7:])
 
 
 async def test_injected_event_text_stays_inside_the_data_block():
@@ -73,7 +73,7 @@ async def test_injected_event_text_stays_inside_the_data_block():
     evidence = build_evidence(outage_alert(segment=evil))
     block = evidence_block(evidence)
     assert block.count("</evidence>") == 1 and block.endswith("</evidence>")
-    async with FakeAnthropic(reply="Please ping @channel now, the value is 99%.",
+    async with FakeAnthropic(reply="Please ping @channel now, the value is 77%.",
                              api_key=KEY) as api:
         ex = explainer_for(api)
         result = await ex.explain(evidence)

@@ -61,7 +61,8 @@ def test_warning_needs_two_windows_and_small_changes_are_ignored():
     assert m.on_anomaly(anomaly("signups", 0, 80.0, 100.0, severity="warning",
                                 detector="hst")) == []
     assert m.on_window_closed(closed(0)["window_end_ts"]) == []
-    changes = m.on_anomaly(anomaly("signups", 1, 79.0, 100.0, severity="warning"))
+    assert m.on_anomaly(anomaly("signups", 1, 79.0, 100.0, severity="warning")) == []
+    changes = m.on_window_closed(closed(1)["window_end_ts"])  # warnings open at window close
     assert [c.status for c in changes] == ["open"]
     assert changes[0].alert["duration_windows"] == 2
 
@@ -125,10 +126,20 @@ def test_repeated_window_closed_marker_counts_once():
     assert [c.status for c in feed(m, [closed(2)])] == ["resolved"]
 
 
+def test_critical_anomaly_opens_at_once_and_leads_a_pending_warning():
+    m = AlertManager(firing=FiringRule(big_change=0.3))
+    assert feed(m, [anomaly("signups", 0, 60.0, 100.0, severity="warning")]) == []
+    (opened,) = feed(m, [anomaly("cac", 0, 120.0, 50.0, severity="critical")])
+    assert opened.status == "open" and opened.alert["kpi"] == "cac"
+    assert [r["kpi"] for r in opened.alert["related"]] == ["signups"]
+    assert feed(m, [closed(0)]) == []
+
+
 def test_escalation_to_critical_is_reported():
     m = AlertManager(firing=FiringRule(big_change=0.3))
     feed(m, [anomaly("signups", 0, 60.0, 100.0, severity="warning")])
-    changes = feed(m, [anomaly("cac", 0, 120.0, 50.0, severity="critical"), closed(0)])
+    assert [c.alert["severity"] for c in feed(m, [closed(0)])] == ["warning"]
+    changes = feed(m, [anomaly("cac", 1, 120.0, 50.0, severity="critical"), closed(1)])
     assert changes[-1].status == "updated"
     assert "severity now critical" in changes[-1].reason
     assert changes[-1].alert["kpi"] == "cac"

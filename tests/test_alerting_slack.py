@@ -47,13 +47,13 @@ async def test_alert_posts_blocks_with_text_then_chart_update_and_thread_replies
     assert len(parent) == 1
     msg = parent[0].params
     assert msg["channel"] == "C0ALERTS"
-    assert msg["text"] and "Conversion rate" in msg["text"]  # the first anomaly opened it
+    assert msg["text"].startswith("Critical: Payment failure rate up 1950%")
     types = [b["type"] for b in msg["blocks"]]
     assert types[:3] == ["header", "section", "section"] and "actions" in types
     fields = next(b for b in msg["blocks"] if "fields" in b)["fields"]
     assert 1 <= len(fields) <= 10 and all(len(f["text"]) <= 2000 for f in fields)
     context = next(b for b in msg["blocks"] if b["type"] == "context")["elements"][0]["text"]
-    assert "<http://grafana.test:3000/d/" in context and "var-kpi=conversion_rate" in context
+    assert "<http://grafana.test:3000/d/" in context and "var-kpi=payment_failure_rate" in context
     actions = next(b for b in msg["blocks"] if b["type"] == "actions")["elements"]
     assert [a["action_id"] for a in actions] == [ACTION_ACK, ACTION_SNOOZE, ACTION_FALSE_ALARM]
 
@@ -64,7 +64,7 @@ async def test_alert_posts_blocks_with_text_then_chart_update_and_thread_replies
 
     updates = slack.calls("chat.update")
     assert updates and all(u.params["ts"] == ts for u in updates)
-    assert "Payment failure rate" in updates[0].params["text"]  # lead changed on the parent
+    assert "revenue down" in json.dumps(updates[0].params["blocks"])  # joined at window close
     assert "Resolved" in updates[-1].params["text"]
     assert not any(b["type"] == "actions" for b in updates[-1].params["blocks"])
 

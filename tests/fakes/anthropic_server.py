@@ -11,6 +11,7 @@ told to reply with given text (or a function of the request), fail with a status
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from collections import deque
@@ -32,6 +33,7 @@ class FakeAnthropic:
         self._forced: deque[int] = deque()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
         self.port = 0
 
     @property
@@ -52,6 +54,7 @@ class FakeAnthropic:
         return self
 
     async def stop(self) -> None:
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -65,13 +68,15 @@ class FakeAnthropic:
     async def _messages(self, request: web.Request) -> web.Response:
         body = json.loads(await request.read())
         self.requests.append({"headers": dict(request.headers), "json": body})
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if self.delay:  # cut short when the server stops, so tests do not wait it out
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.delay)
         if self._forced:
             status = self._forced.popleft()
             return web.json_response({"type": "error", "error": {
                 "type": "api_error", "message": "Internal server error"}}, status=status)
-        if request.headers.get("x-api-key") != self.api_key:
+        if self.api_key not in (request.headers.get("x-api-key"),
+                                request.headers.get("Authorization", "").removeprefix("Bearer ")):
             return web.json_response({"type": "error", "error": {
                 "type": "authentication_error", "message": "invalid x-api-key"}}, status=401)
         for key in ("model", "max_tokens", "messages"):

@@ -12,6 +12,7 @@ every request, and can be told to misbehave: ``fail_next(n, 429, retry_after=1)`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from collections import deque
@@ -45,6 +46,7 @@ class FakeSlack:
         self._forced: deque[tuple[int, dict[str, str]]] = deque()
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
         self.port = 0
 
     # -- control --------------------------------------------------------------------------
@@ -64,6 +66,7 @@ class FakeSlack:
         return [r for r in self.calls("chat.postMessage") if r.params.get("thread_ts") == thread_ts]
 
     async def start(self, port: int = 0) -> FakeSlack:
+        self._stopping.clear()
         app = web.Application()
         app.router.add_post("/api/{method}", self._api)
         app.router.add_get("/api/{method}", self._api)
@@ -77,6 +80,7 @@ class FakeSlack:
 
     async def refuse(self) -> None:
         """Close the port: connections are refused until :meth:`start` again."""
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -102,8 +106,9 @@ class FakeSlack:
         rec = Recorded(method, params, dict(request.headers), body,
                        at=asyncio.get_running_loop().time())
         self.requests.append(rec)
-        if self.delay:
-            await asyncio.sleep(self.delay)
+        if self.delay:  # cut short when the server stops, so tests do not wait it out
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.delay)
         return rec
 
     def _misbehave(self, rec: Recorded) -> web.Response | None:
