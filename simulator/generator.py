@@ -1,0 +1,400 @@
+"""Hour-by-hour event generation for the simulated job-search SaaS.
+
+The simulation only ever advances in whole UTC hours (the first one may start late), in order,
+from one seeded ``random.Random``; ``advance`` hands out buffered events up to the requested time.
+So the stream depends only on (seed, start_ts, scenario, incident_range, model), never on how
+callers slice time. Users and subscriptions are plain parallel lists and events plain dicts,
+because the demo generates weeks of history at full speed before going live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import math
+import random
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable
+from itertools import accumulate
+from operator import itemgetter
+from typing import Any
+
+from simulator.model import CHANNELS, PLANS, SEGMENTS, BusinessModel, diurnal_weights, weekly_factor
+from simulator.scenarios import Incident, plan_incidents
+
+__all__ = ["Simulation", "poisson"]
+
+_HOUR = 3600.0
+_DAY = 86400.0
+_FIRST, _RENEW = 0, 1  # kinds of scheduled payment attempts
+_REFERRAL = CHANNELS.index("referral")
+_PERIOD = (30 * _DAY, 365 * _DAY)  # billing period per plan index
+_TS = itemgetter("ts")
+
+Event = dict[str, Any]
+Window = tuple[Incident, float, float]  # an incident and its overlap with the hour at hand
+
+
+def poisson(rnd: Callable[[], float], gauss: Callable[[float, float], float], lam: float) -> int:
+    """A Poisson draw: Knuth's product method, normal approximation for large means.
+
+    >>> r = random.Random(3)
+    >>> draws = [poisson(r.random, r.gauss, 4.0) for _ in range(20000)]
+    >>> round(sum(draws) / len(draws), 1), poisson(r.random, r.gauss, 0.0)
+    (4.0, 0)
+    """
+    if lam <= 0.0:
+        return 0
+    if lam > 40.0:
+        return max(0, int(gauss(lam, math.sqrt(lam)) + 0.5))
+    limit, k, p = math.exp(-lam), 0, rnd()
+    while p > limit:
+        k += 1
+        p *= rnd()
+    return k
+
+
+def _overlaps(incidents: list[Incident], t0: float, t1: float) -> list[Window]:
+    """Incidents touching [t0, t1), each with the overlapping interval."""
+    return [(i, max(t0, i.start), min(t1, i.end)) for i in incidents if i.start < t1 and i.end > t0]
+
+
+class Simulation:
+    """A deterministic stream of business events (docs/events.md) with labelled incidents.
+
+    Parameters
+    ----------
+    seed
+        Seeds every random draw; the same arguments give the same stream.
+    start_ts
+        Epoch seconds of the first event; the business is already running then.
+    scenario
+        One of ``SCENARIOS``; its incidents are in ``.incidents``.
+    incident_range
+        Where incidents may fall; default days 14 to 35 after ``start_ts``.
+    model
+        Rates of the business (default ``BusinessModel()``).
+
+    >>> sim = Simulation(seed=7, start_ts=1795255200.0)
+    >>> events = sim.advance(1795255200.0 + 3600)
+    >>> sorted({e["kind"] for e in events})
+    ['activity', 'payment', 'scan', 'signup', 'spend']
+    >>> events == sorted(events, key=lambda e: e["ts"]), sim.advance(1795255200.0 + 3600)
+    (True, [])
+    """
+
+    def __init__(self, seed: int, start_ts: float, scenario: str = "none",
+                 incident_range: tuple[float, float] | None = None,
+                 model: BusinessModel | None = None) -> None:
+        self.seed = seed
+        self.start_ts = start_ts
+        self.scenario = scenario
+        self.incident_range = incident_range
+        self.model = model if model is not None else BusinessModel()
+        lo, hi = incident_range or (start_ts + 14 * _DAY, start_ts + 35 * _DAY)
+        self.incidents: list[Incident] = plan_incidents(
+            scenario, lo, hi, random.Random(f"incidents:{seed}"))
+        tag = repr((seed, start_ts, scenario, incident_range, self.model)).encode()
+        self._tag = hashlib.blake2b(tag, digest_size=4).hexdigest()
+        self._rng = random.Random(seed)
+        self._generated_until = start_ts
+        self._buffer: list[Event] = []
+        self._pos = 0
+        self._carry: list[Event] = []  # events already drawn that belong to a later hour
+        self._heap: list[tuple[float, int, int, int, int, int, int]] = []
+        self._seq = 0
+        self._day = -1
+        self._plan: list[list[tuple[float, int]]] = []
+        m = self.model
+        self._diurnal = diurnal_weights(m.diurnal_amplitude, m.peak_hour_utc)
+        self._diurnal_cum = list(accumulate(self._diurnal))
+        self._seg_cum = list(accumulate(m.segment_shares))
+        self._conv = [[m.conversion_probability(s, c) for c in range(len(CHANNELS))]
+                      for s in range(len(SEGMENTS))]
+        self._prices = (m.monthly_price, m.annual_price)
+        # users: parallel lists indexed by user number
+        self._uid: list[str] = []
+        self._seg: list[int] = []
+        self._chan: list[int] = []
+        self._act: list[float] = []
+        self._plan_of: list[int] = []  # -1 free, else index into PLANS
+        self._gen: list[int] = []  # bumped when a subscription ends; stale renewals are skipped
+        self._pending: list[bool] = []  # a first payment is scheduled
+        self._paid_ever: list[bool] = []  # only a user's very first payment has first=true
+        self._last_pay: list[float] = []
+        self._active: list[int] = []  # users with a live subscription
+        self._active_pos: list[int] = []
+        self._advocates: list[int] = []
+        self._populate()
+
+    # ------------------------------------------------------------------ public
+
+    def advance(self, until_ts: float) -> list[Event]:
+        """Every event with ``ts`` in [previous ``until_ts``, ``until_ts``), sorted by ``ts``."""
+        while self._generated_until < until_ts:
+            t0 = self._generated_until
+            t1 = (math.floor(t0 / _HOUR) + 1) * _HOUR
+            self._buffer.extend(self._hour(t0, t1))
+            self._generated_until = t1
+        cut = bisect_left(self._buffer, until_ts, lo=self._pos, key=_TS)
+        out = self._buffer[self._pos:cut]
+        self._pos = cut
+        if self._pos > 4096:
+            del self._buffer[:self._pos]
+            self._pos = 0
+        return out
+
+    # ------------------------------------------------------------- population
+
+    def _add_user(self, segment: int, channel: int) -> int:
+        m, rnd = self.model, self._rng.random
+        u = len(self._uid)
+        self._uid.append(f"u{u}")
+        self._seg.append(segment)
+        self._chan.append(channel)
+        lo, hi = m.engaged_activity
+        self._act.append(m.dormant_activity if rnd() < m.dormant_share else lo + (hi - lo) * rnd())
+        self._plan_of.append(-1)
+        self._gen.append(0)
+        self._pending.append(False)
+        self._paid_ever.append(False)
+        self._last_pay.append(-math.inf)
+        self._active_pos.append(-1)
+        if rnd() < m.advocate_share:
+            self._advocates.append(u)
+        return u
+
+    def _draw_segment(self) -> int:
+        return min(bisect_right(self._seg_cum, self._rng.random()), len(SEGMENTS) - 1)
+
+    def _populate(self) -> None:
+        """The business at ``start_ts``: users, and monthly subscribers due within 30 days."""
+        m, rng = self.model, self._rng
+        ch_cum = list(accumulate(m.channel_shares))
+        for _ in range(m.initial_users):
+            channel = min(bisect_right(ch_cum, rng.random()), len(CHANNELS) - 1)
+            self._add_user(self._draw_segment(), channel)
+        for u in rng.sample(range(m.initial_users), m.initial_subscriptions):
+            self._activate(u, 0)
+            self._schedule(self.start_ts + rng.random() * _PERIOD[0], _RENEW, u, 0, 0)
+
+    def _activate(self, u: int, plan: int) -> None:
+        self._plan_of[u] = plan
+        self._paid_ever[u] = True
+        self._active_pos[u] = len(self._active)
+        self._active.append(u)
+
+    def _deactivate(self, u: int) -> None:
+        pos, last = self._active_pos[u], self._active[-1]
+        self._active[pos] = last
+        self._active_pos[last] = pos
+        self._active.pop()
+        self._active_pos[u] = -1
+        self._plan_of[u] = -1
+        self._gen[u] += 1
+
+    def _schedule(self, due: float, kind: int, u: int, attempt: int, plan: int) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (due, self._seq, kind, u, self._gen[u], attempt, plan))
+
+    # ------------------------------------------------------------------ hours
+
+    def _plan_day(self, day: int) -> None:
+        """Decide who is active on a UTC day and when their sessions start."""
+        m, rnd = self.model, self._rng.random
+        wf = weekly_factor(day, m.weekend_factor)
+        boost, extra = m.paid_activity_boost, m.extra_session_probability
+        cum, total = self._diurnal_cum, self._diurnal_cum[-1]
+        base = day * _DAY
+        plan: list[list[tuple[float, int]]] = [[] for _ in range(24)]
+        plan_of = self._plan_of
+        for u, act in enumerate(self._act):
+            if plan_of[u] >= 0:
+                act += boost
+            if rnd() < act * wf:
+                while True:
+                    h = min(bisect_right(cum, rnd() * total), 23)
+                    plan[h].append((base + (h + rnd()) * _HOUR, u))
+                    if rnd() >= extra:
+                        break
+        self._plan = plan
+        self._day = day
+
+    def _hour(self, t0: float, t1: float) -> list[Event]:
+        """All events of [t0, t1), inside one UTC hour, sorted, with ids."""
+        m, rng = self.model, self._rng
+        hour_start = math.floor(t0 / _HOUR) * _HOUR
+        day = int(hour_start // _DAY)
+        if day != self._day:
+            self._plan_day(day)
+        level = self._diurnal[int((hour_start - day * _DAY) // _HOUR)] * weekly_factor(
+            day, m.weekend_factor)
+        incs = _overlaps(self.incidents, t0, t1)
+        events: list[Event] = [e for e in self._carry if e["ts"] < t1]
+        self._carry = [e for e in self._carry if e["ts"] >= t1]
+        self._signups(t0, t1, level, incs, events)
+        self._sessions(t0, t1, incs, events)
+        self._payments(t0, t1, incs, events)
+        self._cancels(t0, t1, incs, events)
+        for c, daily in enumerate(m.channel_daily_spend):
+            if daily > 0:
+                amount = daily / 24 * level * (t1 - t0) / _HOUR * rng.uniform(0.85, 1.15)
+                events.append({"event_id": "", "kind": "spend", "ts": max(t1 - 1.0, t0),
+                               "channel": CHANNELS[c], "amount": round(amount, 2)})
+        late = [e for e in events if e["ts"] >= t1]
+        if late:
+            self._carry.extend(late)
+            events = [e for e in events if e["ts"] < t1]
+        events.sort(key=_TS)
+        prefix = f"{self._tag}-{int(hour_start // _HOUR)}-"
+        for i, e in enumerate(events):
+            e["event_id"] = prefix + str(i)
+            if e["ts"] < t0:  # rounding to ms may step below a first hour that starts mid-ms
+                e["ts"] = t0
+        return events
+
+    def _signups(self, t0: float, t1: float, level: float,
+                 incs: list[Window], out: list[Event]) -> None:
+        m, rng = self.model, self._rng
+        rnd, gauss = rng.random, rng.gauss
+        per_hour = m.signups_per_day / 24 * level
+        drops = [(i, a, b) for i, a, b in incs if i.kind == "signup-tracking-drop"]
+        for c, share in enumerate(m.channel_shares):
+            lam = per_hour * share
+            times = [t0 + (t1 - t0) * rnd()
+                     for _ in range(poisson(rnd, gauss, lam * (t1 - t0) / _HOUR))]
+            for inc, a, b in incs:
+                if inc.kind == "channel-traffic-surge" and inc.channel == CHANNELS[c]:
+                    n = poisson(rnd, gauss, lam * (inc.magnitude - 1) * (b - a) / _HOUR)
+                    times.extend(a + (b - a) * rnd() for _ in range(n))
+            for ts in times:
+                self._signup(ts, c, drops, incs, out)
+
+    def _signup(self, ts: float, c: int, drops: list[Window],
+                incs: list[Window], out: list[Event]) -> None:
+        m, rnd = self.model, self._rng.random
+        u = self._add_user(self._draw_segment(), c)
+        s = self._seg[u]
+        referred_by = None
+        if c == _REFERRAL and self._advocates:
+            referred_by = self._uid[self._advocates[int(rnd() * len(self._advocates))]]
+        recorded = True
+        for inc, a, b in drops:
+            if a <= ts < b and inc.channel in ("all", CHANNELS[c]) and rnd() < inc.magnitude:
+                recorded = False
+        if recorded:
+            out.append({"event_id": "", "kind": "signup", "ts": round(ts, 3),
+                        "user_id": self._uid[u], "segment": SEGMENTS[s], "channel": CHANNELS[c],
+                        "referred_by": referred_by})
+        if rnd() < self._conv[s][c]:
+            delay = rnd() ** 2 * m.conversion_window_days * _DAY
+            plan = 1 if rnd() < m.annual_share else 0
+            self._pending[u] = True
+            self._schedule(ts + 60.0 + delay, _FIRST, u, 0, plan)
+        self._session(ts + 5.0 + 115.0 * rnd(), u, incs, out)
+
+    def _sessions(self, t0: float, t1: float, incs: list[Window],
+                  out: list[Event]) -> None:
+        hour = int((math.floor(t0 / _HOUR) * _HOUR - self._day * _DAY) // _HOUR)
+        for ts, u in self._plan[hour]:
+            if ts >= t0:
+                self._session(ts, u, incs, out)
+
+    def _session(self, ts: float, u: int, incs: list[Window],
+                 out: list[Event]) -> None:
+        """One activity event and its scans."""
+        m, rng = self.model, self._rng
+        rnd = rng.random
+        s, c = self._seg[u], self._chan[u]
+        uid, seg, ch = self._uid[u], SEGMENTS[s], CHANNELS[c]
+        length = min(rng.expovariate(1.0 / m.mean_session_s), 3 * _HOUR)
+        out.append({"event_id": "", "kind": "activity", "ts": round(ts, 3), "user_id": uid,
+                    "segment": seg, "channel": ch, "session_s": round(length, 1)})
+        lam, mean = m.scans_per_session, m.segment_match_means[s]
+        for inc, a, b in incs:
+            if a <= ts < b:
+                if inc.kind == "channel-traffic-surge" and inc.channel == ch:
+                    lam *= inc.magnitude
+                elif inc.kind == "match-rate-regression" and inc.segment == seg:
+                    mean -= inc.magnitude
+        mean = min(max(mean, 0.02), 0.98)
+        k = m.match_concentration
+        alpha, beta = mean * k, (1.0 - mean) * k
+        for _ in range(poisson(rnd, rng.gauss, lam)):
+            score = min(max(rng.betavariate(alpha, beta), 0.0), 1.0)
+            out.append({"event_id": "", "kind": "scan", "ts": round(ts + length * rnd(), 3),
+                        "user_id": uid, "segment": seg, "channel": ch,
+                        "match_score": round(score, 4)})
+
+    def _payments(self, t0: float, t1: float, incs: list[Window],
+                  out: list[Event]) -> None:
+        """Trickle conversions from the free base, then every attempt due before ``t1``."""
+        m, rng = self.model, self._rng
+        rnd = rng.random
+        n_users = len(self._uid)
+        for _ in range(poisson(rnd, rng.gauss,
+                               m.free_base_conversions_per_day / 24 * (t1 - t0) / _HOUR)):
+            u = int(rnd() * n_users)
+            if not self._paid_ever[u] and not self._pending[u]:
+                self._pending[u] = True
+                self._schedule(t0 + (t1 - t0) * rnd(), _FIRST, u, 0,
+                               1 if rnd() < m.annual_share else 0)
+        outages = [(a, b, i.magnitude) for i, a, b in incs if i.kind == "payment-outage"]
+        heap = self._heap
+        while heap and heap[0][0] < t1:
+            due, _, kind, u, gen, attempt, plan = heapq.heappop(heap)
+            if kind == _FIRST and self._paid_ever[u]:
+                self._pending[u] = False
+                continue
+            if kind == _RENEW and (gen != self._gen[u] or self._plan_of[u] < 0):
+                continue
+            p_fail = m.payment_failure_rate
+            for a, b, mag in outages:
+                if a <= due < b:
+                    p_fail = mag
+            ok = rnd() >= p_fail
+            ts = round(due, 3)
+            out.append({"event_id": "", "kind": "payment", "ts": ts, "user_id": self._uid[u],
+                        "segment": SEGMENTS[self._seg[u]], "channel": CHANNELS[self._chan[u]],
+                        "plan": PLANS[plan], "amount": self._prices[plan],
+                        "status": "succeeded" if ok else "failed", "first": kind == _FIRST})
+            if ok:
+                self._last_pay[u] = ts
+                if kind == _FIRST:
+                    self._pending[u] = False
+                    self._activate(u, plan)
+                self._schedule(due + _PERIOD[plan], _RENEW, u, 0, plan)
+            elif kind == _FIRST:
+                if attempt == 0:
+                    self._schedule(due + _DAY, _FIRST, u, 1, plan)
+                else:
+                    self._pending[u] = False
+            elif attempt < m.renewal_retries:
+                self._schedule(due + _DAY, _RENEW, u, attempt + 1, plan)
+            else:  # dunning exhausted: the subscription ends
+                self._cancel(u, due + 1.0, out)
+
+    def _cancels(self, t0: float, t1: float, incs: list[Window],
+                 out: list[Event]) -> None:
+        m, rng = self.model, self._rng
+        rnd = rng.random
+        per_hour = len(self._active) * m.monthly_churn / 30 / 24
+        times = [t0 + (t1 - t0) * rnd()
+                 for _ in range(poisson(rnd, rng.gauss, per_hour * (t1 - t0) / _HOUR))]
+        for inc, a, b in incs:
+            if inc.kind == "churn-spike":
+                n = poisson(rnd, rng.gauss, per_hour * (inc.magnitude - 1) * (b - a) / _HOUR)
+                times.extend(a + (b - a) * rnd() for _ in range(n))
+        for ts in times:
+            if not self._active:
+                break
+            u = self._active[int(rnd() * len(self._active))]
+            if ts <= self._last_pay[u]:  # never end a subscription before its latest payment
+                ts = (self._last_pay[u] + t1) / 2
+            self._cancel(u, ts, out)
+
+    def _cancel(self, u: int, ts: float, out: list[Event]) -> None:
+        out.append({"event_id": "", "kind": "cancel", "ts": round(ts, 3), "user_id": self._uid[u],
+                    "segment": SEGMENTS[self._seg[u]], "channel": CHANNELS[self._chan[u]],
+                    "plan": PLANS[self._plan_of[u]]})
+        self._deactivate(u)

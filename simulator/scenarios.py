@@ -1,0 +1,164 @@
+"""Labelled incidents: what goes wrong, when, and which KPIs should show it.
+
+The labels are the ground truth for judging detectors, so each incident names the KPI ids of
+docs/kpis.md that it moves. Incidents are placed on a quarter-hour grid, never overlap, and (in
+``mixed``) leave at least 12 h between them so each one can be told apart.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from simulator.model import CHANNELS, SEGMENTS
+
+__all__ = ["INCIDENT_KINDS", "SCENARIOS", "Incident", "plan_incidents", "iso_utc"]
+
+_QUARTER = 900  # seconds; incident boundaries fall on this grid
+_MIXED_GAP_QUARTERS = 48  # 12 h between incidents of a mixed scenario
+
+
+@dataclass(frozen=True)
+class _KindSpec:
+    hours: tuple[int, int]
+    magnitude: tuple[float, float]
+    kpis: tuple[str, ...]
+
+
+_SPECS: dict[str, _KindSpec] = {
+    "payment-outage": _KindSpec(
+        (2, 6), (0.70, 0.90),
+        ("payment_failure_rate", "payments", "revenue", "paid_conversions", "conversion_rate")),
+    "signup-tracking-drop": _KindSpec((3, 8), (0.80, 1.00), ("signups", "conversion_rate")),
+    "match-rate-regression": _KindSpec((4, 12), (0.15, 0.25), ("match_rate",)),
+    "channel-traffic-surge": _KindSpec((2, 6), (3.0, 6.0), ("signups", "scans", "conversion_rate")),
+    "churn-spike": _KindSpec(
+        (6, 24), (8.0, 15.0), ("churn_rate", "mrr", "mrr_growth", "ltv", "ltv_cac")),
+}
+
+INCIDENT_KINDS: tuple[str, ...] = tuple(_SPECS)
+SCENARIOS: tuple[str, ...] = ("none", *INCIDENT_KINDS, "mixed")
+
+
+def iso_utc(ts: float) -> str:
+    """ISO-8601 UTC with a ``Z``, to the second.
+
+    >>> iso_utc(1795255200)
+    '2026-11-21T10:00:00Z'
+    """
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One labelled incident over ``[start, end)`` (epoch seconds).
+
+    ``magnitude`` is the kind's knob: failure probability (payment-outage), share of signup events
+    lost (signup-tracking-drop), drop of the mean match score (match-rate-regression), traffic
+    multiplier (channel-traffic-surge) or cancellation multiplier (churn-spike).
+
+    >>> inc = Incident("inc01-churn-spike", "churn-spike", 1795255200.0, 1795262400.0,
+    ...                ("churn_rate",), "all", "all", "Cancellations run 10x above normal.", 10.0)
+    >>> inc.to_json()["end"], inc.covers(1795262400.0)
+    ('2026-11-21T12:00:00Z', False)
+    """
+
+    id: str
+    kind: str
+    start: float
+    end: float
+    kpis: tuple[str, ...]
+    segment: str
+    channel: str
+    description: str
+    magnitude: float = 0.0
+
+    def covers(self, ts: float) -> bool:
+        """Whether event time ``ts`` falls inside the incident."""
+        return self.start <= ts < self.end
+
+    def to_json(self) -> dict[str, Any]:
+        """The label as written to files and compared with alerts."""
+        return {
+            "id": self.id, "kind": self.kind,
+            "start": iso_utc(self.start), "end": iso_utc(self.end),
+            "start_ts": self.start, "end_ts": self.end,
+            "kpis": list(self.kpis), "segment": self.segment, "channel": self.channel,
+            "description": self.description,
+        }
+
+
+def _describe(kind: str, magnitude: float, segment: str, channel: str) -> str:
+    where = "all channels" if channel == "all" else f"the {channel} channel"
+    if kind == "payment-outage":
+        return f"The payment processor fails {magnitude:.0%} of charge attempts."
+    if kind == "signup-tracking-drop":
+        return (f"The signup tracking pixel stops firing and {magnitude:.0%} of signups on "
+                f"{where} go unrecorded.")
+    if kind == "match-rate-regression":
+        return (f"A matching-model release lowers the mean match score of {segment} users by "
+                f"{magnitude:.2f}.")
+    if kind == "channel-traffic-surge":
+        return f"Traffic from {where} jumps {magnitude:.1f}x, multiplying its signups and scans."
+    return f"Cancellations run {magnitude:.1f}x above normal."
+
+
+def _draw(kind: str, index: int, start_q: int, dur_q: int, rng: random.Random) -> Incident:
+    spec = _SPECS[kind]
+    magnitude = round(rng.uniform(*spec.magnitude), 2)
+    segment, channel = "all", "all"
+    if kind == "match-rate-regression":
+        segment = rng.choice(SEGMENTS)
+    elif kind == "channel-traffic-surge":
+        channel = rng.choice(CHANNELS)
+    elif kind == "signup-tracking-drop" and rng.random() < 0.5:
+        channel = rng.choice(CHANNELS)
+    return Incident(
+        id=f"inc{index:02d}-{kind}", kind=kind,
+        start=float(start_q * _QUARTER), end=float((start_q + dur_q) * _QUARTER),
+        kpis=spec.kpis, segment=segment, channel=channel,
+        description=_describe(kind, magnitude, segment, channel), magnitude=magnitude)
+
+
+def plan_incidents(scenario: str, start_ts: float, end_ts: float,
+                   rng: random.Random) -> list[Incident]:
+    """Place the incidents of ``scenario`` inside ``[start_ts, end_ts]``, sorted by start.
+
+    A single-kind scenario gives one incident; ``mixed`` gives as many different kinds (up to all
+    five) as fit with 12 h gaps, in random order.
+
+    >>> [i.kind for i in plan_incidents("churn-spike", 0, 5 * 86400, random.Random(1))]
+    ['churn-spike']
+    >>> plan_incidents("outage", 0, 86400, random.Random(1))
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown scenario 'outage'; valid: none, payment-outage, signup-tracking-drop, \
+match-rate-regression, channel-traffic-surge, churn-spike, mixed
+    """
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+    if scenario == "none":
+        return []
+    lo_q, hi_q = math.ceil(start_ts / _QUARTER), math.floor(end_ts / _QUARTER)
+    kinds = rng.sample(INCIDENT_KINDS, len(INCIDENT_KINDS)) if scenario == "mixed" else [scenario]
+    durations = [rng.randint(_SPECS[k].hours[0] * 4, _SPECS[k].hours[1] * 4) for k in kinds]
+
+    def needed(n: int) -> int:
+        return sum(durations[:n]) + _MIXED_GAP_QUARTERS * (n - 1)
+
+    n = len(kinds)
+    while n > 0 and needed(n) > hi_q - lo_q:
+        n -= 1
+    if n == 0:
+        raise ValueError(f"incident range of {end_ts - start_ts:.0f} s is too short for "
+                         f"scenario {scenario!r}")
+    slack = hi_q - lo_q - needed(n)
+    cuts = sorted(rng.randint(0, slack) for _ in range(n))
+    incidents, offset = [], lo_q
+    for i in range(n):
+        incidents.append(_draw(kinds[i], i + 1, offset + cuts[i], durations[i], rng))
+        offset += durations[i] + _MIXED_GAP_QUARTERS
+    return incidents
