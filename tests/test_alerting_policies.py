@@ -86,6 +86,7 @@ async def test_ask_answers_from_the_state_without_a_key():
     assert "did not recognise" in await answer_question("How's the weather?", STATE)
     assert "no current value" in await answer_question("What is CAC?", STATE)
     assert find_kpis("ltv and cac") == ["ltv", "cac"]
+    assert (await answer_question("churn?", STATE, Settings())).startswith("Churn rate")
     assert [r["value"] for r in lookup("churn", STATE)] == [0.048]
 
 

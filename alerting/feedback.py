@@ -1,0 +1,141 @@
+"""Button clicks on alert messages: Slack's interactivity endpoint, and the feedback file.
+
+Slack POSTs ``application/x-www-form-urlencoded`` with one ``payload`` field (JSON) to the
+Request URL of the app's Interactivity settings. For ``block_actions`` from Pulse's buttons the
+endpoint answers 200 at once and hands a :class:`Feedback` to the service, which stores it in
+``feedback.jsonl`` (the detectors read false alarms from there: :func:`load_feedback`) and
+honours it (a snooze is a one-hour silence). With a signing secret, requests are verified
+(``X-Slack-Signature``, ``v0`` HMAC-SHA256, at most five minutes old).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from alerting.slack import ACTION_ACK, ACTION_FALSE_ALARM, ACTION_SNOOZE
+
+__all__ = [
+    "ACTIONS",
+    "Feedback",
+    "FeedbackStore",
+    "load_feedback",
+    "make_feedback_app",
+    "parse_payload",
+    "verify_signature",
+]
+
+log = logging.getLogger(__name__)
+
+ACTIONS = {ACTION_ACK: "ack", ACTION_SNOOZE: "snooze", ACTION_FALSE_ALARM: "false_alarm"}
+
+
+@dataclass
+class Feedback:
+    """One click: ``action`` is ``ack``, ``snooze`` or ``false_alarm``."""
+
+    alert_id: str
+    action: str
+    user: str
+    ts: float
+    channel: str = ""
+    message_ts: str = ""
+    # Filled in by the service from the alert, for the detectors.
+    kpi: str = ""
+    segment: str = ""
+    series_channel: str = ""
+    window_start_ts: float | None = None
+    detector: str = ""
+
+
+def parse_payload(payload: dict, now: float) -> list[Feedback]:
+    """Pulse's button clicks in a ``block_actions`` payload (others are ignored)."""
+    if payload.get("type") != "block_actions":
+        return []
+    user = payload.get("user") or {}
+    container = payload.get("container") or {}
+    channel = (payload.get("channel") or {}).get("id") or container.get("channel_id", "")
+    found = []
+    for action in payload.get("actions") or []:
+        kind = ACTIONS.get(action.get("action_id", ""))
+        if kind is None or not action.get("value"):
+            continue
+        found.append(Feedback(alert_id=str(action["value"])[:64], action=kind,
+                              user=str(user.get("id") or user.get("username") or "")[:64],
+                              ts=now, channel=str(channel)[:32],
+                              message_ts=str(container.get("message_ts", ""))[:32]))
+    return found
+
+
+def verify_signature(secret: str, timestamp: str, body: bytes, signature: str, now: float,
+                     max_age_s: float = 300) -> bool:
+    """Slack's request signature check (``v0=`` HMAC-SHA256 of ``v0:timestamp:body``)."""
+    try:
+        if abs(now - float(timestamp)) > max_age_s:
+            return False
+    except ValueError:
+        return False
+    base = b"v0:" + timestamp.encode() + b":" + body
+    expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, signature)
+
+
+class FeedbackStore:
+    """Appends feedback to a JSON lines file."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+
+    def append(self, feedback: Feedback) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(asdict(feedback)) + "\n")
+
+
+def load_feedback(path: str | os.PathLike[str], action: str | None = None) -> list[dict]:
+    """Stored feedback (e.g. ``action="false_alarm"`` for the detectors), oldest first."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    rows = [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line]
+    return [r for r in rows if action is None or r.get("action") == action]
+
+
+def make_feedback_app(on_feedback: Callable[[Feedback], Awaitable[None]], *,
+                      signing_secret: str | None = None, path: str = "/slack/actions",
+                      clock: Callable[[], float] = time.time) -> web.Application:
+    """An aiohttp app with Slack's interactivity endpoint at ``path``."""
+
+    async def actions(request: web.Request) -> web.Response:
+        body = await request.read()
+        if signing_secret and not verify_signature(
+                signing_secret, request.headers.get("X-Slack-Request-Timestamp", ""), body,
+                request.headers.get("X-Slack-Signature", ""), clock()):
+            return web.Response(status=401, text="bad signature")
+        form = await request.post()
+        raw = form.get("payload")
+        if not isinstance(raw, str):
+            return web.Response(status=400, text="no payload")
+        try:
+            payload = json.loads(raw)
+        except json.JSONDecodeError:
+            return web.Response(status=400, text="payload is not JSON")
+        for fb in parse_payload(payload, clock()):
+            try:
+                await on_feedback(fb)
+            except Exception:  # a click must never break the endpoint
+                log.exception("could not apply %s feedback on alert %s", fb.action, fb.alert_id)
+        return web.Response(status=200, text="")
+
+    app = web.Application()
+    app.router.add_post(path, actions)
+    return app

@@ -1,0 +1,340 @@
+"""Alert lifecycle: anomalies in, alert state changes (open → updated → resolved) out.
+
+:class:`AlertManager` groups related anomalies into incidents. An anomaly joins an alert when
+its series already belongs to it, or when its windows overlap (or directly follow) the alert's
+abnormal windows and its KPI shares an incident family with the alert (``alerting.evidence``:
+a payment outage moves payment_failure_rate, payments, revenue and conversion_rate together).
+The alert is led by its most significant series (severity, then score, then overall series,
+then relative change).
+
+- ``open``: a critical incident opens at once, as its first firing anomaly arrives; a warning
+  incident that fires (``FiringRule``) opens when its window closes, so related anomalies of
+  the same window (published just before the marker) are in its first message and lead it.
+- Later anomalies of an open alert are folded in silently; when the window closes
+  (``on_window_closed``) one ``updated`` change per alert says what changed.
+- ``resolved`` after ``resolve_after`` consecutive clean windows. A series that goes bad again
+  within ``reopen_within`` windows of a resolution reopens the same alert (flapping) and doubles
+  the clean windows it needs next time (hold-down), so a flapping series stays one alert.
+
+Time is event time, passed in. State is plain data: the manager pickles.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from alerting.evidence import families_of
+from alerting.policies import SEVERITY_RANK, Deduper, FiringRule, relative_change
+
+__all__ = ["Alert", "AlertChange", "AlertManager", "series_key", "significance"]
+
+
+def series_key(anomaly: dict) -> str:
+    return f"{anomaly['kpi']}|{anomaly['segment']}|{anomaly['channel']}"
+
+
+def significance(anomaly: dict) -> tuple[int, float, int, float]:
+    """Sort key: the most significant anomaly of an alert leads it."""
+    overall = int(anomaly.get("segment") == "all" and anomaly.get("channel") == "all")
+    return (SEVERITY_RANK.get(anomaly.get("severity", ""), 0), round(float(anomaly["score"]), 3),
+            overall, min(relative_change(anomaly), 1e9))
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class AlertChange:
+    """One state change of one alert; ``alert`` is a JSON-ready snapshot (see ``snapshot``)."""
+
+    status: str  # "open", "updated" or "resolved"
+    alert: dict
+    reason: str
+
+
+@dataclass
+class Alert:
+    id: str
+    families: frozenset[str]
+    started_ts: float
+    window_s: float
+    resolve_after: int
+    status: str = "pending"  # pending, open or resolved
+    members: dict[str, dict] = field(default_factory=dict)  # series key -> latest anomaly
+    streaks: dict[str, int] = field(default_factory=dict)  # consecutive abnormal windows
+    last_end_ts: float = 0.0  # end of the latest abnormal window of any member
+    clean_windows: int = 0
+    version: int = 0
+    reasons: list[str] = field(default_factory=list)  # changes not yet reported
+    joined: list[str] = field(default_factory=list)  # series that joined, not yet reported
+    ready: bool = False  # a pending warning incident that fires when its window closes
+    reopened: int = 0
+    resolved_ts: float | None = None
+    explanation: str = ""
+    explanation_source: str = "template"
+    feedback: list[dict] = field(default_factory=list)
+
+    @property
+    def lead(self) -> dict:
+        return max(self.members.values(), key=significance)
+
+    @property
+    def severity(self) -> str:
+        return max((m.get("severity", "warning") for m in self.members.values()),
+                   key=lambda s: SEVERITY_RANK.get(s, 0))
+
+
+class AlertManager:
+    """Turns anomaly events and window-closed markers into :class:`AlertChange` lists.
+
+    Parameters
+    ----------
+    resolve_after
+        Clean windows in a row before an alert resolves.
+    reopen_within
+        Windows after a resolution during which the same series reopens the alert.
+    max_resolve_after
+        Cap of the hold-down that doubles on every reopen.
+    firing
+        Minimum change and duration before an incident fires.
+    dedupe
+        Drops a second copy of the same anomaly (same series, window and detector).
+    """
+
+    def __init__(self, resolve_after: int = 3, reopen_within: int = 3,
+                 max_resolve_after: int = 12, firing: FiringRule | None = None,
+                 dedupe: Deduper | None = None):
+        if resolve_after < 1 or reopen_within < 0 or max_resolve_after < resolve_after:
+            raise ValueError("need resolve_after >= 1, reopen_within >= 0 and "
+                             "max_resolve_after >= resolve_after")
+        self.resolve_after = resolve_after
+        self.reopen_within = reopen_within
+        self.max_resolve_after = max_resolve_after
+        self.firing = firing if firing is not None else FiringRule()
+        self.dedupe = dedupe if dedupe is not None else Deduper()
+        self.active: dict[str, Alert] = {}  # pending and open alerts
+        self.resolved: dict[str, Alert] = {}  # kept while they may still reopen
+        self.last_closed_ts = float("-inf")
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def on_anomaly(self, anomaly: dict, now_event_ts: float | None = None) -> list[AlertChange]:
+        """Take one anomaly event (docs/anomalies.md); ``now_event_ts`` defaults to its end."""
+        now = float(anomaly["window_end_ts"]) if now_event_ts is None else now_event_ts
+        key = series_key(anomaly)
+        dedupe_key = f"{key}|{anomaly['window_start_ts']}|{anomaly.get('detector', '')}"
+        if not self.dedupe.first_time(dedupe_key, float(anomaly["window_end_ts"])):
+            return []
+        if not self.firing.keeps(anomaly):
+            return []
+        anomaly = {k: v for k, v in anomaly.items() if k != "kind"}
+        alert = self._find(anomaly)
+        reopened = False
+        if alert is None:
+            alert = self._reopenable(anomaly)
+            if alert is not None:
+                reopened = True
+                del self.resolved[alert.id]
+                alert.status, alert.resolved_ts, alert.clean_windows = "open", None, 0
+                alert.reopened += 1
+                alert.resolve_after = min(alert.resolve_after * 2, self.max_resolve_after)
+                self.active[alert.id] = alert
+        if alert is None:
+            ws, we = float(anomaly["window_start_ts"]), float(anomaly["window_end_ts"])
+            alert = Alert(id=_alert_id(key, ws), families=families_of(anomaly["kpi"]),
+                          started_ts=ws, window_s=max(we - ws, 1.0),
+                          resolve_after=self.resolve_after)
+            self.active[alert.id] = alert
+        self._add(alert, anomaly)
+        if alert.status == "pending":
+            alert.ready = alert.ready or self.firing.fires(anomaly, alert.streaks[key])
+            if alert.ready and alert.severity == "critical":
+                return [self._open(alert, now)]
+            return []
+        if reopened:
+            alert.version += 1
+            alert.reasons, alert.joined = [], []
+            return [self._change(alert, "updated", f"reopened: {anomaly['kpi']} is abnormal "
+                                 "again (flapping)", now)]
+        return []
+
+    def on_window_closed(self, window_end_ts: float) -> list[AlertChange]:
+        """A window ended at ``window_end_ts`` closed: report changes, count clean windows."""
+        if window_end_ts <= self.last_closed_ts:
+            return []
+        self.last_closed_ts = window_end_ts
+        changes = []
+        for alert in list(self.active.values()):
+            if alert.status == "pending" and alert.ready:
+                changes.append(self._open(alert, window_end_ts))
+                continue
+            if alert.last_end_ts >= window_end_ts:
+                alert.clean_windows = 0
+            else:
+                alert.clean_windows += 1
+                if alert.status == "pending":
+                    del self.active[alert.id]
+                    continue
+                if alert.clean_windows >= alert.resolve_after:
+                    alert.status, alert.resolved_ts = "resolved", window_end_ts
+                    alert.version += 1
+                    alert.reasons, alert.joined = [], []
+                    del self.active[alert.id]
+                    self.resolved[alert.id] = alert
+                    changes.append(self._change(
+                        alert, "resolved", f"back to normal for {alert.clean_windows} windows",
+                        window_end_ts))
+                    continue
+            if alert.status == "open" and (alert.reasons or alert.joined):
+                alert.version += 1
+                reasons = list(dict.fromkeys(alert.reasons))
+                if alert.joined:
+                    reasons.append("joined: " + ", ".join(dict.fromkeys(alert.joined)))
+                reason = "; ".join(reasons)
+                alert.reasons, alert.joined = [], []
+                changes.append(self._change(alert, "updated", reason, window_end_ts))
+        for alert in list(self.resolved.values()):
+            assert alert.resolved_ts is not None
+            if window_end_ts - alert.resolved_ts > self.reopen_within * alert.window_s:
+                del self.resolved[alert.id]
+        self.dedupe.prune(window_end_ts)
+        return changes
+
+    # -- outputs the service records on an alert ------------------------------------------
+
+    def get(self, alert_id: str) -> Alert | None:
+        return self.active.get(alert_id) or self.resolved.get(alert_id)
+
+    def set_explanation(self, alert_id: str, text: str, source: str) -> None:
+        alert = self.get(alert_id)
+        if alert is not None:
+            alert.explanation, alert.explanation_source = text, source
+
+    def add_feedback(self, alert_id: str, action: str, user: str) -> None:
+        alert = self.get(alert_id)
+        if alert is not None:
+            alert.feedback.append({"action": action, "user": user})
+
+    def snapshot(self, alert_id: str, reason: str = "") -> AlertChange | None:
+        """The current state of an alert as an ``updated`` (or ``resolved``) change."""
+        alert = self.get(alert_id)
+        if alert is None or alert.status == "pending":
+            return None
+        status = "resolved" if alert.status == "resolved" else "updated"
+        return self._change(alert, status, reason, alert.last_end_ts)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _find(self, anomaly: dict) -> Alert | None:
+        key = series_key(anomaly)
+        ws, we = float(anomaly["window_start_ts"]), float(anomaly["window_end_ts"])
+        fams = families_of(anomaly["kpi"])
+        best = None
+        for alert in self.active.values():
+            if key in alert.members:
+                return alert
+            overlaps = ws <= alert.last_end_ts and we > alert.started_ts - alert.window_s
+            if overlaps and fams & alert.families:
+                if best is None or alert.last_end_ts > best.last_end_ts:
+                    best = alert
+        return best
+
+    def _reopenable(self, anomaly: dict) -> Alert | None:
+        key = series_key(anomaly)
+        ws = float(anomaly["window_start_ts"])
+        for alert in self.resolved.values():
+            assert alert.resolved_ts is not None
+            if key in alert.members and ws - alert.resolved_ts <= (
+                    self.reopen_within * alert.window_s):
+                return alert
+        return None
+
+    def _add(self, alert: Alert, anomaly: dict) -> None:
+        key = series_key(anomaly)
+        ws, we = float(anomaly["window_start_ts"]), float(anomaly["window_end_ts"])
+        old = alert.members.get(key)
+        old_lead = series_key(alert.lead) if alert.members else None
+        old_severity = alert.severity if alert.members else None
+        if old is None:
+            alert.streaks[key] = 1
+            slice_ = ("" if anomaly["segment"] == anomaly["channel"] == "all"
+                      else f" ({anomaly['segment']}/{anomaly['channel']})")
+            alert.joined.append(f"{anomaly['kpi']}{slice_}")
+        elif float(old["window_start_ts"]) == ws:  # a second detector on the same point
+            if significance(anomaly) <= significance(old):
+                return
+        else:
+            follows = abs(float(old["window_end_ts"]) - ws) < 1e-6
+            alert.streaks[key] = alert.streaks.get(key, 0) + 1 if follows else 1
+            if old_lead == key:
+                alert.reasons.append(f"{anomaly['kpi']} still abnormal")
+        alert.members[key] = copy.deepcopy(anomaly)
+        alert.last_end_ts = max(alert.last_end_ts, we)
+        alert.started_ts = min(alert.started_ts, ws)
+        alert.clean_windows = 0
+        if old_severity is not None and alert.severity != old_severity:
+            alert.reasons.append(f"severity now {alert.severity}")
+        if old_lead is not None and series_key(alert.lead) != old_lead:
+            alert.reasons.append(f"now led by {alert.lead['kpi']}")
+
+    def _open(self, alert: Alert, now: float) -> AlertChange:
+        alert.status, alert.version, alert.ready = "open", 1, False
+        alert.reasons, alert.joined = [], []
+        return self._change(alert, "open", "opened", now)
+
+    def _change(self, alert: Alert, status: str, reason: str, now: float) -> AlertChange:
+        lead = alert.lead
+        lead_key = series_key(lead)
+        related = [
+            {k: m.get(k) for k in ("kpi", "segment", "channel", "severity", "value", "expected",
+                                   "score", "direction", "window_start")}
+            for _, m in sorted(((k, m) for k, m in alert.members.items() if k != lead_key),
+                               key=lambda km: significance(km[1]), reverse=True)
+        ]
+        snap = {
+            "id": alert.id,
+            "status": status,
+            "kpi": lead["kpi"],
+            "segment": lead["segment"],
+            "channel": lead["channel"],
+            "severity": alert.severity,
+            "window_start": lead.get("window_start") or _iso(float(lead["window_start_ts"])),
+            "window_end": lead.get("window_end") or _iso(float(lead["window_end_ts"])),
+            "window_start_ts": float(lead["window_start_ts"]),
+            "window_end_ts": float(lead["window_end_ts"]),
+            "value": lead["value"],
+            "expected": lead["expected"],
+            "lower": lead.get("lower"),
+            "upper": lead.get("upper"),
+            "score": lead["score"],
+            "direction": lead.get("direction"),
+            "unit": lead.get("unit", ""),
+            "detector": lead.get("detector", ""),
+            "n": lead.get("n"),
+            "since": _iso(alert.started_ts),
+            "since_ts": alert.started_ts,
+            "duration_windows": max(round((alert.last_end_ts - alert.started_ts)
+                                          / alert.window_s), 1),
+            "explanation": alert.explanation,
+            "explanation_source": alert.explanation_source,
+            "related": related,
+            "contributors": list(lead.get("contributors") or [])[:5],
+            "history": list(lead.get("history") or []),
+            "version": alert.version,
+            "reason": reason,
+            "reopened": alert.reopened,
+            "feedback": list(alert.feedback),
+            "event_ts": now,
+        }
+        if status == "resolved":
+            snap["resolved_at"] = _iso(float(alert.resolved_ts or now))
+        return AlertChange(status=status, alert=snap, reason=reason)
+
+
+def _alert_id(key: str, window_start_ts: float) -> str:
+    """Deterministic from the first anomaly, so a replay names its alerts the same."""
+    return hashlib.sha1(f"{key}|{window_start_ts}".encode()).hexdigest()[:12]

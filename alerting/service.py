@@ -1,0 +1,343 @@
+"""AlertService: anomalies in; console, alerts.jsonl, Slack and explanations out.
+
+The agent on ``anomalies`` calls :meth:`AlertService.handle` with each message (an anomaly or a
+``window_closed`` marker). Each alert change is written to the console and ``alerts.jsonl`` at
+once, with the template explanation; if ``notify`` is set and Slack is configured, its Slack
+deliveries go to the outbox (persisted) and a background sender posts them, so ``handle`` never
+waits on Slack or on the model. When an alert opens, the model is asked once for a better
+explanation; if it answers in time and within the rules, the alert is updated (``chat.update``
+on the parent) with ``explanation_source="llm"``.
+
+Replays pass ``notify=False``: nothing is posted and the model is not called, so a replay
+writes the same alerts.jsonl at any speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import pickle
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Coroutine, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from aiohttp import web
+from slack_sdk.web.async_client import AsyncWebClient
+
+from alerting.evidence import build_evidence
+from alerting.explain import Explainer, make_explainer
+from alerting.feedback import Feedback, FeedbackStore, make_feedback_app
+from alerting.lifecycle import AlertChange, AlertManager
+from alerting.outbox import Delivery, DeliveryError, Outbox
+from alerting.policies import Silences, silences_path
+from alerting.sink import ConsoleSink, JsonlSink
+from alerting.slack import SlackPoster, alert_message, change_reply, make_slack_client
+from alerting.template import template_explanation
+from stream.settings import Settings
+
+__all__ = ["AlertService", "SNOOZE_S"]
+
+log = logging.getLogger(__name__)
+
+SNOOZE_S = 3600.0
+FALSE_ALARM_MUTE_S = 24 * 3600.0
+
+
+class AlertService:
+    """Ties the lifecycle to sinks, Slack and the model.
+
+    Parameters
+    ----------
+    settings
+        The one Settings object (Slack token/channel/URL, Grafana URL, Anthropic, data_dir).
+    notify
+        Post to Slack and ask the model. Off for replays unless asked.
+    alerts_path
+        The alerts.jsonl file (default ``<data_dir>/alerts.jsonl``).
+    console
+        Stream for one line per change (``None``: no console output).
+    manager
+        An :class:`AlertManager` (e.g. unpickled from a checkpoint); default a new one.
+    state_path
+        If given, the manager is restored from this pickle when it exists, and saved there by
+        :meth:`checkpoint` and :meth:`close`.
+    routes
+        Severity → Slack channel id (default: both ``settings.slack_channel``); a severity
+        routed to ``""`` stays off Slack (console and alerts.jsonl only).
+    slack_client, explainer
+        Injected clients (default: built from settings).
+    clock
+        Wall clock for silences, snoozes and the model budget (event time is in the messages).
+    """
+
+    def __init__(self, settings: Settings, *, notify: bool = False,
+                 alerts_path: str | os.PathLike[str] | None = None,
+                 console: TextIO | None = sys.stdout, manager: AlertManager | None = None,
+                 state_path: str | os.PathLike[str] | None = None,
+                 routes: Mapping[str, str] | None = None,
+                 slack_client: AsyncWebClient | None = None, explainer: Explainer | None = None,
+                 clock: Callable[[], float] = time.time, charts: bool = True):
+        self.settings = settings
+        self.notify = notify
+        self.clock = clock
+        self.charts = charts
+        data_dir = Path(settings.data_dir)
+        self.state_path = Path(state_path) if state_path else None
+        if manager is None and self.state_path is not None and self.state_path.exists():
+            with self.state_path.open("rb") as f:
+                manager = pickle.load(f)  # our own checkpoint file, written by checkpoint()
+        self.manager = manager if manager is not None else AlertManager()
+        self.sinks: list[ConsoleSink | JsonlSink] = [
+            JsonlSink(alerts_path or data_dir / "alerts.jsonl")]
+        if console is not None:
+            self.sinks.insert(0, ConsoleSink(console))
+        self.silences = Silences(silences_path(data_dir))
+        self.feedback_store = FeedbackStore(data_dir / "feedback.jsonl")
+        self.routes = dict(routes) if routes is not None else {
+            "critical": settings.slack_channel, "warning": settings.slack_channel}
+        self.slack_enabled = bool(notify and settings.slack_token and settings.slack_channel)
+        self.poster: SlackPoster | None = None
+        if self.slack_enabled:
+            self.poster = SlackPoster(slack_client or make_slack_client(settings))
+        self.outbox = Outbox(data_dir / "slack_outbox.jsonl")
+        self.explainer = explainer if explainer is not None else make_explainer(settings)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._send_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._sender: asyncio.Task[None] | None = None
+        self._runner: web.AppRunner | None = None
+        self.retry_delays = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+        if self.slack_enabled and charts:  # import matplotlib now, not before the first chart
+            threading.Thread(target=importlib.import_module, args=("alerting.chart",),
+                             daemon=True).start()
+
+    # -- what the agent calls -------------------------------------------------------------
+
+    async def handle(self, message: dict) -> list[AlertChange]:
+        """Take one message from the ``anomalies`` topic; returns the alert changes it caused."""
+        if message.get("kind") == "window_closed":
+            changes = self.manager.on_window_closed(float(message["window_end_ts"]))
+        else:
+            changes = self.manager.on_anomaly(message, float(message["window_end_ts"]))
+        for change in changes:
+            self._apply(change)
+        return changes
+
+    async def flush(self) -> bool:
+        """Send pending Slack deliveries now; True when none is left."""
+        if self.poster is None:
+            return True
+        async with self._send_lock:
+            return await self.outbox.flush(self._send)
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait for pending explanations, then flush Slack (tests, ``pulse demo`` at exit)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        await self.flush()
+
+    def checkpoint(self) -> None:
+        """Pickle the lifecycle state to ``state_path`` (atomically)."""
+        if self.state_path is None:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".alerting.")
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(self.manager, f)
+        os.replace(tmp, self.state_path)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Finish explanations and deliveries (up to ``timeout``), stop tasks, checkpoint."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.flush(), timeout)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.explainer.close()
+        self.checkpoint()
+
+    # -- feedback from Slack buttons ------------------------------------------------------
+
+    def feedback_app(self, signing_secret: str | None = None) -> web.Application:
+        """The interactivity endpoint (``POST /slack/actions``) bound to this service."""
+        return make_feedback_app(self.on_feedback, signing_secret=signing_secret,
+                                 clock=self.clock)
+
+    async def serve_feedback(self, host: str = "127.0.0.1", port: int = 3001,
+                             signing_secret: str | None = None) -> int:
+        """Serve :meth:`feedback_app` until :meth:`close`; returns the bound port."""
+        self._runner = web.AppRunner(self.feedback_app(signing_secret))
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1]) if sockets else port
+
+    async def on_feedback(self, fb: Feedback) -> None:
+        """Store a click and honour it: snooze silences the alert (and its lead series) for
+        an hour, a false alarm mutes the alert for a day and is kept for the detectors."""
+        alert = self.manager.get(fb.alert_id)
+        now = self.clock()
+        if alert is not None:
+            lead = alert.lead
+            fb.kpi, fb.segment, fb.series_channel = lead["kpi"], lead["segment"], lead["channel"]
+            fb.window_start_ts = float(lead["window_start_ts"])
+            fb.detector = str(lead.get("detector", ""))
+        self.feedback_store.append(fb)
+        if fb.action == "snooze":
+            self.silences.add(now=now, duration_s=SNOOZE_S, alert_id=fb.alert_id,
+                              reason="snoozed from Slack", created_by=fb.user)
+            if alert is not None:
+                self.silences.add(now=now, duration_s=SNOOZE_S, kpi=fb.kpi, segment=fb.segment,
+                                  channel=fb.series_channel, reason="snoozed from Slack",
+                                  created_by=fb.user)
+        elif fb.action == "false_alarm":
+            self.silences.add(now=now, duration_s=FALSE_ALARM_MUTE_S, alert_id=fb.alert_id,
+                              reason="marked false alarm", created_by=fb.user)
+        self.manager.add_feedback(fb.alert_id, fb.action, fb.user)
+        change = self.manager.snapshot(fb.alert_id, reason=f"{fb.action} by {fb.user}")
+        if change is not None:
+            silenced = self.silences.match(change.alert, now) is not None
+            for sink in self.sinks:
+                sink.write(change.alert, silenced=silenced)
+            self._enqueue_parent_update(change.alert)
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _apply(self, change: AlertChange) -> None:
+        alert = change.alert
+        evidence = build_evidence(alert)
+        if alert["explanation_source"] != "llm":
+            text = template_explanation(evidence)
+            self.manager.set_explanation(alert["id"], text, "template")
+            alert["explanation"], alert["explanation_source"] = text, "template"
+        silence = self.silences.match(alert, self.clock())
+        for sink in self.sinks:
+            sink.write(alert, silenced=silence is not None)
+        if self.slack_enabled:
+            channel = self.routes.get(alert["severity"], self.settings.slack_channel)
+            if channel and (silence is None or change.status == "resolved"):
+                self._enqueue(change, channel)
+        if change.status == "open" and self.notify and self.explainer.enabled:
+            self._spawn(self._explain(alert["id"], evidence))
+
+    def _enqueue(self, change: AlertChange, channel: str) -> None:
+        alert = change.alert
+        key = f"{alert['id']}:{alert['version']}"
+        if not self.outbox.has_parent(alert["id"]):
+            if change.status == "resolved":
+                return  # never posted (silenced or off Slack): nothing to resolve in Slack
+            text, blocks = alert_message(alert, self.settings.grafana_url)
+            self.outbox.add(Delivery(f"{key}:post", "post", alert["id"], channel, text, blocks))
+            if self.charts and alert.get("history"):
+                self.outbox.add(Delivery(f"{key}:chart", "chart", alert["id"], channel,
+                                         chart={k: alert.get(k) for k in (
+                                             "kpi", "segment", "channel", "history", "value",
+                                             "expected", "lower", "upper", "window_start_ts")}))
+        else:
+            self._enqueue_parent_update(alert)
+            self.outbox.add(Delivery(f"{key}:reply", "reply", alert["id"], channel,
+                                     change_reply(alert)))
+        self._kick()
+
+    def _enqueue_parent_update(self, alert: dict) -> None:
+        if not self.slack_enabled or not self.outbox.has_parent(alert["id"]):
+            return
+        text, blocks = alert_message(alert, self.settings.grafana_url)
+        n = len(alert.get("feedback") or [])
+        key = f"{alert['id']}:{alert['version']}:{alert['explanation_source']}:{n}:update"
+        self.outbox.add(Delivery(key, "update", alert["id"], "", text, blocks))
+        self._kick()
+
+    async def _send(self, d: Delivery, thread_ts: str | None) -> str | None:
+        assert self.poster is not None
+        if d.kind == "post":
+            return await self.poster.post(d.channel, d.text, d.blocks)
+        thread = self.outbox.thread_of(d.alert_id)
+        assert thread is not None and thread_ts is not None
+        channel = thread[0]
+        if d.kind == "reply":
+            return await self.poster.post(channel, d.text, thread_ts=thread_ts)
+        if d.kind == "update":
+            await self.poster.update(channel, thread_ts, d.text, d.blocks or [])
+            return None
+        if d.kind == "chart" and d.chart is not None:
+            png = await asyncio.to_thread(_render, d.chart)
+            if png is None:
+                raise DeliveryError("chart could not be drawn", retryable=False)
+            await self.poster.upload_png(channel, thread_ts, png, f"pulse-{d.alert_id}.png",
+                                         f"{d.chart['kpi']} around the anomaly")
+            return None
+        raise DeliveryError(f"unknown delivery kind {d.kind!r}", retryable=False)
+
+    def _kick(self) -> None:
+        self._wake.set()
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.get_running_loop().create_task(self._send_loop())
+
+    async def _send_loop(self) -> None:
+        attempt = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                if await self.flush():
+                    attempt = 0
+                    continue
+            except Exception:  # keep the sender alive; the deliveries stay pending
+                log.exception("unexpected error while sending to Slack")
+            delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
+            attempt += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _explain(self, alert_id: str, evidence: dict) -> None:
+        try:
+            explanation = await self.explainer.explain(evidence)
+        except Exception:  # the template is already out; never let this task crash loudly
+            log.exception("explanation failed for alert %s", alert_id)
+            return
+        if explanation.source != "llm":
+            return
+        self.manager.set_explanation(alert_id, explanation.text, "llm")
+        change = self.manager.snapshot(alert_id, reason="explanation from Claude")
+        if change is None:
+            return
+        silence = self.silences.match(change.alert, self.clock())
+        for sink in self.sinks:
+            sink.write(change.alert, silenced=silence is not None)
+        self._enqueue_parent_update(change.alert)
+
+
+def _render(chart: dict) -> bytes | None:
+    from alerting.chart import chart_points, render_chart  # matplotlib only when drawing
+
+    try:
+        return render_chart(chart_points(chart), chart["kpi"],
+                            f"{chart['kpi']} · {chart['segment']}/{chart['channel']}")
+    except (ValueError, TypeError, KeyError):
+        log.exception("could not draw the chart")
+        return None
