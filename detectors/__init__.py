@@ -12,7 +12,9 @@ Scores of :class:`SeasonalForecast`, :class:`AnomalyLikelihood`, :class:`ScaledH
 and :class:`TargetRule` are in [0, 1]; on the shared surprise scale 0.5 is a 1-in-100,000 event.
 :class:`RollingRobustZ` gives raw robust z-scores (>= 0) to wrap in :class:`AnomalyLikelihood`.
 
-- :class:`SeriesWatcher` / :class:`Verdict`: the per-series object of the stream agent.
+- :class:`SeriesWatcher` / :class:`Verdict`: one KPI series (kpi, segment, channel).
+- :class:`KpiWatch` / :class:`KpiSeriesWatch`: the detector stage, ``kpis`` messages in, anomaly
+  events out, state split per KPI.
 - :func:`load_config`: the one configuration file (``detectors/defaults.toml``).
 - :func:`score_csv`: ``pulse detect IN.csv OUT.csv``.
 """
@@ -27,6 +29,7 @@ from detectors.registry import DEFAULT_DETECTOR, DETECTOR_NAMES, make_detector
 from detectors.robust import RollingRobustZ
 from detectors.rules import TargetRule
 from detectors.series import SeriesWatcher, Verdict
+from detectors.watch import KpiSeriesWatch, KpiWatch
 
 __all__ = [
     "AnomalyLikelihood",
@@ -36,6 +39,8 @@ __all__ = [
     "DetectorConfig",
     "Forecast",
     "KpiConfig",
+    "KpiSeriesWatch",
+    "KpiWatch",
     "RollingRobustZ",
     "ScaledHalfSpaceTrees",
     "SeasonalForecast",

@@ -23,6 +23,7 @@ __all__ = [
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 CSV_DETECTORS = ("robust", "forecast", "hst")
+ALERT_SERIES = ("all", "overall")
 _RULE_KEYS = {"op": "above", "warning": 0.0, "critical": 0.0, "min_n": 0.0, "smooth": 1}
 
 
@@ -35,6 +36,7 @@ class AlertConfig:
     warning_persistence: int
     relearn_after: int
     rules_scope: str
+    sustained_min_z: float
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,9 @@ class KpiConfig:
     min_rel_change: float
     min_n: float
     forecast: dict[str, Any] = field(default_factory=dict)
+    sustained_windows: int = 0
+    alert_series: str = "all"
+    relearn_after: int = 0
 
 
 @dataclass(frozen=True)
@@ -84,8 +89,19 @@ class DetectorConfig:
             kpi=kpi, kind=k.kind, direction=k.direction,
             forecast={**self.forecast, **k.forecast}, rule=dict(rule) if rule else None,
             warning_score=a.warning_score, critical_score=a.critical_score,
-            warning_persistence=a.warning_persistence, relearn_after=a.relearn_after,
-            min_abs_change=k.min_abs_change, min_rel_change=k.min_rel_change, min_n=k.min_n)
+            warning_persistence=a.warning_persistence,
+            relearn_after=k.relearn_after or a.relearn_after,
+            min_abs_change=k.min_abs_change, min_rel_change=k.min_rel_change, min_n=k.min_n,
+            sustained_windows=k.sustained_windows, sustained_min_z=a.sustained_min_z)
+
+    def alerts_on(self, kpi: str, segment: str = "all", channel: str = "all") -> bool:
+        """Whether anomalies of this series are published (``alert_series`` of the KPI).
+
+        >>> cfg = load_config()
+        >>> cfg.alerts_on("churn_rate"), cfg.alerts_on("churn_rate", "new_grad", "all")
+        (True, False)
+        """
+        return self.kpi(kpi).alert_series == "all" or (segment == "all" and channel == "all")
 
 
 def _read(path: Path) -> dict[str, Any]:
@@ -177,13 +193,24 @@ def _build(raw: dict[str, Any], source: str) -> DetectorConfig:
         if table["direction"] not in DIRECTIONS:
             raise ValueError(f"detector config key '{key}.direction' must be one of "
                              f"{DIRECTIONS}, got {table['direction']!r}")
+        if table["alert_series"] not in ALERT_SERIES:
+            raise ValueError(f"detector config key '{key}.alert_series' must be one of "
+                             f"{ALERT_SERIES}, got {table['alert_series']!r}")
+        if table["relearn_after"] < 0:
+            raise ValueError(f"detector config key '{key}.relearn_after' must be >= 0, "
+                             f"got {table['relearn_after']}")
+        if table["sustained_windows"] < 0:
+            raise ValueError(f"detector config key '{key}.sustained_windows' must be >= 0, "
+                             f"got {table['sustained_windows']}")
         forecast = dict(table.get("forecast", {}))
         try:
             SeasonalForecast(kind=table["kind"], **{**raw["forecast"], **forecast})
         except ValueError as e:
             raise ValueError(f"detector config [{key}] / [forecast]: {e}") from None
         return KpiConfig(table["kind"], table["direction"], table["min_abs_change"],
-                         table["min_rel_change"], table["min_n"], forecast)
+                         table["min_rel_change"], table["min_n"], forecast,
+                         table["sustained_windows"], table["alert_series"],
+                         table["relearn_after"])
 
     defaults = kpi_config("kpi_defaults", raw["kpi_defaults"])
     kpis = {name: kpi_config(f"kpis.{name}", {**raw["kpi_defaults"], **t})

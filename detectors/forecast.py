@@ -154,7 +154,11 @@ class SeasonalForecast:
     def _sampling_var(self, y_hat: float, n: float | None) -> float:
         if self.kind != "ratio" or not n or n <= 0:
             return 0.0
-        p = min(max(y_hat, 0.001), 0.999)
+        # at least half an event in n + 1 either way (as in Jeffreys' interval): an expected
+        # share near 0 or 1 still gives one event out of n its due chance, so a rare-event ratio
+        # (payment failures) cannot talk itself into a zero band
+        floor = max(0.5 / (n + 1.0), 0.001)
+        p = min(max(y_hat, floor), 1.0 - floor)
         return p * (1.0 - p) / n
 
     def _std(self, y_hat: float, n: float | None) -> float:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from detectors._math import surprise, z_tail
+from detectors._math import surprise, z_for_score, z_tail
 from detectors.forecast import SeasonalForecast
 from detectors.rules import TargetRule
 
@@ -27,7 +28,7 @@ class Verdict:
     is_anomaly: bool
     severity: str | None          # "warning" | "critical" | None
     direction: str | None         # "up" | "down" | None
-    detector: str | None          # what fired: "forecast" or "rule:<kpi>"
+    detector: str | None          # what fired: "forecast", "sustained" or "rule:<kpi>"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +46,19 @@ class SeriesWatcher:
     ``warning_persistence`` points; a critical score alerts at once. A target rule (if any) is
     judged on every point and the worse severity wins.
 
+    With ``sustained_windows = K >= 2`` a shift too small to stand out in one window is caught
+    once it has lasted: for every run of the last ``k = 2..K`` points the standard scores are
+    summed, ``Z_k = sum(z) / sqrt(k)`` (a mean shift of ``d`` standard deviations gives about
+    ``d * sqrt(k)``), and the largest ``|Z_k|`` is scored like a single point after a Bonferroni
+    correction for the ``K - 1`` runs tried (``p = (K - 1) * tail(Z_k)``). A point suspicious on
+    its own starts a new run, in which it counts as just suspicious (its score clipped at
+    ``warning_score``), so one outlier cannot make a run, nor an incident caught point by point
+    linger in one. It fires as detector
+    ``"sustained"`` when that score reaches ``warning_score``, the current point departs in
+    the same direction by at least ``sustained_min_z`` standard deviations and the run's summed
+    values pass the same minimum changes against its summed expectations. Such points are not
+    learned, as suspicious ones.
+
     Parameters
     ----------
     kpi
@@ -55,6 +69,10 @@ class SeriesWatcher:
         Keyword arguments of the forecaster (None: its defaults).
     rule
         Keyword arguments of a :class:`~detectors.rules.TargetRule` (None: no rule).
+    sustained_windows
+        Longest run of points summed by the sustained-shift check (0 or 1: no check).
+    sustained_min_z
+        Smallest standard score of the current point, in the run's direction, for that check.
 
     Examples
     --------
@@ -82,9 +100,13 @@ class SeriesWatcher:
         min_abs_change: float = 0.0,
         min_rel_change: float = 0.0,
         min_n: float = 0.0,
+        sustained_windows: int = 0,
+        sustained_min_z: float = 1.0,
     ):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        if sustained_windows < 0:
+            raise ValueError(f"sustained_windows must be >= 0, got {sustained_windows}")
         if not 0.0 < warning_score <= critical_score <= 1.0:
             raise ValueError(
                 "need 0 < warning_score <= critical_score <= 1, "
@@ -101,11 +123,42 @@ class SeriesWatcher:
         self.min_abs_change = min_abs_change
         self.min_rel_change = min_rel_change
         self.min_n = min_n
+        self.sustained_windows = sustained_windows
+        self.sustained_min_z = sustained_min_z
+        self._z_cap = z_for_score(warning_score)
         self.model = SeasonalForecast(kind=kind, **(forecast or {}))
         self.target = TargetRule(**rule) if rule else None
         self.suspicious_run = 0
         self.warning_run = 0
         self.n = 0
+        # (z, value, expected, n) of the latest points, for the sustained-shift check
+        self.recent: deque[tuple[float, float, float, float | None]] = deque(
+            maxlen=max(sustained_windows, 1))
+
+    def _sustained(self, z: float) -> tuple[float, str | None]:
+        """Score and direction of the strongest recent run ending at the current point."""
+        runs = len(self.recent)
+        if self.sustained_windows < 2 or runs < 2 or abs(z) < self.sustained_min_z:
+            return 0.0, None
+        sign = 1.0 if z > 0 else -1.0
+        best, best_k, total = 0.0, 0, 0.0
+        for k, (zk, _, _, _) in enumerate(reversed(self.recent), start=1):
+            total += zk
+            if k >= 2 and sign * total / math.sqrt(k) > best:
+                best, best_k = sign * total / math.sqrt(k), k
+        if best_k == 0:
+            return 0.0, None
+        p = min(1.0, (self.sustained_windows - 1) * z_tail(best))
+        points = list(self.recent)[-best_k:]
+        value = sum(pt[1] for pt in points)
+        expected = sum(pt[2] for pt in points)
+        ns = [pt[3] for pt in points]
+        n = None if any(x is None for x in ns) else sum(x for x in ns if x is not None)
+        if self.kind != "count":  # counts: totals over the run; ratios and levels: its means
+            value, expected = value / best_k, expected / best_k
+        if not self._enough_evidence(value, expected, n):
+            return 0.0, None
+        return surprise(p), "up" if sign > 0 else "down"
 
     def _enough_evidence(self, value: float, expected: float, n: float | None) -> bool:
         delta = abs(value - expected)
@@ -130,6 +183,18 @@ class SeriesWatcher:
         elif candidate and self.warning_run >= self.warning_persistence:
             severity = "warning"
         detector = "forecast" if severity else None
+
+        if suspicious:  # judged on its own: it starts a new run, weighing as a just-suspicious one
+            self.recent.clear()
+        if fc.z:  # a scored point: it joins the runs of the sustained-shift check
+            cap = self._z_cap
+            self.recent.append((max(-cap, min(cap, fc.z)), float(value), fc.expected, n))
+        run_score, run_direction = self._sustained(fc.z)
+        sustained = run_score >= self.warning_score
+        if sustained and severity is None and self.direction in ("both", run_direction):
+            severity = "critical" if run_score >= self.critical_score else "warning"
+            detector, direction, score = "sustained", run_direction, max(score, run_score)
+        suspicious = suspicious or sustained
 
         if self.target is not None:
             rule_severity = self.target.check_one(x)

@@ -29,7 +29,7 @@ from stream.settings import Settings
 __all__ = ["DemoOptions", "run_demo"]
 
 HOUR, DAY = 3600.0, 86400.0
-SETUP_ALLOWANCE_S = 30.0   # worker start + history, kept out of the live part's planned span
+STOP_MARGIN_S = 6.0   # wall seconds kept at the end of --duration to close windows and stop
 
 
 @dataclass
@@ -80,16 +80,7 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
     history_start = opts.start_ts if opts.start_ts is not None else (
         (now - opts.history_days * DAY) // HOUR * HOUR)
     live_start = history_start + opts.history_days * DAY
-    if deadline is None:
-        live_span = 14 * DAY
-    else:
-        live_span = max(HOUR, (opts.duration - SETUP_ALLOWANCE_S) * opts.speed)  # type: ignore[operator]
-    incident_range = (live_start + 2 * HOUR, live_start + live_span - HOUR)
-    try:
-        sim = Simulation(opts.seed, history_start, opts.scenario, incident_range)
-    except ValueError as e:
-        _say(f"pulse demo: {e}; running without incidents (give a longer --duration).")
-        sim = Simulation(opts.seed, history_start, "none")
+    sim = Simulation(opts.seed, history_start, "none")
     events_file: IO[bytes] | None = open(out / "events.jsonl", "wb") if out else None  # noqa: SIM115
     view = KpiView(bootstrap, settings.topic("kpis"),
                    out_path=(out / "kpis.jsonl") if out else None, quiet=opts.quiet,
@@ -104,9 +95,6 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
     view_task = asyncio.create_task(view.run())
     reached = history_start
     try:
-        for inc in sim.incidents:
-            _say(f"  planned incident: {inc.description} "
-                 f"({inc.to_json()['start']} .. {inc.to_json()['end']})")
         _say(f"history: {opts.history_days:g} days of clean events from "
              f"{_iso(history_start)}, as fast as possible ...")
         t_hist = time.monotonic()
@@ -121,15 +109,18 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
         _say(f"history: {publisher.sent:,} events published in {time.monotonic() - t_hist:.1f} s;"
              f" live now at {opts.speed / 1440:g} simulated day(s) per minute")
         await _wait_for_worker(view, worker, time.monotonic() + 60)
-        live_end = live_start + live_span if deadline is not None else float("inf")
-        if deadline is not None:
-            live_end = min(live_end, live_start + max(0.0, deadline - time.monotonic() - 8)
-                           * opts.speed)
+        if deadline is None:
+            live_end = float("inf")
+            live_span = 14 * DAY
+        else:
+            live_span = max(0.0, deadline - time.monotonic() - STOP_MARGIN_S) * opts.speed
+            live_end = live_start + live_span
+        _plan_incidents(sim, opts.scenario, live_start, live_span)
         view.live = True
         reached = await run_clock(
             sim, publisher, live_start, live_end, speed=opts.speed,
             should_stop=lambda: stop.is_set() or (deadline is not None
-                                                  and time.monotonic() > deadline - 8),
+                                                  and time.monotonic() > deadline - STOP_MARGIN_S),
             on_tick=lambda t: _check_worker(worker))
         # close every window: end on a window boundary and announce it with the lateness
         end = -(-reached // settings.window_seconds) * settings.window_seconds
@@ -156,6 +147,20 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
     if out:
         _say(f"pulse demo: wrote {out}/events.jsonl, incidents.jsonl, kpis.jsonl")
     return 0 if view.windows_seen else 1
+
+
+def _plan_incidents(sim: Simulation, scenario: str, live_start: float, live_span: float) -> None:
+    """Incidents go in the live part, after two clean hours and an hour before its end."""
+    if scenario == "none":
+        return
+    try:
+        incidents = sim.plan(scenario, (live_start + 2 * HOUR, live_start + live_span - HOUR))
+    except ValueError as e:
+        _say(f"pulse demo: no incident placed ({e}); give a longer --duration.")
+        return
+    for inc in incidents:
+        doc = inc.to_json()
+        _say(f"  incident ahead: {inc.description} ({doc['start']} .. {doc['end']})")
 
 
 def _check_worker(worker: WorkerProcess) -> None:

@@ -129,6 +129,19 @@ class Simulation:
 
     # ------------------------------------------------------------------ public
 
+    def plan(self, scenario: str, incident_range: tuple[float, float]) -> list[Incident]:
+        """Place ``scenario``'s incidents in ``incident_range``, from now on.
+
+        For runs whose live span is only known once their history has been generated (the
+        demo); only hours not generated yet can hold them.
+        """
+        if incident_range[0] < self._generated_until:
+            raise ValueError("incidents must start after the events generated so far")
+        self.scenario, self.incident_range = scenario, incident_range
+        self.incidents = plan_incidents(scenario, *incident_range,
+                                        random.Random(f"incidents:{self.seed}"))
+        return self.incidents
+
     def advance(self, until_ts: float) -> list[Event]:
         """Every event with ``ts`` in [previous ``until_ts``, ``until_ts``), sorted by ``ts``."""
         while self._generated_until < until_ts:

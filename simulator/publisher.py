@@ -61,6 +61,7 @@ class EventPublisher:
         self.sent = 0
         self.partitions = 1
         self._producer: AIOKafkaProducer | None = None
+        self._pending: list[asyncio.Future[Any]] = []
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(
@@ -72,29 +73,42 @@ class EventPublisher:
 
     async def stop(self) -> None:
         if self._producer is not None:
+            await self.flush()
             await self._producer.flush()
             await self._producer.stop()
             self._producer = None
 
     async def publish(self, events: list[dict[str, Any]], watermark: float) -> None:
-        """Send ``events`` (time-ordered) and then a watermark at ``watermark`` everywhere."""
+        """Send ``events`` (time-ordered) and then a watermark at ``watermark`` everywhere.
+
+        Each event is encoded once (the same bytes go to ``events.jsonl`` and into the batch);
+        sends are not awaited one by one, only when many are in flight, and on ``flush``.
+        """
         assert self._producer is not None, "start() first"
-        by_part: list[list[dict[str, Any]]] = [[] for _ in range(self.partitions)]
-        for ev in events:
-            by_part[partition_of(ev, self.partitions)].append(ev)
-        if self.sink is not None and events:
-            self.sink.write(b"\n".join(orjson.dumps(ev) for ev in events) + b"\n")
-        mark = {"kind": "watermark", "ts": watermark}
-        futures = []
-        for p, evs in enumerate(by_part):
-            for i in range(0, max(len(evs), 1), self.batch_size):
-                chunk: list[Any] = evs[i:i + self.batch_size]
-                if i + self.batch_size >= len(evs):
-                    chunk = [*chunk, mark]
-                futures.append(await self._producer.send(
-                    self.topic, orjson.dumps(chunk), key=f"batch-{p}".encode(), partition=p))
-        await asyncio.gather(*futures)
+        by_part: list[list[bytes]] = [[] for _ in range(self.partitions)]
+        encoded = [orjson.dumps(ev) for ev in events]
+        for ev, raw in zip(events, encoded, strict=True):
+            by_part[partition_of(ev, self.partitions)].append(raw)
+        if self.sink is not None and encoded:
+            self.sink.write(b"\n".join(encoded) + b"\n")
+        mark = orjson.dumps({"kind": "watermark", "ts": watermark})
+        for p, raws in enumerate(by_part):
+            for i in range(0, max(len(raws), 1), self.batch_size):
+                chunk = raws[i:i + self.batch_size]
+                if i + self.batch_size >= len(raws):
+                    chunk.append(mark)
+                self._pending.append(await self._producer.send(
+                    self.topic, b"[" + b",".join(chunk) + b"]", key=f"batch-{p}".encode(),
+                    partition=p))
         self.sent += len(events)
+        if len(self._pending) >= 256:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Wait until everything sent so far is acknowledged by the broker."""
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending)
 
 
 async def run_clock(sim: Simulation, publisher: EventPublisher, start: float, end: float, *,

@@ -1,7 +1,10 @@
 """The one Faust app of Pulse, built from the settings.
 
-Consumer-group timings are tuned for fast start and restart (shared/DESIGN.md measured 30-36 s to
-the first event with Faust's defaults on the embedded broker, 7 s with these). Offsets are
+Consumer-group timings are tuned for fast start and restart: with Faust's defaults a worker took
+30-36 s to its first event on the embedded broker and about 2 minutes to restart; with a 10 s
+session it restarted in ~20 s after SIGTERM (the broker kept the departed member as group leader
+until its session expired); with the 5 s default of ``PULSE_SESSION_TIMEOUT`` start and restart
+both take ~4.6 s (``python -m bench.startup``). Offsets are
 committed by the agents right after they checkpoint their state (see ``stream/checkpoint.py``),
 not on Faust's timer, so a restart resumes exactly where the saved state stops.
 """
@@ -28,9 +31,9 @@ def create_app(s: Settings) -> faust.App:
         topic_partitions=s.events_partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",
-        broker_session_timeout=10,
+        broker_session_timeout=s.session_timeout_s,
         broker_heartbeat_interval=1,
-        broker_rebalance_timeout=10,
+        broker_rebalance_timeout=s.session_timeout_s,
         broker_commit_every=10**9,        # commits follow checkpoints, not a message count
         broker_commit_interval=3600.0,
         stream_wait_empty=False,          # stop promptly on SIGTERM

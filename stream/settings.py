@@ -45,6 +45,9 @@ class Settings:
     lateness_seconds: int = _setting(
         600, "PULSE_LATENESS_SECONDS",
         "How long after its end (event time) a window waits for late events before it closes.")
+    session_timeout_s: int = _setting(
+        5, "PULSE_SESSION_TIMEOUT",
+        "Consumer-group session timeout in seconds: how soon a dead worker's partitions move.")
     metrics_port: int = _setting(
         9464, "PULSE_METRICS_PORT", "Port of the Prometheus /metrics endpoint (0: none).")
     web_port: int = _setting(

@@ -1,0 +1,218 @@
+"""The detector stage as plain Python: ``kpis`` messages in, anomaly events (docs/anomalies.md) out.
+
+:class:`KpiWatch` is what the detector agent calls for every message of the ``kpis`` topic (one
+KPI, one closed window, every series of that KPI). Its state is split per KPI into
+:class:`KpiSeriesWatch` objects, one :class:`~detectors.series.SeriesWatcher` and a short
+history per series, so a Faust table keyed by KPI id can hold it: ``state_for(kpi)`` gives the
+bytes to store after a message, ``restore(kpi, data)`` puts them back after a restart.
+
+Contributors of an overall anomaly rank the segment and channel series of the same KPI and window
+by their part of the overall change ``value - expected``:
+
+- additive KPIs (:data:`ADDITIVE_KPIS`, whose overall value is the sum of the segment values, and
+  of the channel values): a series contributes its own ``value - expected``;
+- every other KPI is a ratio or a level per unit of ``n`` (match rate per scan, conversion per
+  signup, ARPU per active user...), whose overall value is the ``n``-weighted mean of the series
+  values: a series contributes ``n / n_overall * (value - expected)``.
+
+``share`` is that contribution divided by the overall ``value - expected``; segments and channels
+are two partitions of the same total, so each group's shares add up to about 1 (up to the
+forecasts' own errors and, for ratios, mix effects). ``delta`` is the series' own
+``value - expected``. The list holds every segment and channel series with an expected value,
+largest share first.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+from collections import deque
+from typing import Any
+
+from detectors.config import DetectorConfig
+from detectors.series import SeriesWatcher, Verdict
+
+__all__ = ["ADDITIVE_KPIS", "HISTORY_POINTS", "KpiSeriesWatch", "KpiWatch"]
+
+ADDITIVE_KPIS = frozenset({"signups", "scans", "paid_conversions", "payments", "revenue", "mrr"})
+"""KPIs whose overall value is the sum of their per-segment (and per-channel) values."""
+HISTORY_POINTS = 48
+"""Points of a series kept for the ``history`` of its anomaly events (two days of hours)."""
+ALL = "all"
+
+Series = tuple[str, str]
+Point = tuple[float, float, float | None, float | None, float | None]
+"""(window_start_ts, value, expected, lower, upper) of one series in one window."""
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+class KpiSeriesWatch:
+    """Everything the detector keeps for one KPI: a watcher and a history per series.
+
+    Holds no configuration: :meth:`observe` takes the :class:`~detectors.config.DetectorConfig`
+    that builds watchers for series it has not seen yet, so the pickled state stays small (a few
+    KB per series). A series' watcher keeps the settings it was built with; a changed
+    configuration applies to series created after the change (or start from empty state).
+
+    Parameters
+    ----------
+    kpi
+        KPI id (docs/kpis.md).
+
+    Examples
+    --------
+    >>> from detectors import load_config
+    >>> cfg, w = load_config(), KpiSeriesWatch("signups")
+    >>> msg = {"kpi": "signups", "unit": "users", "window_start": "1970-01-01T00:00:00Z",
+    ...        "window_end": "1970-01-01T01:00:00Z", "window_start_ts": 0.0,
+    ...        "window_end_ts": 3600.0,
+    ...        "series": [{"segment": "all", "channel": "all", "value": 5.0, "n": 5.0}]}
+    >>> w.observe(msg, cfg), len(w.history[("all", "all")])
+    ([], 1)
+    >>> w.observe(msg, cfg)       # a window seen before (a replay) is skipped
+    []
+    """
+
+    def __init__(self, kpi: str):
+        self.kpi = kpi
+        self.watchers: dict[Series, SeriesWatcher] = {}
+        self.history: dict[Series, deque[Point]] = {}
+
+    def observe(self, msg: dict[str, Any], config: DetectorConfig) -> list[dict[str, Any]]:
+        """Score and learn every series of one ``kpis`` message; the anomaly events it gives.
+
+        A series point whose window is not after the last one seen for that series (a replay
+        after a restart) is skipped: it is neither scored nor learned again.
+        """
+        if msg["kpi"] != self.kpi:
+            raise ValueError(f"message of KPI {msg['kpi']!r} given to the watch of {self.kpi!r}")
+        ts = float(msg["window_start_ts"])
+        seen: dict[Series, tuple[dict[str, Any], Verdict]] = {}
+        for s in msg["series"]:
+            key = (s["segment"], s["channel"])
+            value, n = s.get("value"), s.get("n")
+            if not _finite(value) or key in seen:
+                continue
+            hist = self.history.get(key)
+            if hist and hist[-1][0] >= ts:
+                continue
+            watcher = self.watchers.get(key)
+            if watcher is None:
+                watcher = self.watchers[key] = config.make_watcher(self.kpi, *key)
+                hist = self.history[key] = deque(maxlen=HISTORY_POINTS)
+            assert hist is not None
+            verdict = watcher.update(ts, float(value), float(n) if _finite(n) else None)
+            hist.append((ts, float(value), verdict.expected, verdict.lower, verdict.upper))
+            seen[key] = (s, verdict)
+        out = []
+        for key, (s, verdict) in seen.items():
+            if verdict.is_anomaly and config.alerts_on(self.kpi, *key):
+                out.append(self._event(msg, key, s, verdict, seen))
+        return out
+
+    def _event(self, msg: dict[str, Any], key: Series, s: dict[str, Any], v: Verdict,
+               seen: dict[Series, tuple[dict[str, Any], Verdict]]) -> dict[str, Any]:
+        value = float(s["value"])
+        expected = v.expected if v.expected is not None else value
+        n = s.get("n")
+        contributors: list[dict[str, Any]] = []
+        if key == (ALL, ALL):
+            contributors = self._contributors(value - expected, n, seen)
+        return {
+            "kpi": self.kpi, "segment": key[0], "channel": key[1],
+            "window_start": msg["window_start"], "window_end": msg["window_end"],
+            "window_start_ts": msg["window_start_ts"], "window_end_ts": msg["window_end_ts"],
+            "value": value, "expected": expected,
+            "lower": v.lower if v.lower is not None else expected,
+            "upper": v.upper if v.upper is not None else expected,
+            "score": round(min(1.0, max(0.0, v.score)), 6),
+            "severity": v.severity, "direction": v.direction, "detector": v.detector,
+            "unit": msg.get("unit", ""), "n": float(n) if _finite(n) else 0.0,
+            "contributors": contributors,
+            "history": [{"window_start_ts": p[0], "value": p[1], "expected": p[2],
+                         "lower": p[3], "upper": p[4]} for p in self.history[key]],
+        }
+
+    def _contributors(self, total: float, n_all: Any,
+                      seen: dict[Series, tuple[dict[str, Any], Verdict]]) -> list[dict[str, Any]]:
+        additive = self.kpi in ADDITIVE_KPIS
+        weighted = not additive and _finite(n_all) and n_all > 0
+        rows = []
+        for (segment, channel), (s, v) in seen.items():
+            if (segment == ALL) == (channel == ALL) or v.expected is None:
+                continue
+            delta = float(s["value"]) - v.expected
+            part = delta
+            if not additive:
+                n = s.get("n")
+                part = delta * float(n) / float(n_all) if weighted and _finite(n) else 0.0
+            share = part / total if total else 0.0
+            rows.append({"segment": segment, "channel": channel, "value": float(s["value"]),
+                         "expected": v.expected, "delta": delta, "share": round(share, 6)})
+        rows.sort(key=lambda r: -r["share"])
+        return rows
+
+
+class KpiWatch:
+    """The detector stage: :meth:`observe` one ``kpis`` message, get its anomaly events.
+
+    State is one :class:`KpiSeriesWatch` per KPI in :attr:`kpis`; :meth:`state_for` and
+    :meth:`restore` move one KPI's state to and from bytes (a Faust table keyed by KPI id, a
+    checkpoint file); the whole object pickles too. Events follow docs/anomalies.md; only
+    overall series (``segment = channel = "all"``) carry ``contributors``.
+
+    Parameters
+    ----------
+    config
+        The detector configuration (:func:`~detectors.config.load_config`).
+
+    Examples
+    --------
+    >>> from detectors import load_config
+    >>> watch = KpiWatch(load_config())
+    >>> def msg(h, value):
+    ...     return {"kpi": "signups", "unit": "users", "window_start": f"h{h}",
+    ...             "window_end": f"h{h + 1}", "window_start_ts": h * 3600.0,
+    ...             "window_end_ts": (h + 1) * 3600.0,
+    ...             "series": [{"segment": "all", "channel": "all", "value": value, "n": value}]}
+    >>> sum(len(watch.observe(msg(h, 40.0 + h % 3))) for h in range(24 * 7))
+    0
+    >>> state = watch.state_for("signups")
+    >>> later = KpiWatch(load_config())
+    >>> later.restore("signups", state)
+    >>> [(e["severity"], e["direction"], e["detector"], len(e["history"]))
+    ...  for e in later.observe(msg(24 * 7, 0.0))]
+    [('critical', 'down', 'forecast', 48)]
+    """
+
+    def __init__(self, config: DetectorConfig):
+        self.config = config
+        self.kpis: dict[str, KpiSeriesWatch] = {}
+
+    def watch_for(self, kpi: str) -> KpiSeriesWatch:
+        """The state of ``kpi`` (created empty on first use)."""
+        w = self.kpis.get(kpi)
+        if w is None:
+            w = self.kpis[kpi] = KpiSeriesWatch(kpi)
+        return w
+
+    def observe(self, msg: dict[str, Any]) -> list[dict[str, Any]]:
+        """Anomaly events (docs/anomalies.md) of one ``kpis`` message, after learning it."""
+        return self.watch_for(msg["kpi"]).observe(msg, self.config)
+
+    def state_for(self, kpi: str) -> bytes:
+        """The pickled state of one KPI, for :meth:`restore`."""
+        return pickle.dumps(self.watch_for(kpi), protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, kpi: str, data: bytes) -> None:
+        """Put back the state of ``kpi`` saved by :meth:`state_for`.
+
+        Only bytes this process (or the same deployment) wrote: unpickling runs code.
+        """
+        w = pickle.loads(data)
+        if not isinstance(w, KpiSeriesWatch) or w.kpi != kpi:
+            raise ValueError(f"state given for KPI {kpi!r} is not a saved KpiSeriesWatch of it")
+        self.kpis[kpi] = w
