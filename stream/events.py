@@ -187,7 +187,7 @@ def validate(ev: dict[str, Any], newest_ts: float | None, now: float) -> tuple[s
             allowed = _ENUMS.get(name)
             if allowed is not None and value not in allowed:
                 return "bad_value", f"{name} {value[:40]!r} is not one of {', '.join(allowed)}"
-    return _check_values(ev, kind, newest_ts, now)
+    return _check_values(ev, str(kind), newest_ts, now)
 
 
 def _check_values(ev: dict[str, Any], kind: str, newest_ts: float | None,
@@ -242,9 +242,9 @@ def decode_message(payload: bytes | None, newest_ts: float | None, now: float) -
             continue
         if item.get("kind") == "watermark":
             ts = item.get("ts")
-            if _type_ok(ts, float) and MIN_TS <= ts <= MAX_TS:
+            if isinstance(ts, (int, float)) and _type_ok(ts, float) and MIN_TS <= ts <= MAX_TS:
                 out.watermarks.append(float(ts))
-                newest_ts = ts if newest_ts is None else max(newest_ts, ts)
+                newest_ts = float(ts) if newest_ts is None else max(newest_ts, float(ts))
             else:
                 out.rejected.append(Rejected("bad_timestamp", "watermark without a valid ts",
                                              payload if single else _encode(item)))

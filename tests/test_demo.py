@@ -34,7 +34,8 @@ def test_demo_runs_and_stops_cleanly(tmp_path: Path, broker: EmbeddedBroker) -> 
     assert incidents and incidents[0]["kind"] == "payment-outage"
     assert {"kpi", "segment", "channel", "window_start", "window_end", "value"} <= kpis[0].keys()
     assert kpis[0]["window_start"].endswith("Z")
-    assert {k["kpi"] for k in kpis} >= {"signups", "scans", "match_rate", "mrr", "arpu", "payment_failure_rate"}
+    assert {k["kpi"] for k in kpis} >= {"signups", "scans", "match_rate", "mrr", "arpu",
+                                        "payment_failure_rate"}
     # every scan produced is in a closed window (the demo closes the last one before it stops)
     scans = sum(k["value"] for k in kpis
                 if k["kpi"] == "scans" and k["segment"] == "all" and k["channel"] == "all")
