@@ -184,9 +184,9 @@ def score(incidents: Sequence[Incident], events: Sequence[dict[str, Any]],
     for series_events in by_series.values():
         series_events.sort(key=lambda e: e["window_start_ts"])
         episode: list[dict[str, Any]] = []
-        for e in [*series_events, None]:
-            if episode and (e is None
-                            or e["window_start_ts"] - episode[-1]["window_start_ts"] > WINDOW):
+        for ev in [*series_events, None]:
+            if episode and (ev is None
+                            or ev["window_start_ts"] - episode[-1]["window_start_ts"] > WINDOW):
                 t.episodes += 1
                 if any(_matches(inc, episode[0]) for inc in incidents):
                     t.true_events += len(episode)
@@ -197,8 +197,8 @@ def score(incidents: Sequence[Incident], events: Sequence[dict[str, Any]],
                         "kpi", "segment", "channel", "window_start", "value", "expected",
                         "score", "severity", "detector")} | {"windows": len(episode)})
                 episode = []
-            if e is not None:
-                episode.append(e)
+            if ev is not None:
+                episode.append(ev)
     return t
 
 

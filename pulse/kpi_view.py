@@ -77,6 +77,8 @@ class KpiView:
             self._show_window()
 
     def _on_message(self, doc: dict[str, Any], out: IO[bytes] | None) -> None:
+        if "series" not in doc:   # a window_closed marker
+            return
         if self.first_kpi_after is None:
             self.first_kpi_after = time.monotonic() - self.started
         end = doc["window_end_ts"]

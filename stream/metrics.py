@@ -9,7 +9,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
-    "KPI", "EVENTS", "DEAD_LETTERS", "DUPLICATES", "MESSAGES", "PROCESSING_LAG",
+    "KPI", "EVENTS", "DEAD_LETTERS", "DUPLICATES", "MESSAGES", "REDELIVERED", "OFFSET_GAPS",
+    "PROCESSING_LAG",
     "WATERMARK", "WINDOWS_CLOSED", "ANOMALIES", "ALERTS", "SLACK_CALLS", "LLM_CALLS",
     "SLACK_LATENCY", "LLM_LATENCY",
 ]
@@ -21,6 +22,11 @@ DEAD_LETTERS = Counter("pulse_dead_letters", "Payloads sent to the dead-letter t
                        ["reason"])
 DUPLICATES = Counter("pulse_duplicate_events",
                      "Re-delivered events (same event_id) that were not counted again.")
+REDELIVERED = Counter("pulse_redelivered_messages",
+                      "Messages of the events topic seen again after a restart and skipped "
+                      "(their events are already in the checkpointed state).")
+OFFSET_GAPS = Counter("pulse_offset_gap_messages",
+                      "Messages Faust skipped that the worker fetched itself (faust#596).")
 MESSAGES = Counter("pulse_messages", "Kafka messages consumed from the events topic.")
 PROCESSING_LAG = Gauge("pulse_processing_lag_seconds",
                        "Wall-clock seconds between a message's append to Kafka and its "

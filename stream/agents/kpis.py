@@ -24,11 +24,12 @@ from faust.types import TP
 from kpis import KPI_BY_ID, KpiEngine, KpiSnapshot
 from stream import metrics
 from stream.app import app, settings
+from stream.backfill import fetch_range
 from stream.checkpoint import Checkpoint
 from stream.events import Rejected, decode_message
 
 __all__ = ["events_topic", "dead_letters_topic", "kpis_topic", "kpi_windows",
-           "group_snapshots", "PartitionClock"]
+           "group_snapshots", "window_closed", "PartitionClock"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ kpis_topic = app.topic(settings.topic("kpis"), key_serializer="raw", value_seria
 
 CHECKPOINT_EVERY_S = 2.0
 IDLE_PARTITION_S = 5.0
+UNSEEN_WAIT_S = 60.0
 MAX_RAW_IN_DEAD_LETTER = 64 << 10
 
 
@@ -50,8 +52,9 @@ class PartitionClock:
     Each partition is read in order, but Faust drains partitions in chunks, so one may run hours
     of event time ahead of another. Closing on the minimum keeps the slower partitions' events
     from arriving after their window closed. A partition stops holding the others back only when
-    it is caught up (nothing left to read) and has been quiet for ``idle_s`` wall seconds, or
-    when it has not delivered anything within ``idle_s`` of the start.
+    it is caught up (nothing left to read) and has been quiet for ``idle_s`` wall seconds; one
+    that has not delivered anything yet holds the others back until it is known to be empty
+    (or for ``UNSEEN_WAIT_S`` at most).
     """
 
     def __init__(self, idle_s: float = IDLE_PARTITION_S) -> None:
@@ -59,21 +62,29 @@ class PartitionClock:
         self.event_time: dict[int, float] = {}
         self.last_seen: dict[int, float] = {}
         self.offset: dict[int, int] = {}
+        self.started: float | None = None
 
     def observe(self, partition: int, offset: int, ts: float | None, now: float) -> None:
+        if self.started is None:
+            self.started = now   # partitions are waited for from the first message on
         self.last_seen[partition] = now
         self.offset[partition] = offset
         if ts is not None and ts > self.event_time.get(partition, float("-inf")):
             self.event_time[partition] = ts
 
     def watermark(self, assigned: Iterable[int], now: float, started: float,
-                  highwater: Callable[[int], int | None]) -> float | None:
-        """The event time every active partition has reached, or None while one is unknown."""
+                  highwater: Callable[[int], int | None],
+                  unread: Callable[[int], bool | None]) -> float | None:
+        """The event time every active partition has reached, or None while one is unknown.
+
+        ``unread(p)`` says whether a partition not heard from yet has messages waiting (None:
+        not known yet); such a partition holds everything back, for up to ``UNSEEN_WAIT_S``.
+        """
         times = []
         for p in assigned:
             seen = self.last_seen.get(p)
             if seen is None:
-                if now - started < self.idle_s:
+                if unread(p) is not False and now - started < UNSEEN_WAIT_S:
                     return None  # it may still hold older events
                 continue
             if p not in self.event_time:
@@ -125,66 +136,98 @@ def _checkpoint() -> Checkpoint:
     return Checkpoint(Path(settings.data_dir) / "checkpoints" / name)
 
 
+class WindowState:
+    """What the KPI agent checkpoints: the engine, and the next offset due from each partition."""
+
+    def __init__(self, engine: KpiEngine) -> None:
+        self.engine = engine
+        self.next_offset: dict[int, int] = {}
+
+
 @app.agent(events_topic)
 async def kpi_windows(stream: Any) -> None:
     """Consumes events; publishes each closed window's KPIs to ``kpis``, bad input to
     ``dead-letters``."""
     checkpoint = _checkpoint()
-    saved = checkpoint.load()
-    if saved is not None:
-        engine, clock = saved
-        log.info("resumed KPI windows from %s (event time %s)", checkpoint.path, engine.watermark)
+    state = checkpoint.load()
+    if isinstance(state, WindowState):
+        log.info("resumed KPI windows from %s (event time %s)", checkpoint.path,
+                 state.engine.watermark)
     else:
-        engine = KpiEngine(window_s=settings.window_seconds, lateness_s=settings.lateness_seconds)
-        clock = PartitionClock()
-    started: float | None = None   # first message: partitions are waited for from then
+        state = WindowState(KpiEngine(window_s=settings.window_seconds,
+                                      lateness_s=settings.lateness_seconds))
+    clock = PartitionClock()   # wall-clock bookkeeping of this process only
     last_save = time.monotonic()
     try:
         async for event in stream.events():
-            now_mono = time.monotonic()
-            if now_mono - last_save >= CHECKPOINT_EVERY_S:
+            if time.monotonic() - last_save >= CHECKPOINT_EVERY_S:
                 # Everything before this message is in the state; its offset is not acked yet.
-                checkpoint.save((engine, clock))
+                checkpoint.save(state)
                 await app.consumer.commit()
-                last_save = now_mono
+                last_save = time.monotonic()
             msg = event.message
-            now = time.time()
-            if started is None:
-                started = now_mono
-            metrics.MESSAGES.inc()
-            metrics.PROCESSING_LAG.set(max(0.0, now - msg.timestamp))
-            decoded = decode_message(event.value, engine.watermark, now)
-            kinds: Counter[str] = Counter()
-            rejected = list(decoded.rejected)
-            newest = max(decoded.watermarks, default=None)
-            for ev in decoded.events:
-                outcome = engine.add(ev)
-                if outcome is None:
-                    kinds[ev["kind"]] += 1
-                    if newest is None or ev["ts"] > newest:
-                        newest = ev["ts"]
-                elif outcome == "duplicate":
-                    metrics.DUPLICATES.inc()
-                else:
-                    rejected.append(Rejected("late", f"window of ts {ev['ts']} already closed",
-                                             orjson.dumps(ev)))
-            for kind, n in kinds.items():
-                metrics.EVENTS.labels(kind).inc(n)
-            for rej in rejected:
-                metrics.DEAD_LETTERS.labels(rej.reason).inc()
-                await dead_letters_topic.send(
-                    key=rej.reason.encode(),
-                    value=orjson.dumps(dead_letter_doc(rej, msg.topic, msg.partition,
-                                                       msg.offset)))
-            clock.observe(msg.partition, msg.offset, newest, now_mono)
-            topic = msg.topic
-            assigned = [tp.partition for tp in app.consumer.assignment() if tp.topic == topic]
-            wm = clock.watermark(assigned or [msg.partition], now_mono, started,
-                                 functools.partial(_highwater, topic))
-            if wm is not None:
-                await publish(engine.advance(wm))
+            due = state.next_offset.get(msg.partition)
+            if due is not None and msg.offset < due:
+                metrics.REDELIVERED.inc()      # already in the state: a re-delivery
+                continue
+            if due is not None and msg.offset > due:
+                missing = await fetch_range(settings.kafka_bootstrap, msg.topic, msg.partition,
+                                            due, msg.offset)
+                metrics.OFFSET_GAPS.inc(msg.offset - due)
+                log.warning("refetched %d of %d messages Faust skipped on %s[%d] (%d..%d)",
+                            len(missing), msg.offset - due, msg.topic, msg.partition, due,
+                            msg.offset - 1)
+                for rec in missing:
+                    await _consume(state, clock, rec.value, msg.topic, msg.partition,
+                                   rec.offset, rec.timestamp / 1000.0)
+            await _consume(state, clock, event.value, msg.topic, msg.partition, msg.offset,
+                           msg.timestamp)
     finally:
-        checkpoint.save((engine, clock))
+        checkpoint.save(state)
+        log.info("KPI windows saved to %s at event time %s", checkpoint.path,
+                 state.engine.watermark)
+
+
+async def _consume(state: WindowState, clock: PartitionClock, payload: bytes | None,
+                   topic: str, partition: int, offset: int, appended: float) -> None:
+    """Everything one message of ``events`` does: count, dead-letter, close windows."""
+    engine = state.engine
+    now, now_mono = time.time(), time.monotonic()
+    metrics.MESSAGES.inc()
+    metrics.PROCESSING_LAG.set(max(0.0, now - appended))
+    decoded = decode_message(payload, engine.watermark, now)
+    kinds: Counter[str] = Counter()
+    rejected = list(decoded.rejected)
+    newest = max(decoded.watermarks, default=None)
+    for ev in decoded.events:
+        outcome = engine.add(ev)
+        if outcome is None:
+            kinds[ev["kind"]] += 1
+            if newest is None or ev["ts"] > newest:
+                newest = ev["ts"]
+        elif outcome == "duplicate":
+            metrics.DUPLICATES.inc()
+        else:
+            rejected.append(Rejected("late", f"window of ts {ev['ts']} already closed",
+                                     orjson.dumps(ev)))
+    for kind, n in kinds.items():
+        metrics.EVENTS.labels(kind).inc(n)
+    for rej in rejected:
+        metrics.DEAD_LETTERS.labels(rej.reason).inc()
+        await dead_letters_topic.send(
+            key=rej.reason.encode(),
+            value=orjson.dumps(dead_letter_doc(rej, topic, partition, offset)))
+    state.next_offset[partition] = offset + 1
+    clock.observe(partition, offset, newest, now_mono)
+    assigned = [tp.partition for tp in app.consumer.assignment() if tp.topic == topic]
+    wm = clock.watermark(assigned or [partition], now_mono, clock.started or now_mono,
+                         functools.partial(_highwater, topic), functools.partial(_unread, topic))
+    if wm is not None:
+        snaps = engine.advance(wm)
+        if snaps and log.isEnabledFor(logging.DEBUG):
+            log.debug("closing up to %s: partitions %s, seen %s, assigned %s", wm,
+                      clock.event_time, clock.last_seen, assigned)
+        await publish(snaps)
 
 
 def _highwater(topic: str, partition: int) -> int | None:
@@ -194,13 +237,35 @@ def _highwater(topic: str, partition: int) -> int | None:
         return None
 
 
+def _unread(topic: str, partition: int) -> bool | None:
+    """Whether a partition has messages after the position the consumer started from."""
+    tp = TP(topic, partition)
+    hw = _highwater(topic, partition)
+    if hw is None:
+        return None
+    start = getattr(app.consumer, "_read_offset", {}).get(tp)   # faust 0.15: set by the seek
+    return hw > (start or 0)
+
+
 async def publish(snaps: list[KpiSnapshot]) -> None:
+    """Send closed windows to ``kpis``: each window's KPI messages, then a ``window_closed``
+    marker, so the next stages know the window is complete without waiting for the next one."""
     if not snaps:
         return
-    for doc in group_snapshots(snaps):
+    docs = group_snapshots(snaps)
+    for i, doc in enumerate(docs):
         await kpis_topic.send(key=doc["kpi"].encode(), value=orjson.dumps(doc))
         for s in doc["series"]:
             metrics.KPI.labels(doc["kpi"], s["segment"], s["channel"]).set(s["value"])
-    windows = {s.window_end for s in snaps}
-    metrics.WINDOWS_CLOSED.inc(len(windows))
-    metrics.WATERMARK.set(max(windows))
+        if i + 1 == len(docs) or docs[i + 1]["window_start_ts"] != doc["window_start_ts"]:
+            await kpis_topic.send(key=b"window", value=orjson.dumps(window_closed(doc)))
+            metrics.WINDOWS_CLOSED.inc()
+            metrics.WATERMARK.set(doc["window_end_ts"])
+
+
+def window_closed(doc: dict[str, Any]) -> dict[str, Any]:
+    """The marker that follows the last KPI message of a window on ``kpis`` and
+    ``anomalies``."""
+    return {"kind": "window_closed", "window_start": doc["window_start"],
+            "window_end": doc["window_end"], "window_start_ts": doc["window_start_ts"],
+            "window_end_ts": doc["window_end_ts"]}
