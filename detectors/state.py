@@ -47,7 +47,7 @@ def _name(cls: type) -> str:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """``obj`` as JSON-ready values (tagged dicts for tuples, deques, floats JSON lacks, objects)."""
+    """``obj`` as JSON-ready values (tagged dicts for tuples, deques, odd floats, objects)."""
     if obj is None or isinstance(obj, (bool, int, str)):
         return obj
     if isinstance(obj, float):

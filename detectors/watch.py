@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import pickle
 from collections import deque
-from typing import Any
+from typing import Any, TypeGuard
 
 from detectors.config import DetectorConfig
 from detectors.series import SeriesWatcher, Verdict
@@ -45,7 +45,7 @@ Point = tuple[float, float, float | None, float | None, float | None]
 """(window_start_ts, value, expected, lower, upper) of one series in one window."""
 
 
-def _finite(v: Any) -> bool:
+def _finite(v: Any) -> TypeGuard[float]:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -104,8 +104,8 @@ class KpiSeriesWatch:
                 watcher = self.watchers[key] = config.make_watcher(self.kpi, *key)
                 hist = self.history[key] = deque(maxlen=HISTORY_POINTS)
             assert hist is not None
-            verdict = watcher.update(ts, float(value), float(n) if _finite(n) else None)
-            hist.append((ts, float(value), verdict.expected, verdict.lower, verdict.upper))
+            verdict = watcher.update(ts, value + 0.0, n + 0.0 if _finite(n) else None)
+            hist.append((ts, value + 0.0, verdict.expected, verdict.lower, verdict.upper))
             seen[key] = (s, verdict)
         out = []
         for key, (s, verdict) in seen.items():
@@ -130,7 +130,7 @@ class KpiSeriesWatch:
             "upper": v.upper if v.upper is not None else expected,
             "score": round(min(1.0, max(0.0, v.score)), 6),
             "severity": v.severity, "direction": v.direction, "detector": v.detector,
-            "unit": msg.get("unit", ""), "n": float(n) if _finite(n) else 0.0,
+            "unit": msg.get("unit", ""), "n": n + 0.0 if _finite(n) else 0.0,
             "contributors": contributors,
             "history": [{"window_start_ts": p[0], "value": p[1], "expected": p[2],
                          "lower": p[3], "upper": p[4]} for p in self.history[key]],
@@ -140,7 +140,7 @@ class KpiSeriesWatch:
                       seen: dict[Series, tuple[dict[str, Any], Verdict]]) -> list[dict[str, Any]]:
         additive = self.kpi in ADDITIVE_KPIS
         weighted = not additive and _finite(n_all) and n_all > 0
-        rows = []
+        rows: list[dict[str, Any]] = []
         for (segment, channel), (s, v) in seen.items():
             if (segment == ALL) == (channel == ALL) or v.expected is None:
                 continue
@@ -148,11 +148,11 @@ class KpiSeriesWatch:
             part = delta
             if not additive:
                 n = s.get("n")
-                part = delta * float(n) / float(n_all) if weighted and _finite(n) else 0.0
+                part = delta * n / n_all if weighted and _finite(n) else 0.0
             share = part / total if total else 0.0
             rows.append({"segment": segment, "channel": channel, "value": float(s["value"]),
                          "expected": v.expected, "delta": delta, "share": round(share, 6)})
-        rows.sort(key=lambda r: -r["share"])
+        rows.sort(key=lambda r: -float(r["share"]))
         return rows
 
 
