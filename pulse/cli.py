@@ -64,6 +64,28 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("input", metavar="IN.csv")
     detect.add_argument("output", metavar="OUT.csv")
     detect.add_argument("--detector", default=None, help="detector name (default: the default)")
+    ev = sub.add_parser("evaluate", help="score the detectors on every incident scenario")
+    ev.add_argument("--seeds", type=int, default=5, help="seeds per scenario")
+    ev.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ev.add_argument("--config", metavar="FILE", help="detector configuration (TOML)")
+
+    sil = sub.add_parser("silence", help="mute alerts by KPI, segment or channel for a while")
+    sil_sub = sil.add_subparsers(dest="action", required=True, metavar="ACTION")
+    add = sil_sub.add_parser("add", help="add a silence")
+    add.add_argument("--kpi")
+    add.add_argument("--segment")
+    add.add_argument("--channel")
+    add.add_argument("--alert", dest="alert_id", help="an alert id from alerts.jsonl")
+    add.add_argument("--duration", default="1h", help="how long: 30m, 2h, 1d (default 1h)")
+    add.add_argument("--reason", default="")
+    sil_sub.add_parser("list", help="list active silences")
+    rm = sil_sub.add_parser("remove", help="remove a silence")
+    rm.add_argument("id")
+
+    ask = sub.add_parser("ask", help="answer a question about the current KPIs")
+    ask.add_argument("question")
+    ask.add_argument("--broker", default="", help="read the live kpis topic of this broker")
+    ask.add_argument("--kpis", metavar="FILE", help="answer from a kpis.jsonl (e.g. a demo's)")
     return p
 
 
@@ -131,8 +153,60 @@ def _detect(args: argparse.Namespace, settings: Settings) -> int:
     return int(csvscore.main(argv) or 0)
 
 
+def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from pulse import evaluate
+    argv = ["--seeds", str(args.seeds)]
+    argv += ["--json", args.json] if args.json else []
+    argv += ["--config", args.config] if args.config else []
+    return int(evaluate.main(argv) or 0)
+
+
+def _silence(args: argparse.Namespace, settings: Settings) -> int:
+    from alerting.silence import add_silence, describe_silence, list_silences, remove_silence
+    if args.action == "add":
+        try:
+            s = add_silence(settings.data_dir, duration=args.duration, kpi=args.kpi,
+                            segment=args.segment, channel=args.channel, alert_id=args.alert_id,
+                            reason=args.reason)
+        except ValueError as e:
+            print(f"pulse silence: {e}", file=sys.stderr)
+            return 2
+        print(f"silenced: {describe_silence(s)}")
+    elif args.action == "list":
+        active = list_silences(settings.data_dir)
+        for s in active:
+            print(describe_silence(s))
+        if not active:
+            print(f"no active silences in {settings.data_dir}")
+    else:
+        if not remove_silence(settings.data_dir, args.id):
+            print(f"pulse silence: no silence {args.id!r}; `pulse silence list` shows them",
+                  file=sys.stderr)
+            return 2
+        print(f"removed {args.id}")
+    return 0
+
+
+def _ask(args: argparse.Namespace, settings: Settings) -> int:
+    import asyncio
+
+    from alerting.ask import answer_question
+    from pulse.kpi_state import latest_from_file, latest_from_topic
+    if args.kpis:
+        state = latest_from_file(args.kpis)
+    else:
+        bootstrap = args.broker or settings.kafka_bootstrap
+        if not bootstrap:
+            print("pulse ask: give --broker HOST:PORT (or PULSE_KAFKA_BOOTSTRAP) of a running "
+                  "pipeline, or --kpis FILE with a kpis.jsonl", file=sys.stderr)
+            return 2
+        state = asyncio.run(latest_from_topic(bootstrap, settings.topic("kpis")))
+    print(asyncio.run(answer_question(args.question, state, settings)))
+    return 0
+
+
 _COMMANDS = {"demo": _demo, "worker": _worker, "broker": _broker, "simulate": _simulate,
-             "detect": _detect}
+             "detect": _detect, "evaluate": _evaluate, "silence": _silence, "ask": _ask}
 
 
 if __name__ == "__main__":

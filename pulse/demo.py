@@ -66,25 +66,30 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
     t_launch = time.monotonic()
     deadline = None if opts.duration is None else t_launch + opts.duration
     topics = {settings.topic("events"): settings.events_partitions,
-              settings.topic("kpis"): 1, settings.topic("dead-letters"): 1}
+              **{settings.topic(t): 1 for t in ("kpis", "dead-letters", "anomalies", "alerts")}}
     await ensure_topics(bootstrap, topics)
+    now = time.time()
+    history_start = opts.start_ts if opts.start_ts is not None else (
+        (now - opts.history_days * DAY) // HOUR * HOUR)
+    live_start = history_start + opts.history_days * DAY
     worker = WorkerProcess(bootstrap, metrics_port=settings.metrics_port or None,
                            log_path=(out / "worker.log") if out else None,
                            env={"PULSE_TOPIC_PREFIX": settings.topic_prefix,
                                 "PULSE_EVENTS_PARTITIONS": str(settings.events_partitions),
                                 "PULSE_WINDOW_SECONDS": str(settings.window_seconds),
-                                "PULSE_LATENESS_SECONDS": str(settings.lateness_seconds)})
+                                "PULSE_LATENESS_SECONDS": str(settings.lateness_seconds),
+                                "PULSE_NOTIFY_AFTER": str(int(live_start)),
+                                **({"PULSE_ALERTS_FILE": str(out / "alerts.jsonl")}
+                                   if out else {})})
     worker.start()
     _say(f"pulse demo: broker {bootstrap}, metrics http://127.0.0.1:{worker.metrics_port}/metrics")
-    now = time.time()
-    history_start = opts.start_ts if opts.start_ts is not None else (
-        (now - opts.history_days * DAY) // HOUR * HOUR)
-    live_start = history_start + opts.history_days * DAY
     sim = Simulation(opts.seed, history_start, "none")
     events_file: IO[bytes] | None = open(out / "events.jsonl", "wb") if out else None  # noqa: SIM115
     view = KpiView(bootstrap, settings.topic("kpis"),
-                   out_path=(out / "kpis.jsonl") if out else None, quiet=opts.quiet,
-                   started=t_launch)
+                   out_path=(out / "kpis.jsonl") if out else None,
+                   anomalies_topic=settings.topic("anomalies"),
+                   anomalies_path=(out / "anomalies.jsonl") if out else None,
+                   alerts_topic=settings.topic("alerts"), quiet=opts.quiet, started=t_launch)
     publisher = EventPublisher(bootstrap, settings.topic("events"), sink=events_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -127,6 +132,7 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
         await publisher.publish(sim.advance(end), end + settings.lateness_seconds)
         reached = end
         await view.wait_for_window_end(end, timeout=15)
+        await asyncio.sleep(1.0)   # the last window's anomalies and alert changes
     finally:
         await publisher.stop()
         view.stop()
@@ -141,11 +147,13 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
                     if inc.start < reached:
                         f.write(orjson.dumps(inc.to_json()) + b"\n")
     _say(f"pulse demo: {publisher.sent:,} events, {view.windows_seen} windows closed, "
-         f"{view.lines_written:,} KPI values; worker exited with {code}; "
+         f"{view.lines_written:,} KPI values, {view.anomalies_seen} anomalies, "
+         f"{len(view.alert_changes)} alert changes; worker exited with {code}; "
          f"first KPIs {view.first_kpi_after:.1f} s after start." if view.first_kpi_after
          else f"pulse demo: {publisher.sent:,} events; no KPI window closed.")
     if out:
-        _say(f"pulse demo: wrote {out}/events.jsonl, incidents.jsonl, kpis.jsonl")
+        _say(f"pulse demo: wrote {out}/events.jsonl, incidents.jsonl, kpis.jsonl, "
+             "anomalies.jsonl, alerts.jsonl")
     return 0 if view.windows_seen else 1
 
 

@@ -271,7 +271,7 @@ def _clock(seconds: float) -> str:
 
 # -- the evaluation ------------------------------------------------------------------------------
 def run_evaluate(seeds: int = 5, json_path: str | None = None, config_path: str | None = None,
-                 progress: bool = True, *, warmup_days: float = 63.0, eval_days: float = 7.0,
+                 progress: bool = True, *, warmup_days: float = 35.0, eval_days: float = 7.0,
                  scenarios: Sequence[str] = SCENARIOS,
                  config: DetectorConfig | None = None) -> dict[str, Any]:
     """Run every scenario for seeds 1..``seeds``; the summary (and ``json_path`` written).
@@ -364,7 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", dest="json_path", help="write the summary to this JSON file")
     p.add_argument("--config", dest="config_path",
                    help="detector config file merged over detectors/defaults.toml")
-    p.add_argument("--warmup-days", type=float, default=63.0)
+    p.add_argument("--warmup-days", type=float, default=35.0,
+                   help="clean days simulated before the evaluation (default 35, as the demo)")
     p.add_argument("--eval-days", type=float, default=7.0)
     p.add_argument("--scenario", action="append", choices=SCENARIOS,
                    help="only this scenario (repeatable; default all)")

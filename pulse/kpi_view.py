@@ -1,8 +1,10 @@
-"""Watch the ``kpis`` topic: write ``kpis.jsonl`` and show the KPIs as windows close.
+"""Watch the pipeline's output topics: write ``kpis.jsonl`` and ``anomalies.jsonl``, show the
+KPIs as windows close and every alert change as it happens.
 
-On a terminal the overall KPIs of the newest window are redrawn in place as a table; elsewhere
-(CI, a pipe) one concise line per window is printed. During the history phase only a progress
-bar is shown: hundreds of windows a second are not for reading.
+On a terminal the overall KPIs of the newest window are redrawn in place as a table, with the
+latest alerts under it; elsewhere (CI, a pipe) one concise line per window and per alert change
+is printed. During the history phase only a progress bar is shown: hundreds of windows a second
+are not for reading.
 """
 
 from __future__ import annotations
@@ -18,10 +20,26 @@ from aiokafka import AIOKafkaConsumer
 
 from kpis import KPI_BY_ID, KPIS
 
-__all__ = ["KpiView", "format_value"]
+__all__ = ["KpiView", "alert_line", "format_value"]
 
 _SHORT = ("signups", "scans", "match_rate", "conversion_rate", "payment_failure_rate", "revenue",
           "mrr", "churn_rate")
+
+
+def alert_line(alert: dict[str, Any]) -> str:
+    """One line per alert change: severity, status, what moved, by how much, since when."""
+    kpi = str(alert.get("kpi"))
+    where = f"{alert.get('segment')}/{alert.get('channel')}"
+    value, expected = float(alert.get("value") or 0.0), float(alert.get("expected") or 0.0)
+    related = ", ".join(r.get("kpi", "") for r in alert.get("related") or [])
+    text = (f"[{str(alert.get('severity')).upper()}] {str(alert.get('status')).upper():<8} "
+            f"{kpi} {where}: {format_value(kpi, value)} (expected {format_value(kpi, expected)})"
+            f" window {alert.get('window_start')}")
+    if related:
+        text += f"; with {related}"
+    if alert.get("status") == "open" and alert.get("explanation"):
+        text += f"\n      {alert['explanation']}"
+    return text
 
 
 def format_value(kpi: str, value: float) -> str:
@@ -38,11 +56,18 @@ def format_value(kpi: str, value: float) -> str:
 
 class KpiView:
     def __init__(self, bootstrap: str, topic: str, *, out_path: Path | None = None,
+                 anomalies_topic: str | None = None, anomalies_path: Path | None = None,
+                 alerts_topic: str | None = None,
                  quiet: bool = False, started: float | None = None,
                  stream: IO[str] | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.out_path = out_path
+        self.anomalies_topic = anomalies_topic
+        self.anomalies_path = anomalies_path
+        self.alerts_topic = alerts_topic
+        self.anomalies_seen = 0
+        self.alert_changes: list[dict[str, Any]] = []
         self.quiet = quiet
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
@@ -58,22 +83,35 @@ class KpiView:
         self._progress_shown = False
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(self.topic, bootstrap_servers=self.bootstrap,
+        topics = [t for t in (self.topic, self.anomalies_topic, self.alerts_topic) if t]
+        consumer = AIOKafkaConsumer(*topics, bootstrap_servers=self.bootstrap,
                                     auto_offset_reset="earliest", enable_auto_commit=False)
         await consumer.start()
         out = open(self.out_path, "ab") if self.out_path else None  # noqa: SIM115
+        anomalies = open(self.anomalies_path, "ab") if self.anomalies_path else None  # noqa: SIM115
         try:
             while not self._stop.is_set():
                 batch = await consumer.getmany(timeout_ms=200)
                 for records in batch.values():
                     for rec in records:
-                        self._on_message(orjson.loads(rec.value), out)
-                if out:
-                    out.flush()
+                        doc = orjson.loads(rec.value)
+                        if rec.topic == self.topic:
+                            self._on_message(doc, out)
+                        elif rec.topic == self.anomalies_topic:
+                            if "kpi" in doc:
+                                self.anomalies_seen += 1
+                                if anomalies:
+                                    anomalies.write(orjson.dumps(doc) + b"\n")
+                        else:
+                            self._on_alert(doc)
+                for f in (out, anomalies):
+                    if f:
+                        f.flush()
         finally:
             await consumer.stop()
-            if out:
-                out.close()
+            for f in (out, anomalies):
+                if f:
+                    f.close()
             self._show_window()
 
     def _on_message(self, doc: dict[str, Any], out: IO[bytes] | None) -> None:
@@ -100,6 +138,15 @@ class KpiView:
         if out:
             out.write(b"\n".join(lines) + b"\n")
 
+    def _on_alert(self, alert: dict[str, Any]) -> None:
+        self.alert_changes.append(alert)
+        if self.quiet or not self.live:
+            return
+        line = alert_line(alert)
+        if not self.tty:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
     def _show_window(self) -> None:
         if self.quiet or not self.live or not self._current:
             return
@@ -113,7 +160,12 @@ class KpiView:
                     target = f"  (target {format_value(k.id, k.target)})" if k.target else ""
                     rows.append(f"  {k.title:<28} {format_value(k.id, self._current[k.id]):>12}"
                                 f"{target}")
-            rows.append(f"\n  {self.windows_seen} windows closed; Ctrl-C stops.")
+            recent = [a for a in self.alert_changes if a.get("status")][-6:]
+            if recent:
+                rows.append("\n  Latest alert changes:")
+                rows.extend("  " + alert_line(a) for a in recent)
+            rows.append(f"\n  {self.windows_seen} windows closed, {self.anomalies_seen} "
+                        f"anomalies, {len(self.alert_changes)} alert changes; Ctrl-C stops.")
             self.stream.write("\n".join(rows) + "\n")
         else:
             parts = [f"{k} {format_value(k, self._current[k])}" for k in _SHORT

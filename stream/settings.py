@@ -55,6 +55,17 @@ class Settings:
     data_dir: str = _setting(
         ".pulse", "PULSE_DATA_DIR", "Where workers keep local state (Faust tables, checkpoints).")
     log_level: str = _setting("info", "PULSE_LOG_LEVEL", "Worker log level.")
+    alerts_file: str = _setting(
+        "", "PULSE_ALERTS_FILE", "alerts.jsonl the worker appends to (empty: in the data dir).")
+    notify_after: int = _setting(
+        0, "PULSE_NOTIFY_AFTER",
+        "Event time (epoch s) before which alerts are recorded but not posted to Slack nor "
+        "explained by the model (the demo's history).")
+    feedback_port: int = _setting(
+        0, "PULSE_FEEDBACK_PORT",
+        "Port of the Slack interactivity endpoint POST /slack/actions (0: off).")
+    slack_signing_secret: str = _setting(
+        "", "SLACK_SIGNING_SECRET", "Verifies button clicks sent by Slack.", secret=True)
     detectors_config: str = _setting(
         "", "PULSE_DETECTORS_CONFIG", "Path of a detector configuration file (empty: defaults).")
     slack_token: str = _setting(

@@ -14,7 +14,7 @@ from stream.app import app, settings
 
 __all__ = ["main", "AGENT_MODULES"]
 
-AGENT_MODULES = ("stream.agents.kpis", "stream.agents.detect")
+AGENT_MODULES = ("stream.agents.kpis", "stream.agents.detect", "stream.agents.alerts")
 
 
 def main(argv: list[str] | None = None) -> None:
