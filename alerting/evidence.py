@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alerting.escape import clean_event_text
+from kpis.formulas import KPIS as KPI_DEFS
+from kpis.formulas import KpiDef
 
 __all__ = [
     "KPIS",
@@ -37,7 +39,8 @@ __all__ = [
 
 @dataclass(frozen=True)
 class KpiInfo:
-    """How Pulse talks about one KPI (the formulas themselves live in kpis/, docs/kpis.md)."""
+    """How Pulse talks about one KPI; label, definition and target come from kpis/ (the one
+    definition of each KPI), the incident families are alerting's own."""
 
     label: str
     definition: str
@@ -46,47 +49,40 @@ class KpiInfo:
     target: str = ""
 
 
-KPIS: dict[str, KpiInfo] = {
-    "signups": KpiInfo("Sign-ups", "count of sign-up events in the window", "count",
-                       ("acquisition",)),
-    "scans": KpiInfo("Scans", "count of resume/job scans in the window", "count", ("product",)),
-    "match_rate": KpiInfo("Match rate", "mean match score of the window's scans (0 to 1)",
-                          "percent", ("product",)),
-    "paid_conversions": KpiInfo(
-        "Paid conversions", "first successful payments (new paying users) in the window",
-        "count", ("payments", "acquisition")),
-    "conversion_rate": KpiInfo(
-        "Conversion rate", "paid conversions divided by sign-ups in the window", "percent",
-        ("payments", "acquisition"), "0.15"),
-    "payments": KpiInfo("Payments", "count of successful payments in the window", "count",
-                        ("payments",)),
-    "revenue": KpiInfo("Revenue", "sum of successful payment amounts in the window (USD)", "usd",
-                       ("payments",)),
-    "payment_failure_rate": KpiInfo(
-        "Payment failure rate", "failed divided by all payment attempts in the window", "percent",
-        ("payments",)),
-    "mrr": KpiInfo("MRR", "monthly recurring revenue of active subscriptions at window end",
-                   "usd", ("payments", "retention")),
-    "mrr_growth": KpiInfo("MRR growth", "relative change of MRR over the window", "percent",
-                          ("payments", "retention")),
-    "arpu": KpiInfo("ARPU", "MRR divided by monthly active users", "usd",
-                    ("payments", "engagement"), "15 USD per user per month"),
-    "churn_rate": KpiInfo(
-        "Churn rate", "cancellations in the trailing 30 days divided by subscriptions active "
-        "30 days before", "percent", ("retention",), "at most 0.05 per month"),
-    "cac": KpiInfo("CAC", "marketing spend divided by paid conversions, trailing 30 days", "usd",
-                   ("acquisition",), "50 USD"),
-    "ltv": KpiInfo("LTV", "average monthly revenue per paying user times expected lifetime",
-                   "usd", ("retention",), "300 USD"),
-    "ltv_cac": KpiInfo("LTV:CAC", "LTV divided by CAC", "number", ("acquisition", "retention"),
-                       "at least 3"),
-    "daily_active_ratio": KpiInfo(
-        "Daily active ratio", "users active in the trailing 24 h divided by users active in "
-        "the trailing 30 days", "percent", ("engagement",), "0.40"),
-    "viral_coefficient": KpiInfo(
-        "Viral coefficient", "referred sign-ups divided by distinct referrers, trailing 30 days",
-        "number", ("acquisition",), "1.5"),
+# Which incident families a KPI belongs to: anomalies of one family in overlapping windows are
+# one incident (a payment outage moves payments, revenue, conversion and MRR together).
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "signups": ("acquisition",), "scans": ("product",), "match_rate": ("product",),
+    "paid_conversions": ("payments", "acquisition"),
+    "conversion_rate": ("payments", "acquisition"),
+    "payments": ("payments",), "revenue": ("payments",), "payment_failure_rate": ("payments",),
+    "mrr": ("payments", "retention"), "mrr_growth": ("payments", "retention"),
+    "arpu": ("payments", "engagement"), "churn_rate": ("retention",),
+    "cac": ("acquisition",), "ltv": ("retention",), "ltv_cac": ("acquisition", "retention"),
+    "daily_active_ratio": ("engagement",), "viral_coefficient": ("acquisition",),
 }
+_NUMBERS = frozenset({"ltv_cac", "viral_coefficient"})
+
+
+def _info(k: KpiDef) -> KpiInfo:
+    if "USD" in k.unit:
+        kind = "usd"
+    elif k.unit.startswith("ratio") and k.id not in _NUMBERS:
+        kind = "percent"
+    elif k.unit.startswith("ratio"):
+        kind = "number"
+    else:
+        kind = "count"
+    target = ""
+    if k.target is not None:
+        value = {"percent": f"{k.target * 100:g}%", "usd": f"{k.target:g} USD"}.get(
+            kind, f"{k.target:g}")
+        per = " per month" if "per month" in k.unit else ""
+        target = f"{'at least' if k.higher_is_better else 'at most'} {value}{per}"
+    return KpiInfo(k.title, k.doc, kind, FAMILIES.get(k.id, (f"kpi:{k.id}",)), target)
+
+
+KPIS: dict[str, KpiInfo] = {k.id: _info(k) for k in KPI_DEFS}
 
 _NUMBER = re.compile(r"(?<![A-Za-z_])\d[\d,]*(?:\.\d+)?")
 
@@ -145,6 +141,20 @@ def where(segment: str, channel: str) -> str:
     seg = "all segments" if segment == "all" else f"segment {clean_event_text(segment, 60)}"
     ch = "all channels" if channel == "all" else f"channel {clean_event_text(channel, 60)}"
     return f"{seg}, {ch}"
+
+
+def series_names(rows: list[dict], limit: int = 6) -> str:
+    """``payments, payment_failure_rate (experienced/all)``: KPI plus slice when not the total,
+    each series once, for one-line summaries of an alert's related series."""
+    names: list[str] = []
+    for r in rows:
+        name = str(r.get("kpi"))
+        if not (r.get("segment") == "all" and r.get("channel") == "all"):
+            name += f" ({r.get('segment')}/{r.get('channel')})"
+        if name not in names:
+            names.append(name)
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return clean_event_text(", ".join(names[:limit]) + more, 300)
 
 
 def numbers_in(text: str) -> set[str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TextIO
 
 from alerting.escape import clean_event_text
-from alerting.evidence import format_change, format_value
+from alerting.evidence import format_change, format_value, series_names
 
 __all__ = ["ALERT_FIELDS", "ConsoleSink", "JsonlSink", "alert_record", "console_line"]
 
@@ -35,7 +35,7 @@ def console_line(alert: dict, silenced: bool = False) -> str:
     kpi = alert["kpi"]
     value, expected = float(alert["value"]), float(alert["expected"])
     rel = format_change(value, expected, kpi)[1]
-    related = ", ".join(r["kpi"] for r in alert.get("related") or [])
+    related = series_names(alert.get("related") or [])
     parts = [
         f"[{str(alert['severity']).upper()}]", str(alert["status"]).upper(), alert["id"],
         clean_event_text(f"{kpi} {alert['segment']}/{alert['channel']}", 120),
@@ -43,7 +43,7 @@ def console_line(alert: dict, silenced: bool = False) -> str:
         f"score {float(alert['score']):.2f}", f"since {alert['since']}",
     ]
     if related:
-        parts.append(f"related: {clean_event_text(related, 200)}")
+        parts.append(f"related: {related}")
     if alert.get("reason") and alert["status"] != "open":
         parts.append(f"({clean_event_text(alert['reason'], 120)})")
     if silenced:

@@ -18,6 +18,7 @@ from typing import IO, Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from alerting.evidence import series_names
 from kpis import KPI_BY_ID, KPIS
 
 __all__ = ["KpiView", "alert_line", "format_value"]
@@ -31,7 +32,7 @@ def alert_line(alert: dict[str, Any]) -> str:
     kpi = str(alert.get("kpi"))
     where = f"{alert.get('segment')}/{alert.get('channel')}"
     value, expected = float(alert.get("value") or 0.0), float(alert.get("expected") or 0.0)
-    related = ", ".join(r.get("kpi", "") for r in alert.get("related") or [])
+    related = series_names(alert.get("related") or [])
     text = (f"[{str(alert.get('severity')).upper()}] {str(alert.get('status')).upper():<8} "
             f"{kpi} {where}: {format_value(kpi, value)} (expected {format_value(kpi, expected)})"
             f" window {alert.get('window_start')}")

@@ -79,7 +79,7 @@ STATE = [
 async def test_ask_answers_from_the_state_without_a_key():
     answer = await answer_question("What's our churn rate?", STATE)
     assert answer == ("Churn rate (all segments, all channels): 4.8% for the window ending "
-                      "2026-11-21 11:00 UTC (target at most 0.05 per month).")
+                      "2026-11-21 11:00 UTC (target at most 5% per month).")
     assert "2.0%" in await answer_question("churn for pro users?", STATE)
     assert "$125,000" in await answer_question("How is MRR doing", STATE)
     assert "3.40" in await answer_question("LTV:CAC on ads?", STATE)
