@@ -18,10 +18,10 @@ from typing import IO, Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from alerting.evidence import series_names
-from kpis import KPI_BY_ID, KPIS
+from alerting.evidence import format_value, series_names
+from kpis import KPIS
 
-__all__ = ["KpiView", "alert_line", "format_value"]
+__all__ = ["KpiView", "alert_line"]
 
 _SHORT = ("signups", "scans", "match_rate", "conversion_rate", "payment_failure_rate", "revenue",
           "mrr", "churn_rate")
@@ -34,25 +34,13 @@ def alert_line(alert: dict[str, Any]) -> str:
     value, expected = float(alert.get("value") or 0.0), float(alert.get("expected") or 0.0)
     related = series_names(alert.get("related") or [])
     text = (f"[{str(alert.get('severity')).upper()}] {str(alert.get('status')).upper():<8} "
-            f"{kpi} {where}: {format_value(kpi, value)} (expected {format_value(kpi, expected)})"
+            f"{kpi} {where}: {format_value(value, kpi)} (expected {format_value(expected, kpi)})"
             f" window {alert.get('window_start')}")
     if related:
         text += f"; with {related}"
     if alert.get("status") == "open" and alert.get("explanation"):
         text += f"\n      {alert['explanation']}"
     return text
-
-
-def format_value(kpi: str, value: float) -> str:
-    """A KPI value as a person reads it: percentages, dollars, counts."""
-    unit = KPI_BY_ID[kpi].unit if kpi in KPI_BY_ID else ""
-    if "USD" in unit:
-        return f"${value:,.0f}" if abs(value) >= 100 else f"${value:,.2f}"
-    if unit.startswith("ratio") and kpi not in ("ltv_cac", "viral_coefficient"):
-        return f"{value * 100:.1f}%"
-    if value == int(value):
-        return f"{int(value):,}"
-    return f"{value:,.2f}"
 
 
 class KpiView:
@@ -158,8 +146,8 @@ class KpiView:
                     ""]
             for k in KPIS:
                 if k.id in self._current:
-                    target = f"  (target {format_value(k.id, k.target)})" if k.target else ""
-                    rows.append(f"  {k.title:<28} {format_value(k.id, self._current[k.id]):>12}"
+                    target = f"  (target {format_value(k.target, k.id)})" if k.target else ""
+                    rows.append(f"  {k.title:<28} {format_value(self._current[k.id], k.id):>12}"
                                 f"{target}")
             recent = [a for a in self.alert_changes if a.get("status")][-6:]
             if recent:
@@ -169,7 +157,7 @@ class KpiView:
                         f"anomalies, {len(self.alert_changes)} alert changes; Ctrl-C stops.")
             self.stream.write("\n".join(rows) + "\n")
         else:
-            parts = [f"{k} {format_value(k, self._current[k])}" for k in _SHORT
+            parts = [f"{k} {format_value(self._current[k], k)}" for k in _SHORT
                      if k in self._current]
             self.stream.write(f"{when}  " + "  ".join(parts) + "\n")
         self.stream.flush()
