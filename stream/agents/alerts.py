@@ -10,6 +10,7 @@ windows after ``PULSE_NOTIFY_AFTER``, so a demo's history or a backfill is recor
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ async def alert_changes(stream: Any) -> None:
         port = await service.serve_feedback("0.0.0.0", settings.feedback_port,
                                             settings.slack_signing_secret or None)
         log.info("Slack interactivity endpoint on port %d: POST /slack/actions", port)
+    saved = 0.0
     try:
         async for raw in stream:
             msg = orjson.loads(raw)
@@ -54,7 +56,8 @@ async def alert_changes(stream: Any) -> None:
                 metrics.ALERTS.labels(change.status).inc()
                 await alerts_topic.send(key=change.alert["id"].encode(),
                                         value=orjson.dumps(alert_record(change.alert)))
-            if msg.get("kind") == "window_closed":
+            if msg.get("kind") == "window_closed" and time.monotonic() - saved >= 1.0:
                 service.checkpoint()
+                saved = time.monotonic()
     finally:
         await service.close()

@@ -1,0 +1,161 @@
+"""Throughput and memory of one worker, against the ceiling of a plain Python consumer.
+
+The events (simulated days, every segment and channel) are published first; then
+
+- ``raw_consume_per_s``: a plain aiokafka consumer reads the whole topic and decodes every
+  event (the ceiling for Python here);
+- ``events_per_s``: a worker is launched on the same topic and timed from its first processed
+  message until the last window's marker reaches ``anomalies`` (events through KPI windows and
+  detectors to the ``kpis`` and ``anomalies`` topics);
+- ``peak_rss_mb``: the worker's peak resident memory (VmHWM) over the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import urllib.request
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from pulse.worker_process import WorkerProcess
+from simulator import Simulation
+from simulator.publisher import EventPublisher, ensure_topics, run_clock
+
+__all__ = ["measure_throughput", "publish_days", "raw_consume"]
+
+START = 1_790_000_000 // 3600 * 3600
+DAY = 86400.0
+HOUR = 3600.0
+
+
+async def publish_days(bootstrap: str, topic: str, days: float, seed: int = 1,
+                       batch_size: int = 500) -> tuple[int, float]:
+    """Publish ``days`` of simulated events at full speed; (events, end event time)."""
+    sim = Simulation(seed, START)
+    pub = EventPublisher(bootstrap, topic, batch_size=batch_size)
+    await pub.start()
+    end = START + days * DAY
+    try:
+        await run_clock(sim, pub, START, end, speed=None)
+        await pub.publish([], end + 600)
+    finally:
+        await pub.stop()
+    return pub.sent, end
+
+
+async def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
+    """Events per second for a plain aiokafka consumer that decodes every message."""
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="earliest", enable_auto_commit=False,
+                                max_partition_fetch_bytes=4 << 20, fetch_max_bytes=64 << 20)
+    await consumer.start()
+    n = 0
+    try:
+        t0 = time.perf_counter()
+        while n < expected:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if not batch:
+                break
+            for records in batch.values():
+                for rec in records:
+                    doc = orjson.loads(rec.value)
+                    if isinstance(doc, list):
+                        n += sum(1 for e in doc if e.get("kind") != "watermark")
+                    elif doc.get("kind") != "watermark":
+                        n += 1
+        took = time.perf_counter() - t0
+    finally:
+        await consumer.stop()
+    return n / took
+
+
+def _metric(port: int, name: str) -> float:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
+            text = r.read().decode()
+    except OSError:
+        return 0.0
+    m = re.search(rf"^{name} (\S+)$", text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def measure_throughput(bootstrap: str, days: float = 84.0, prefix: str = "bench-tp-",
+                       progress: bool = True) -> dict[str, Any]:
+    topic = f"{prefix}events"
+    asyncio.run(ensure_topics(bootstrap, {topic: 4, **{
+        f"{prefix}{t}": 1 for t in ("kpis", "dead-letters", "anomalies", "alerts")}}))
+    t0 = time.perf_counter()
+    n, end = asyncio.run(publish_days(bootstrap, topic, days))
+    publish_s = time.perf_counter() - t0
+    if progress:
+        print(f"  published {n:,} events ({days:g} simulated days) in {publish_s:.1f} s",
+              flush=True)
+    raw = asyncio.run(raw_consume(bootstrap, topic, n))
+    worker = WorkerProcess(bootstrap, env={"PULSE_TOPIC_PREFIX": prefix,
+                                           "PULSE_APP_ID": f"{prefix}app"}).start()
+    assert worker.process is not None
+    try:
+        first = None
+        last_window = None
+        windows_total = round((end - START) / HOUR)
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            if not worker.alive:
+                raise RuntimeError("worker died:\n" + worker.log_tail())
+            msgs = _metric(worker.metrics_port, "pulse_messages_total")
+            if first is None and msgs >= 1:
+                first = time.monotonic()
+            closed = _metric(worker.metrics_port, "pulse_windows_closed_total")
+            if closed >= windows_total:
+                last_window = time.monotonic()
+                break
+            if progress and first is not None:
+                done = closed / windows_total
+                print(f"\r  worker: {done * 100:5.1f}% of windows closed", end="", flush=True)
+            time.sleep(0.1)
+        asyncio.run(_wait_for_marker(bootstrap, f"{prefix}anomalies", end))
+        done_at = time.monotonic()
+        if progress:
+            print()
+        if first is None or last_window is None:
+            raise RuntimeError("the worker did not finish in time:\n" + worker.log_tail())
+        rss = _peak_rss_mb(worker.process.pid)
+    finally:
+        worker.stop()
+    eps = n / (done_at - first)
+    return {"events": n, "raw_consume_per_s": round(raw), "events_per_s": round(eps),
+            "ratio": round(eps / raw, 3), "peak_rss_mb": round(rss, 1)}
+
+
+async def _wait_for_marker(bootstrap: str, topic: str, end: float) -> None:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="latest", enable_auto_commit=False)
+    await consumer.start()
+    try:
+        # the marker may already be there: read from the start, newest last
+        await consumer.seek_to_beginning()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for rec in records:
+                    doc = orjson.loads(rec.value)
+                    if doc.get("kind") == "window_closed" and doc["window_end_ts"] >= end - 1:
+                        return
+    finally:
+        await consumer.stop()
