@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ class Recorded:
     status: int = 0
     ok: bool = False
     at: float = 0.0  # loop time when it arrived
+    wall: float = 0.0  # wall-clock time when it arrived (to compare with other processes)
 
 
 @dataclass
@@ -104,7 +106,7 @@ class FakeSlack:
         elif request.content_type == "application/x-www-form-urlencoded":
             params.update(dict(await request.post()))
         rec = Recorded(method, params, dict(request.headers), body,
-                       at=asyncio.get_running_loop().time())
+                       at=asyncio.get_running_loop().time(), wall=time.time())
         self.requests.append(rec)
         if self.delay:  # cut short when the server stops, so tests do not wait it out
             with contextlib.suppress(asyncio.TimeoutError):
