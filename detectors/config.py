@@ -37,6 +37,7 @@ class AlertConfig:
     relearn_after: int
     rules_scope: str
     sustained_min_z: float
+    hold_score: float
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ class DetectorConfig:
             warning_persistence=a.warning_persistence,
             relearn_after=k.relearn_after or a.relearn_after,
             min_abs_change=k.min_abs_change, min_rel_change=k.min_rel_change, min_n=k.min_n,
-            sustained_windows=k.sustained_windows, sustained_min_z=a.sustained_min_z)
+            sustained_windows=k.sustained_windows, sustained_min_z=a.sustained_min_z,
+            hold_score=a.hold_score)
 
     def alerts_on(self, kpi: str, segment: str = "all", channel: str = "all") -> bool:
         """Whether anomalies of this series are published (``alert_series`` of the KPI).
@@ -178,6 +180,9 @@ def _build(raw: dict[str, Any], source: str) -> DetectorConfig:
         raise ValueError("detector config keys 'alert.warning_score' and 'alert.critical_score' "
                          "need 0 < warning_score <= critical_score <= 1, got "
                          f"{a['warning_score']} and {a['critical_score']}")
+    if not 0.0 < a["hold_score"] <= a["warning_score"]:
+        raise ValueError("detector config key 'alert.hold_score' needs 0 < hold_score <= "
+                         f"warning_score, got {a['hold_score']} and {a['warning_score']}")
     for k in ("warning_persistence", "relearn_after"):
         if a[k] < 1:
             raise ValueError(f"detector config key 'alert.{k}' must be >= 1, got {a[k]}")

@@ -7,9 +7,15 @@ from typing import NamedTuple
 
 from detectors._math import anscombe, inverse_anscombe, surprise, z_tail
 
-__all__ = ["Forecast", "SeasonalForecast", "KINDS"]
+__all__ = ["CALIBRATE_MIN_EVENTS", "Forecast", "SeasonalForecast", "KINDS", "MIN_SCALE"]
 
 KINDS = ("count", "ratio", "level")
+MIN_SCALE = 0.01
+"""Least calibrated share of the noise model's variance (``calibrate``): a ratio that has been
+constant for a while cannot make the smallest change infinitely surprising."""
+CALIBRATE_MIN_EVENTS = 5.0
+"""Expected successes and failures a ratio point needs to teach ``scale`` (the usual rule for the
+normal approximation of a binomial share)."""
 
 
 class Forecast(NamedTuple):
@@ -19,6 +25,7 @@ class Forecast(NamedTuple):
     lower: float
     upper: float
     z: float  # signed standard score of the point (0 when unknown or in warm-up)
+    std: float = math.nan  # residual standard deviation behind ``z``, on the model's scale
 
 
 class SeasonalForecast:
@@ -32,6 +39,18 @@ class SeasonalForecast:
     (``kind="ratio"``) may carry ``x["n"]``, the sample size behind them: the model learns the
     variance beyond binomial sampling noise, and each point's band adds its own
     ``p (1 - p) / n`` (narrow for 400 signups, wide for 2).
+    Binomial noise is the most a mean of ``n`` values in [0, 1] can vary: a mean of continuous
+    scores (match rate) varies far less. With ``calibrate``, a ratio forecaster also learns
+    ``scale``, an exponentially weighted mean of the squared standardised residuals
+    ``(r / std)^2`` (winsorised; suspicious points are not learned, as for every term), and its
+    band uses ``std * sqrt(scale)``: about 1 when the noise model is right, 1 / 21 for a ratio
+    whose real variance is 21 times smaller than binomial; never below :data:`MIN_SCALE`. Only
+    points whose expected successes and failures ``n p`` and ``n (1 - p)`` are both at least
+    :data:`CALIBRATE_MIN_EVENTS` teach it: with fewer, residuals are far from Gaussian (a rare
+    failure among 5 payments is a 4-sigma outlier that is never learned, so the zeros alone
+    would shrink the band without end).
+    Counts keep their Poisson floor (3 where 6 is expected stays normal however steady the
+    history) and levels learn their whole variance from residuals, so neither is calibrated.
     The score is the two-sided Gaussian tail probability of the residual on the
     :func:`~detectors._math.surprise` scale (0.5 at 4.4 standard deviations), 0 in warm-up.
 
@@ -51,6 +70,8 @@ class SeasonalForecast:
         Weight of a new residual in the residual variance.
     winsor
         Residuals are clipped at ``winsor`` standard deviations before they update the variance.
+    calibrate
+        Learn the ``scale`` of a ratio's noise model (see above), smoothed with ``var_alpha``.
     grace_period
         Points learned before scores are non-zero.
     min_std
@@ -84,6 +105,7 @@ class SeasonalForecast:
         gamma_weekly: float = 0.05,
         var_alpha: float = 0.02,
         winsor: float = 4.0,
+        calibrate: bool = True,
         grace_period: int = 72,
         min_std: float = -1.0,
         band_z: float = 4.42,
@@ -109,6 +131,7 @@ class SeasonalForecast:
         self.gamma_weekly = gamma_weekly
         self.var_alpha = var_alpha
         self.winsor = winsor
+        self.calibrate = calibrate
         self.grace_period = grace_period
         self.min_std = min_std
         self.band_z = band_z
@@ -119,6 +142,8 @@ class SeasonalForecast:
         self.dow = [0.0] * 7
         self.dow_n = [0] * 7
         self.var = 0.0
+        self.scale = 1.0   # learned variance of the noise model / assumed one (``calibrate``)
+        self.scale_n = 0   # points that taught it
         self.n = 0
         self.last_ts: float | None = None
 
@@ -161,10 +186,20 @@ class SeasonalForecast:
         p = min(max(y_hat, floor), 1.0 - floor)
         return p * (1.0 - p) / n
 
-    def _std(self, y_hat: float, n: float | None) -> float:
+    def _model_std(self, y_hat: float, n: float | None) -> float:
+        """Standard deviation of a residual under the noise model, before calibration."""
         var = max(self.var, 0.0) + self._sampling_var(y_hat, n)
         floor = self.min_std if self.min_std >= 0 else (1.0 if self.kind == "count" else 0.0)
         return max(math.sqrt(var), floor, 1e-9 * (1.0 + abs(y_hat)))
+
+    def _calibrated(self) -> bool:
+        return self.calibrate and self.kind == "ratio"
+
+    def _std(self, y_hat: float, n: float | None) -> float:
+        std = self._model_std(y_hat, n)
+        if self._calibrated():
+            std = max(std * math.sqrt(max(self.scale, MIN_SCALE)), 1e-9 * (1.0 + abs(y_hat)))
+        return std
 
     @staticmethod
     def _valid(x: dict) -> bool:
@@ -183,7 +218,7 @@ class SeasonalForecast:
         if self.n >= self.grace_period and self._valid(x):
             z = (self._transform(x["value"]) - y_hat) / std
         return Forecast(self._inverse(y_hat), self._inverse(y_hat - self.band_z * std),
-                        self._inverse(y_hat + self.band_z * std), z)
+                        self._inverse(y_hat + self.band_z * std), z, std)
 
     def score_one(self, x: dict) -> float:
         z = self.forecast_one(x).z
@@ -206,6 +241,13 @@ class SeasonalForecast:
         # residual variance, winsorised so one outlier cannot blow the band open
         rc = max(-self.winsor * std, min(self.winsor * std, r)) if self.n > 10 else r
         va = max(self.var_alpha, 1.0 / (self.n - 1))
+        n = x.get("n")
+        if self._calibrated() and n and min(y - r, 1.0 - (y - r)) * n >= CALIBRATE_MIN_EVENTS:
+            # before the variance moves: against the band this point was judged by
+            u = rc / self._model_std(y - r, n)
+            self.scale_n += 1
+            sa = max(self.var_alpha, 1.0 / self.scale_n)
+            self.scale = (1.0 - sa) * self.scale + sa * u * u
         # for a ratio with its n, only the variance beyond binomial sampling noise is learned
         self.var = (1.0 - va) * self.var + va * (rc * rc - self._sampling_var(y - r, x.get("n")))
         r = self._to_model(y) - m_hat  # level, trend and seasonal terms live on the model scale

@@ -7,14 +7,35 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from detectors._math import surprise, z_for_score, z_tail
-from detectors.forecast import SeasonalForecast
+from detectors._math import anscombe, inverse_anscombe, surprise, z_for_score, z_tail
+from detectors.forecast import Forecast, SeasonalForecast
 from detectors.rules import TargetRule
 
 __all__ = ["SeriesWatcher", "Verdict", "DIRECTIONS"]
 
 DIRECTIONS = ("up", "down", "both")
 _RANK = {None: 0, "warning": 1, "critical": 2}
+RunPoint = tuple[float, float, float, float | None, float]
+"""(z, value, expected, n, std) of a point in the sustained-shift check; z and value clipped."""
+
+
+def _count_run_z(points: list[RunPoint]) -> float:
+    """Standard score of a run of counts: its total against the total expected.
+
+    A count forecast as ``e`` has mean about ``e + 1/4`` (the expected Anscombe value ``y`` is
+    ``2 sqrt(mean + 1/8)``); its Anscombe residual variance ``std^2`` is that of the count over
+    its mean, so the total's is the mean-weighted average of the windows' ``std^2``.
+
+    Three hours of 0 where 3.5 an hour is forecast (Poisson noise, ``std`` 1): each scores
+    ``z = anscombe(0) - anscombe(3.5) = -2.71``, ``sum(z) / sqrt(3) = -4.70``; the total says more.
+
+    >>> round(_count_run_z([(-2.71, 0.0, 3.5, None, 1.0)] * 3), 2)
+    -5.52
+    """
+    means = [max(p[2], 0.0) + 0.25 for p in points]
+    mean = sum(means)
+    var = sum(p[4] * p[4] * m for p, m in zip(points, means, strict=True)) / mean
+    return (anscombe(sum(p[1] for p in points)) - 2.0 * math.sqrt(mean + 0.125)) / math.sqrt(var)
 
 
 @dataclass(frozen=True)
@@ -50,14 +71,19 @@ class SeriesWatcher:
     once it has lasted: for every run of the last ``k = 2..K`` points the standard scores are
     summed, ``Z_k = sum(z) / sqrt(k)`` (a mean shift of ``d`` standard deviations gives about
     ``d * sqrt(k)``), and the largest ``|Z_k|`` is scored like a single point after a Bonferroni
-    correction for the ``K - 1`` runs tried (``p = (K - 1) * tail(Z_k)``). A point suspicious on
-    its own starts a new run, in which it counts as just suspicious (its score clipped at
-    ``warning_score``), so one outlier cannot make a run, nor an incident caught point by point
-    linger in one. It fires as detector
+    correction for the ``K - 1`` runs tried (``p = (K - 1) * tail(Z_k)``). Counts judge the run's
+    total instead, on the Anscombe scale against the total expected, with the windows' residual
+    variances weighted by their expected counts (:func:`_count_run_z`): three hours of 0 where 3
+    an hour is expected are far stronger evidence together than three weak hours. A point
+    suspicious on its own starts a new run, in which it counts as just suspicious (its score
+    clipped at ``warning_score``), so one outlier cannot make a run, nor an incident caught point
+    by point linger in one. It fires as detector
     ``"sustained"`` when that score reaches ``warning_score``, the current point departs in
     the same direction by at least ``sustained_min_z`` standard deviations and the run's summed
     values pass the same minimum changes against its summed expectations. Such points are not
-    learned, as suspicious ones.
+    learned, as suspicious ones; nor is a point whose run scores ``hold_score`` or more while
+    still short of an alert, so a slow incident is not learned before it has been caught (the
+    forecaster would follow it down and the evidence would never add up).
 
     Parameters
     ----------
@@ -73,6 +99,9 @@ class SeriesWatcher:
         Longest run of points summed by the sustained-shift check (0 or 1: no check).
     sustained_min_z
         Smallest standard score of the current point, in the run's direction, for that check.
+    hold_score
+        Run score from which a point is not learned (None: ``warning_score``); at most
+        ``warning_score``.
 
     Examples
     --------
@@ -102,6 +131,7 @@ class SeriesWatcher:
         min_n: float = 0.0,
         sustained_windows: int = 0,
         sustained_min_z: float = 1.0,
+        hold_score: float | None = None,
     ):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -111,6 +141,9 @@ class SeriesWatcher:
             raise ValueError(
                 "need 0 < warning_score <= critical_score <= 1, "
                 f"got {warning_score} and {critical_score}")
+        if hold_score is not None and not 0.0 < hold_score <= warning_score:
+            raise ValueError(f"need 0 < hold_score <= warning_score, got {hold_score} and "
+                             f"{warning_score}")
         self.kpi = kpi
         self.kind = kind
         self.direction = direction
@@ -125,15 +158,15 @@ class SeriesWatcher:
         self.min_n = min_n
         self.sustained_windows = sustained_windows
         self.sustained_min_z = sustained_min_z
+        self.hold_score = hold_score
         self._z_cap = z_for_score(warning_score)
         self.model = SeasonalForecast(kind=kind, **(forecast or {}))
         self.target = TargetRule(**rule) if rule else None
         self.suspicious_run = 0
         self.warning_run = 0
         self.n = 0
-        # (z, value, expected, n) of the latest points, for the sustained-shift check
-        self.recent: deque[tuple[float, float, float, float | None]] = deque(
-            maxlen=max(sustained_windows, 1))
+        # the latest points, for the sustained-shift check
+        self.recent: deque[RunPoint] = deque(maxlen=max(sustained_windows, 1))
 
     def _sustained(self, z: float) -> tuple[float, str | None]:
         """Score and direction of the strongest recent run ending at the current point."""
@@ -142,10 +175,14 @@ class SeriesWatcher:
             return 0.0, None
         sign = 1.0 if z > 0 else -1.0
         best, best_k, total = 0.0, 0, 0.0
-        for k, (zk, _, _, _) in enumerate(reversed(self.recent), start=1):
-            total += zk
-            if k >= 2 and sign * total / math.sqrt(k) > best:
-                best, best_k = sign * total / math.sqrt(k), k
+        recent = list(self.recent)
+        for k, pt in enumerate(reversed(recent), start=1):
+            total += pt[0]
+            if k < 2:
+                continue
+            zk = _count_run_z(recent[-k:]) if self.kind == "count" else total / math.sqrt(k)
+            if sign * zk > best:
+                best, best_k = sign * zk, k
         if best_k == 0:
             return 0.0, None
         p = min(1.0, (self.sustained_windows - 1) * z_tail(best))
@@ -159,6 +196,13 @@ class SeriesWatcher:
         if not self._enough_evidence(value, expected, n):
             return 0.0, None
         return surprise(p), "up" if sign > 0 else "down"
+
+    def _run_point(self, value: float, fc: Forecast, n: float | None) -> RunPoint:
+        """The point as the sustained-shift check sees it: z (and a count) clipped at the cap."""
+        z = max(-self._z_cap, min(self._z_cap, fc.z))
+        if self.kind == "count" and z != fc.z:   # the count that would have scored z
+            value = inverse_anscombe(anscombe(value) - (fc.z - z) * fc.std)
+        return (z, value, fc.expected, n, fc.std)
 
     def _enough_evidence(self, value: float, expected: float, n: float | None) -> bool:
         delta = abs(value - expected)
@@ -187,14 +231,14 @@ class SeriesWatcher:
         if suspicious:  # judged on its own: it starts a new run, weighing as a just-suspicious one
             self.recent.clear()
         if fc.z:  # a scored point: it joins the runs of the sustained-shift check
-            cap = self._z_cap
-            self.recent.append((max(-cap, min(cap, fc.z)), float(value), fc.expected, n))
+            self.recent.append(self._run_point(float(value), fc, n))
         run_score, run_direction = self._sustained(fc.z)
         sustained = run_score >= self.warning_score
         if sustained and severity is None and self.direction in ("both", run_direction):
             severity = "critical" if run_score >= self.critical_score else "warning"
             detector, direction, score = "sustained", run_direction, max(score, run_score)
-        suspicious = suspicious or sustained
+        hold = self.hold_score if self.hold_score is not None else self.warning_score
+        suspicious = suspicious or sustained or run_score >= hold
 
         if self.target is not None:
             rule_severity = self.target.check_one(x)

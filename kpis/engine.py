@@ -75,8 +75,7 @@ _TRAILING_INPUTS = tuple(_I[name] for name in (
     "cancels_30d", "conversions_30d", "spend_30d", "referred_30d"))   # same order as _TRAILING
 _I_MRR, _I_SUBS, _I_MRR_START, _I_SUBS_START = (
     _I["mrr"], _I["subs"], _I["mrr_start"], _I["subs_start"])
-_I_MAU, _I_DAU, _I_SUBS_30D, _I_REFERRERS = (
-    _I["mau"], _I["dau"], _I["subs_30d_ago"], _I["referrers_30d"])
+_I_MAU, _I_DAU, _I_REFERRERS = _I["mau"], _I["dau"], _I["referrers_30d"]
 _I_REVENUE, _I_SPEND = _I["revenue"], _I["spend_30d"]
 
 
@@ -181,7 +180,6 @@ class KpiEngine:
         self._mrr: dict[Key, int] = {}        # mrr units of active subscriptions, by key
         self._nsubs: dict[Key, int] = {}      # active subscriptions, by key
         self._prev_level: dict[Key, tuple[int, int]] = {}   # (mrr, subs) at last window end
-        self._subs_history: deque[tuple[int, dict[Key, int]]] = deque(maxlen=self._n30 + 1)
         # activity: user -> window index of its last scan/activity (within 30 d)
         self._last_active: dict[str, int] = {}
         self._active_buckets: dict[int, dict[str, Key]] = {}
@@ -294,9 +292,7 @@ class KpiEngine:
         self._record_activity(w, win.active)
         self._record_referrals(w, win.referrals)
         self._record_trailing(w, win.counts)
-        subs_30d = self._subs_at(w - self._n30)   # window w - n30 ended 30 d before `end`
-        self._subs_history.append((w, dict(self._nsubs)))
-        inputs = self._series_inputs(win.counts, subs_30d)
+        inputs = self._series_inputs(win.counts)
         self._prev_level = {k: (self._mrr.get(k, 0), n) for k, n in self._nsubs.items()}
         out = []
         for series, x in inputs.items():
@@ -307,14 +303,6 @@ class KpiEngine:
                     continue
                 out.append(KpiSnapshot(kpi, segment, channel, start, end, value, n))
         return out
-
-    def _subs_at(self, w: int) -> dict[Key, int]:
-        h = self._subs_history
-        if h and h[0][0] <= w:
-            i = w - h[0][0]
-            if i < len(h) and h[i][0] == w:
-                return h[i][1]
-        return {}
 
     def _expire_trailing(self, w: int) -> None:
         """Drop what leaves the 24 h and 30 d horizons when window ``w`` becomes the last one."""
@@ -427,8 +415,7 @@ class KpiEngine:
             s = self._series_of[key] = tuple(found)
         return s
 
-    def _series_inputs(self, counts: dict[Key, list[Any]],
-                       subs_30d: dict[Key, int]) -> dict[tuple[str, str], KpiInputs]:
+    def _series_inputs(self, counts: dict[Key, list[Any]]) -> dict[tuple[str, str], KpiInputs]:
         """Sum every per-key quantity into the series it belongs to; fixed series always."""
         rows: dict[Key, list[Any]] = {}
 
@@ -443,7 +430,7 @@ class KpiEngine:
             for slot, i in _WINDOW_INPUTS:
                 r[i] = c[slot]
         for field, per_key in ((_I_MRR, self._mrr), (_I_SUBS, self._nsubs), (_I_MAU, self._mau),
-                               (_I_DAU, self._dau), (_I_SUBS_30D, subs_30d)):
+                               (_I_DAU, self._dau)):
             for key, v in per_key.items():
                 row(key)[field] = v
         for key, (units, n) in self._prev_level.items():

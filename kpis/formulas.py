@@ -104,8 +104,9 @@ KPIS: tuple[KpiDef, ...] = (
            "(mrr_end - mrr_start) / mrr_start; undefined when mrr_start = 0."),
     KpiDef("arpu", "Revenue per user", "USD / user / month", "level at window end",
            "mrr / users active (scan or activity) in the trailing 30 d.", target=15.0),
-    KpiDef("churn_rate", "Churn rate", "ratio per month", "trailing 30 d",
-           "Cancellations in the trailing 30 d / subscriptions active 30 d before window end.",
+    KpiDef("churn_rate", "Churn rate", "ratio 0-1 per month", "trailing 30 d",
+           "Cancellations in the trailing 30 d / (subscriptions active at window end + those "
+           "cancellations): the share of the last 30 d's subscriptions that cancelled.",
            higher_is_better=False, target=0.05),
     KpiDef("cac", "CAC", "USD / paying user", "trailing 30 d",
            "Marketing spend / paid conversions over the trailing 30 d; no per-segment series.",
@@ -175,7 +176,7 @@ def ltv(mrr: float, active_subs: float, churn: float | None) -> float | None:
     """Lifetime value: revenue per paying user per month times expected lifetime in months.
 
     Lifetime is ``1 / churn`` months, capped at :data:`LIFETIME_CAP_MONTHS`. None without active
-    subscriptions, or while churn is itself undefined (no subscriptions 30 d before).
+    subscriptions, or while churn is itself undefined.
 
     >>> ltv(300.0, 10, 0.10)      # 30 USD / month for 10 months
     300.0
@@ -208,7 +209,7 @@ class KpiInputs(NamedTuple):
 
     Window counts cover ``[window_start, window_end)``; ``mrr``/``subs`` are levels at
     ``window_end``, ``mrr_start``/``subs_start`` at ``window_start``; ``*_30d`` cover the
-    trailing 30 d; ``subs_30d_ago`` is the active subscriptions 30 d before ``window_end``.
+    trailing 30 d.
     """
 
     signups: int = 0
@@ -225,7 +226,6 @@ class KpiInputs(NamedTuple):
     mau: int = 0
     dau: int = 0
     cancels_30d: int = 0
-    subs_30d_ago: int = 0
     spend_30d: float = 0.0
     conversions_30d: int = 0
     referred_30d: int = 0
@@ -238,15 +238,17 @@ def evaluate(x: KpiInputs) -> dict[str, tuple[float, float]]:
     ``n`` is the sample size behind the value: the events counted, or the ratio's denominator.
     Undefined KPIs are left out. Per-segment filtering (``KpiDef.per_segment``) is the caller's.
 
-    >>> x = KpiInputs(mrr=68.0, subs=2, mau=4, dau=1, cancels_30d=1, subs_30d_ago=10,
-    ...               spend_30d=100.0, conversions_30d=4)
+    >>> x = KpiInputs(mrr=68.0, subs=2, mau=4, dau=1, cancels_30d=1, spend_30d=100.0,
+    ...               conversions_30d=4)
     >>> v = evaluate(x)
     >>> v["arpu"], v["churn_rate"], v["cac"], v["ltv"], v["ltv_cac"]
-    ((17.0, 4.0), (0.1, 10.0), (25.0, 4.0), (340.0, 2.0), (13.6, 4.0))
+    ((17.0, 4.0), (0.333..., 3.0), (25.0, 4.0), (102.0..., 2.0), (4.08..., 4.0))
     >>> v["daily_active_ratio"], "viral_coefficient" in v
     ((0.25, 4.0), False)
     """
-    churn = ratio(x.cancels_30d, x.subs_30d_ago)
+    # the subscriptions of the last 30 d: those still active at window end and those cancelled
+    subs_30d = x.subs + x.cancels_30d
+    churn = ratio(x.cancels_30d, subs_30d)
     cac = ratio(x.spend_30d, x.conversions_30d)
     life = ltv(x.mrr, x.subs, churn)
     attempts = x.payments + x.failed
@@ -262,7 +264,7 @@ def evaluate(x: KpiInputs) -> dict[str, tuple[float, float]]:
         "mrr": (x.mrr, x.subs),
         "mrr_growth": (growth(x.mrr_start, x.mrr), x.subs_start),
         "arpu": (ratio(x.mrr, x.mau), x.mau),
-        "churn_rate": (churn, x.subs_30d_ago),
+        "churn_rate": (churn, subs_30d),
         "cac": (cac, x.conversions_30d),
         "ltv": (life, x.subs),
         "ltv_cac": (ltv_cac(life, cac), x.conversions_30d),

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from simulator.model import CHANNELS, SEGMENTS
+from simulator.model import CHANNELS, SEGMENTS, BusinessModel
 
-__all__ = ["INCIDENT_KINDS", "SCENARIOS", "Incident", "plan_incidents", "iso_utc"]
+__all__ = [
+    "INCIDENT_KINDS", "SCENARIOS", "TRACKED_CHANNELS", "Incident", "plan_incidents", "iso_utc",
+]
 
 _QUARTER = 900  # seconds; incident boundaries fall on this grid
 _MIXED_GAP_QUARTERS = 48  # 12 h between incidents of a mixed scenario
@@ -32,7 +34,8 @@ _SPECS: dict[str, _KindSpec] = {
     "payment-outage": _KindSpec(
         (2, 6), (0.70, 0.90),
         ("payment_failure_rate", "payments", "revenue", "paid_conversions", "conversion_rate")),
-    "signup-tracking-drop": _KindSpec((3, 8), (0.80, 1.00), ("signups", "conversion_rate")),
+    # a dead tracking pixel loses (nearly) every signup it should record
+    "signup-tracking-drop": _KindSpec((3, 8), (1.0, 1.0), ("signups", "conversion_rate")),
     "match-rate-regression": _KindSpec((4, 12), (0.15, 0.25), ("match_rate",)),
     "channel-traffic-surge": _KindSpec((2, 6), (3.0, 6.0), ("signups", "scans", "conversion_rate")),
     "churn-spike": _KindSpec(
@@ -40,6 +43,11 @@ _SPECS: dict[str, _KindSpec] = {
 }
 
 INCIDENT_KINDS: tuple[str, ...] = tuple(_SPECS)
+_DEFAULT_SHARES = dict(zip(CHANNELS, BusinessModel().channel_shares, strict=True))
+TRACKED_CHANNELS: tuple[str, ...] = tuple(
+    sorted(CHANNELS, key=lambda c: -_DEFAULT_SHARES[c])[:2])
+"""The two largest channels of the default business (organic, paid_search): a signup tracking drop
+on one channel hits one of these, where the signups lost are enough to matter."""
 SCENARIOS: tuple[str, ...] = ("none", *INCIDENT_KINDS, "mixed")
 
 
@@ -115,7 +123,7 @@ def _draw(kind: str, index: int, start_q: int, dur_q: int, rng: random.Random) -
     elif kind == "channel-traffic-surge":
         channel = rng.choice(CHANNELS)
     elif kind == "signup-tracking-drop" and rng.random() < 0.5:
-        channel = rng.choice(CHANNELS)
+        channel = rng.choice(TRACKED_CHANNELS)
     return Incident(
         id=f"inc{index:02d}-{kind}", kind=kind,
         start=float(start_q * _QUARTER), end=float((start_q + dur_q) * _QUARTER),

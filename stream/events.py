@@ -104,8 +104,9 @@ _ENUMS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _schema(record: type[Event]) -> tuple[tuple[str, type, bool], ...]:
-    """(field, python type, required) for each field of a record, read from its annotations."""
+def _schema(record: type[Event]) -> tuple[tuple[str, type, bool, frozenset[str] | None], ...]:
+    """(field, python type, required, allowed values) for each field of a record, read from its
+    annotations (and :data:`_ENUMS`)."""
     hints = typing.get_type_hints(record)
     defaults = record._options.defaults
     out = []
@@ -114,7 +115,9 @@ def _schema(record: type[Event]) -> tuple[tuple[str, type, bool], ...]:
             continue
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         py_type = args[0] if args else hint
-        out.append((name, py_type, name not in defaults))
+        allowed = _ENUMS.get(name)
+        out.append((name, py_type, name not in defaults,
+                    frozenset(allowed) if allowed else None))
     return tuple(out)
 
 
@@ -139,13 +142,16 @@ class Decoded:
     rejected: list[Rejected]
 
 
+_NUMBER_TYPES = (int, float)
+_isfinite = math.isfinite
+
+
 def _type_ok(value: Any, py_type: type) -> bool:
+    """Exact JSON types: ``True`` is not a number here, a float must be finite."""
+    t = type(value)
     if py_type is float:
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value))
-    if py_type is bool:
-        return isinstance(value, bool)
-    return isinstance(value, py_type)
+        return (t is float or t is int) and _isfinite(value)
+    return t is py_type
 
 
 def validate(ev: dict[str, Any], newest_ts: float | None, now: float) -> tuple[str, str] | None:
@@ -171,22 +177,26 @@ def validate(ev: dict[str, Any], newest_ts: float | None, now: float) -> tuple[s
         return "unknown_kind", f"kind {str(kind)[:40]!r} is not one of {', '.join(RECORDS)}"
     if len(ev) > MAX_EVENT_FIELDS:
         return "oversized", f"{len(ev)} fields (at most {MAX_EVENT_FIELDS})"
-    for name, py_type, required in schema:
+    for name, py_type, required, allowed in schema:
         value = ev.get(name)
         if value is None:
             if required:
                 return "missing_field", f"{name} is missing"
             continue
-        if not _type_ok(value, py_type):
+        t = type(value)
+        if py_type is str:
+            if t is not str:
+                return "wrong_type", f"{name} must be str, got {t.__name__}"
+            if allowed is not None:
+                if value not in allowed:
+                    return "bad_value", (f"{name} {value[:40]!r} is not one of "
+                                         f"{', '.join(sorted(allowed))}")
+            elif not 0 < len(value) <= MAX_TEXT:
+                return "bad_value", f"{name} must have 1 to {MAX_TEXT} characters"
+        elif not _type_ok(value, py_type):
             return "wrong_type", (f"{name} must be "
                                   f"{'a number' if py_type is float else py_type.__name__}, "
-                                  f"got {type(value).__name__}")
-        if py_type is str:
-            if not 0 < len(value) <= MAX_TEXT:
-                return "bad_value", f"{name} must have 1 to {MAX_TEXT} characters"
-            allowed = _ENUMS.get(name)
-            if allowed is not None and value not in allowed:
-                return "bad_value", f"{name} {value[:40]!r} is not one of {', '.join(allowed)}"
+                                  f"got {t.__name__}")
     return _check_values(ev, str(kind), newest_ts, now)
 
 
@@ -242,7 +252,7 @@ def decode_message(payload: bytes | None, newest_ts: float | None, now: float) -
             continue
         if item.get("kind") == "watermark":
             ts = item.get("ts")
-            if isinstance(ts, (int, float)) and _type_ok(ts, float) and MIN_TS <= ts <= MAX_TS:
+            if isinstance(ts, _NUMBER_TYPES) and _type_ok(ts, float) and MIN_TS <= ts <= MAX_TS:
                 out.watermarks.append(float(ts))
                 newest_ts = float(ts) if newest_ts is None else max(newest_ts, float(ts))
             else:

@@ -366,3 +366,41 @@ def test_default_detector_on_nab_like_suite():
     assert r["false_positives"] <= 5
     delays = [d for row in r["series"] for d in row["delays"] if d is not None]
     assert max(delays) <= 5
+
+
+# -- variance calibration and count runs ----------------------------------------------------------
+def test_ratio_calibration_learns_how_far_binomial_noise_is_off():
+    rng = random.Random(3)
+    mean_of_scores, shares = SeasonalForecast(kind="ratio"), SeasonalForecast(kind="ratio")
+    uncalibrated = SeasonalForecast(kind="ratio", calibrate=False)
+    for h in range(24 * 14):
+        x = {"ts": START + h * HOUR, "n": 200.0}
+        # a mean of 200 scores ~ Beta(14, 6): variance 0.21 * 0.79 / 21 / 200, 1/21 of binomial
+        score = {**x, "value": sum(rng.betavariate(14, 6) for _ in range(200)) / 200}
+        mean_of_scores.learn_one(score)
+        uncalibrated.learn_one(score)
+        shares.learn_one({**x, "value": sum(rng.random() < 0.3 for _ in range(200)) / 200})
+    assert 0.6 / 21 < mean_of_scores.scale < 1.6 / 21
+    assert 0.6 < shares.scale < 1.6
+    drop = {"ts": START + 24 * 14 * HOUR, "n": 200.0, "value": 0.66}   # 0.04 below 0.70
+    assert mean_of_scores.score_one(drop) >= 0.5 > uncalibrated.score_one(drop)
+    assert shares.score_one({**drop, "value": 0.26}) < 0.5
+
+
+def test_rare_event_ratio_keeps_its_binomial_band():
+    w = load_config().make_watcher("payment_failure_rate")
+    rng = random.Random(4)
+    for h in range(24 * 21):
+        n = rng.randint(2, 8)
+        w.update(START + h * HOUR, sum(rng.random() < 0.03 for _ in range(n)) / n, n=n)
+    assert w.model.scale == 1.0       # n p < 5: never taught
+    assert not w.update(START + 24 * 21 * HOUR, 1 / 3, n=3).is_anomaly
+
+
+def test_count_run_near_zero_is_caught_by_its_total():
+    rng = random.Random(6)
+    w = load_config().make_watcher("signups", "all", "organic")
+    feed(w, [float(_poisson(rng, kpi_rate(h, 3.0))) for h in range(24 * 28)])
+    h0 = 24 * 28 + 11
+    verdicts = feed(w, [0.0] * 6, start_hour=h0)   # about 3 an hour expected, none recorded
+    assert any(v.is_anomaly and v.direction == "down" for v in verdicts)

@@ -155,15 +155,38 @@ def test_payment_then_cancel_in_one_window_ends_inactive_whatever_the_arrival_or
 def test_churn_over_trailing_30_days_and_ltv() -> None:
     subs = [pay(0.5 * D, f"u{i}", first=True) for i in range(10)]
     cancels = [ev("cancel", 29.5 * D, f"u{i}", plan="monthly") for i in range(2)]
-    snaps = run(subs + cancels, window_s=D, until=33 * D)
-    assert value(snaps, "churn_rate", 29 * D) is None     # no history 30 d before (day 0)
-    # window 30 ends day 31; 30 d before = end of day 1: 10 subscriptions; 2 cancels since
-    assert value(snaps, "churn_rate", 30 * D) == pytest.approx(0.2)
-    assert n_of(snaps, "churn_rate", 30 * D) == 10
+    snaps = run(subs + cancels, window_s=D, until=61 * D)
+    # window 0: 10 active at its end, no cancellations: 0 / (10 + 0)
+    assert value(snaps, "churn_rate", 0) == 0.0
+    assert n_of(snaps, "churn_rate", 0) == 10
+    # window 29 (ends day 30): 8 still active + 2 cancelled in the trailing 30 d: 2 / (8 + 2)
+    assert value(snaps, "churn_rate", 29 * D) == pytest.approx(0.2)
+    assert n_of(snaps, "churn_rate", 29 * D) == 10
     # ltv = (8 * 39 / 8) / 0.2
-    assert value(snaps, "ltv", 30 * D) == pytest.approx(195.0)
-    assert value(snaps, "ltv", 29 * D) is None            # churn undefined, so is ltv
-    assert value(snaps, "mrr", 30 * D) == 8 * 39
+    assert value(snaps, "ltv", 29 * D) == pytest.approx(195.0)
+    assert value(snaps, "mrr", 29 * D) == 8 * 39
+    assert value(snaps, "churn_rate", 34 * D) == pytest.approx(0.2)   # day 35: 8 still active
+    # day 36: the 8 lapsed at day 35.5 (not cancelled), so are gone from both parts: 2 / (0 + 2)
+    assert value(snaps, "churn_rate", 35 * D) == 1.0
+    assert value(snaps, "ltv", 35 * D) is None            # no active subscriptions
+    # window 58 (trailing 30 d = days 29..58) still holds the cancels; window 59 does not:
+    # nothing active, nothing cancelled, so churn is undefined, and so is ltv
+    assert value(snaps, "churn_rate", 58 * D) == 1.0
+    assert value(snaps, "churn_rate", 59 * D) is None
+    assert value(snaps, "ltv", 59 * D) is None
+
+
+def test_churn_counts_cancellations_of_subscriptions_it_never_saw_paid() -> None:
+    # a stream joined mid-life: "old" was paid for before the engine started; its cancellation
+    # still counts, in both parts: 1 / (2 active + 1 cancelled)
+    events = [pay(0.5 * D, "a", ch="referral"), pay(0.5 * D, "b"),
+              ev("cancel", 1.5 * D, "old", plan="monthly", ch="referral")]
+    snaps = run(events, window_s=D, until=3 * D)
+    assert value(snaps, "churn_rate", 0) == 0.0
+    assert value(snaps, "churn_rate", 1 * D) == pytest.approx(1 / 3)
+    assert n_of(snaps, "churn_rate", 1 * D) == 3
+    assert value(snaps, "churn_rate", 1 * D, ch="referral") == pytest.approx(1 / 2)
+    assert value(snaps, "churn_rate", 1 * D, ch="organic") == 0.0
 
 
 def test_ltv_lifetime_capped_at_36_months() -> None:
@@ -198,14 +221,15 @@ def test_ltv_cac_is_ltv_over_cac() -> None:
     events = old + new + [spend(10.5 * D, 200),
                           ev("cancel", 20.5 * D, "o0", plan="monthly", ch="paid_search")]
     snaps = run(events, window_s=D, until=31 * D)
-    # window 30: churn 1 / 4 (subscriptions at day 1); ltv = (7 * 30 / 7) / 0.25 = 120;
+    # window 30: churn 1 / (7 active + 1 cancelled) = 0.125; ltv = (7 * 30 / 7) / 0.125 = 240;
     # cac = 200 / 4 = 50
     for ch in (ALL, "paid_search"):
-        assert value(snaps, "churn_rate", 30 * D, ch=ch) == pytest.approx(0.25)
-        assert value(snaps, "ltv", 30 * D, ch=ch) == pytest.approx(120)
+        assert value(snaps, "churn_rate", 30 * D, ch=ch) == pytest.approx(0.125)
+        assert value(snaps, "ltv", 30 * D, ch=ch) == pytest.approx(240)
         assert value(snaps, "cac", 30 * D, ch=ch) == pytest.approx(50)
-        assert value(snaps, "ltv_cac", 30 * D, ch=ch) == pytest.approx(2.4)
-    assert value(snaps, "ltv_cac", 29 * D) is None       # ltv undefined (churn undefined)
+        assert value(snaps, "ltv_cac", 30 * D, ch=ch) == pytest.approx(4.8)
+    assert value(snaps, "ltv", 0) == pytest.approx(30 * 36)   # churn 0: capped lifetime
+    assert value(snaps, "ltv_cac", 0) is None            # cac undefined: no conversions yet
     assert value(snaps, "ltv_cac", 30 * D, seg="new_grad") is None
 
 

@@ -21,6 +21,7 @@ from simulator import (
     Simulation,
     plan_incidents,
 )
+from simulator.scenarios import TRACKED_CHANNELS
 
 T0 = 1795219200.0  # 2026-11-21T00:00:00Z
 HOUR, DAY = 3600.0, 86400.0
@@ -159,6 +160,16 @@ def test_single_kind_scenarios_place_one_labelled_incident_in_range(kind: str):
         assert set(inc.kpis) <= KPI_IDS and inc.kpis
         assert inc.segment in ("all", *SEGMENTS) and inc.channel in ("all", *CHANNELS)
         assert inc.description.endswith(".") and "\n" not in inc.description
+
+
+def test_signup_tracking_drop_is_near_total_on_all_or_a_large_channel():
+    lo, hi = T0 + DAY, T0 + 4 * DAY
+    incs = [plan_incidents("signup-tracking-drop", lo, hi, random.Random(seed))[0]
+            for seed in range(40)]
+    assert TRACKED_CHANNELS == ("organic", "paid_search")
+    assert all(0.9 <= i.magnitude <= 1.0 and 3 * HOUR <= i.end - i.start <= 8 * HOUR
+               for i in incs)
+    assert {i.channel for i in incs} == {"all", *TRACKED_CHANNELS}
 
 
 def test_mixed_gives_several_kinds_apart_by_at_least_12_hours():

@@ -1,0 +1,69 @@
+"""Validation of single events and messages, without Kafka (the dead-letter path end to end is
+tests/test_dead_letters.py)."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from stream.events import DEAD_LETTER_REASONS, MAX_MESSAGE_BYTES, decode_message, validate
+
+NOW = 1_795_000_000.0
+SCAN = {"event_id": "e1", "kind": "scan", "ts": NOW - 60, "user_id": "u1",
+        "segment": "new_grad", "channel": "organic", "match_score": 0.7}
+PAY = {"event_id": "p1", "kind": "payment", "ts": NOW - 60, "user_id": "u1",
+       "segment": "executive", "channel": "referral", "plan": "annual", "amount": 349.0,
+       "status": "succeeded", "first": True}
+
+
+@pytest.mark.parametrize("event,reason", [
+    ({**SCAN, "match_score": True}, "wrong_type"),          # a bool is not a number
+    ({**SCAN, "match_score": float("nan")}, "wrong_type"),
+    ({**SCAN, "ts": "2026-11-21T10:00:00Z"}, "wrong_type"),
+    ({**SCAN, "match_score": 1.5}, "bad_value"),
+    ({**SCAN, "segment": "students"}, "bad_value"),
+    ({**SCAN, "user_id": ""}, "bad_value"),
+    ({**SCAN, "user_id": "u" * 500}, "bad_value"),
+    ({k: v for k, v in SCAN.items() if k != "user_id"}, "missing_field"),
+    ({k: v for k, v in SCAN.items() if k != "kind"}, "missing_field"),
+    ({**SCAN, "kind": "refund"}, "unknown_kind"),
+    ({**PAY, "amount": -1.0}, "bad_value"),
+    ({**PAY, "amount": 2e6}, "bad_value"),
+    ({**PAY, "first": "yes"}, "wrong_type"),
+    ({**PAY, "status": "pending"}, "bad_value"),
+    ({**SCAN, "ts": NOW + 3 * 86400}, "bad_timestamp"),
+    ({**SCAN, "ts": 100.0}, "bad_timestamp"),
+    ({**SCAN, **{f"x{i}": i for i in range(40)}}, "oversized"),
+])
+def test_each_bad_event_has_its_reason(event: dict, reason: str) -> None:
+    problem = validate(event, NOW, NOW)
+    assert problem is not None and problem[0] == reason
+    assert problem[0] in DEAD_LETTER_REASONS and problem[1]
+
+
+def test_good_events_pass_and_stale_ones_do_not() -> None:
+    assert validate(SCAN, NOW, NOW) is None
+    assert validate(PAY, NOW, NOW) is None
+    assert validate({**SCAN, "ts": NOW - 401 * 86400}, NOW, NOW)[0] == "bad_timestamp"
+    # the accelerated demo runs ahead of the wall clock: fine while event time moves smoothly
+    assert validate({**SCAN, "ts": NOW + 90 * 86400}, NOW + 90 * 86400 - 5, NOW) is None
+
+
+def test_a_batch_keeps_good_events_and_rejects_bad_ones_individually() -> None:
+    batch = [SCAN, {**SCAN, "event_id": "e2", "match_score": "x"}, 7,
+             {"kind": "watermark", "ts": NOW}, {**PAY}]
+    d = decode_message(orjson.dumps(batch), None, NOW)
+    assert [e["event_id"] for e in d.events] == ["e1", "p1"]
+    assert d.watermarks == [NOW]
+    assert [r.reason for r in d.rejected] == ["wrong_type", "not_an_object"]
+    assert orjson.loads(d.rejected[0].raw)["event_id"] == "e2"
+
+
+@pytest.mark.parametrize("payload,reason", [
+    (b"{nope", "invalid_json"), (None, "invalid_json"), (b'"just a string"', "not_an_object"),
+    (b"x" * (MAX_MESSAGE_BYTES + 1), "oversized"),
+    (orjson.dumps({"kind": "watermark", "ts": "soon"}), "bad_timestamp"),
+])
+def test_bad_messages(payload: bytes | None, reason: str) -> None:
+    d = decode_message(payload, None, NOW)
+    assert d.events == [] and [r.reason for r in d.rejected] == [reason]
