@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean venv
+.PHONY: demo test lint bench clean venv promtool
 
 venv: $(STAMP)
 
@@ -17,8 +17,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pulse demo $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# tests/test_deploy.py and tests/test_prometheus.py need promtool and prometheus (Debian package
+# `prometheus`, needs root); a no-op once promtool is on the PATH.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  echo "installing the Debian package prometheus (promtool, prometheus) for the tests"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends prometheus; } >.apt-prometheus.log 2>&1 \
+	  || { cat .apt-prometheus.log; rm -f .apt-prometheus.log; exit 1; }; \
+	  rm -f .apt-prometheus.log; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

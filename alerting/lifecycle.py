@@ -47,6 +47,10 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+STILL_ABNORMAL_EVERY = 6
+"""An alert whose lead stays abnormal gets an update every this many windows, not each one."""
+
+
 @dataclass
 class AlertChange:
     """One state change of one alert; ``alert`` is a JSON-ready snapshot (see ``snapshot``)."""
@@ -270,8 +274,10 @@ class AlertManager:
         else:
             follows = abs(float(old["window_end_ts"]) - ws) < 1e-6
             alert.streaks[key] = alert.streaks.get(key, 0) + 1 if follows else 1
-            if old_lead == key:
-                alert.reasons.append(f"{anomaly['kpi']} still abnormal")
+            streak = alert.streaks[key]
+            if old_lead == key and streak % STILL_ABNORMAL_EVERY == 0:
+                # no thread reply per window for a long incident: a reminder every few windows
+                alert.reasons.append(f"{anomaly['kpi']} still abnormal after {streak} windows")
         alert.members[key] = copy.deepcopy(anomaly)
         alert.last_end_ts = max(alert.last_end_ts, we)
         alert.started_ts = min(alert.started_ts, ws)

@@ -128,7 +128,23 @@ class AlertService:
             changes = self.manager.on_anomaly(message, float(message["window_end_ts"]))
         for change in changes:
             self._apply(change)
+        if message.get("kind") == "window_closed" and self.slack_enabled:
+            self._post_unsilenced({c.alert["id"] for c in changes})
         return changes
+
+    def _post_unsilenced(self, done: set[str]) -> None:
+        """Post open alerts that a silence kept off Slack once that silence is over."""
+        for alert_id, alert in list(self.manager.active.items()):
+            if alert.status != "open" or alert_id in done or self.outbox.has_parent(alert_id):
+                continue
+            change = self.manager.snapshot(alert_id, reason="silence over")
+            if change is None or self.silences.match(change.alert, self.clock()) is not None:
+                continue
+            channel = self.routes.get(change.alert["severity"], self.settings.slack_channel)
+            if channel:
+                for sink in self.sinks:
+                    sink.write(change.alert, silenced=False)
+                self._enqueue(change, channel)
 
     async def flush(self) -> bool:
         """Send pending Slack deliveries now; True when none is left."""

@@ -15,11 +15,11 @@ the engine pickles (the worker checkpoints it) and a replay gives the same snaps
 []
 >>> [s for s in eng.advance(4200.0) if s.kpi == "signups" and s.value]
 [KpiSnapshot(kpi='signups', segment='all', channel='all', window_start=0.0, window_end=3600.0,
-             value=1.0, n=1.0),
+             value=1.0, n=1.0, complete=True),
  KpiSnapshot(kpi='signups', segment='new_grad', channel='all', window_start=0.0,
-             window_end=3600.0, value=1.0, n=1.0),
+             window_end=3600.0, value=1.0, n=1.0, complete=True),
  KpiSnapshot(kpi='signups', segment='all', channel='organic', window_start=0.0,
-             window_end=3600.0, value=1.0, n=1.0)]
+             window_end=3600.0, value=1.0, n=1.0, complete=True)]
 >>> eng.add({"event_id": "e2", "kind": "scan", "ts": 3599.0, "user_id": "u1",
 ...          "segment": "new_grad", "channel": "organic", "match_score": 0.5})
 'late'
@@ -52,7 +52,8 @@ __all__ = ["KpiEngine", "KpiSnapshot", "snapshots_by_window"]
 Key = tuple[str | None, str | None]
 """(segment, channel) as found on an event; spend has no segment (None)."""
 
-# Slots of a window's per-key counter list. Money is kept in integer cents so sums are exact
+# Slots of a window's per-key counter list. Money is kept in integer cents (match scores in
+# millionths) so sums are exact
 # and independent of arrival order.
 _SIGNUPS, _SCANS, _MATCH_SUM, _CONV, _PAYMENTS, _REVENUE_C, _FAILED, _CANCELS, _SPEND_C, \
     _REFERRED = range(10)
@@ -61,10 +62,14 @@ _KINDS = frozenset({"signup", "scan", "payment", "cancel", "spend", "activity"})
 # Subscription values are kept in integer 1/1200 USD (a twelfth of a cent): a monthly plan of
 # `c` cents is worth 12 * c, an annual plan of `c` cents c / 12 cents = c units per month.
 _MRR_UNITS_PER_USD = 1200
+# Match scores are summed in integer millionths, so a window's match rate does not depend on
+# the order partitions are read in (a float sum would differ in its last bits).
+_MATCH_UNITS = 1_000_000
 _FIXED_SERIES: tuple[tuple[str, str], ...] = (
     ((ALL, ALL),) + tuple((s, ALL) for s in SEGMENTS) + tuple((ALL, c) for c in CHANNELS))
 _FIXED_SET = frozenset(_FIXED_SERIES)
 _NOT_PER_SEGMENT = frozenset(k.id for k in KPIS if not k.per_segment)
+_WARMUP = {k.id: k.warmup_s for k in KPIS}
 # Positions in KpiInputs of what the engine sums per series.
 _N_INPUTS = len(KpiInputs._fields)
 _I = {name: i for i, name in enumerate(KpiInputs._fields)}
@@ -76,7 +81,7 @@ _TRAILING_INPUTS = tuple(_I[name] for name in (
 _I_MRR, _I_SUBS, _I_MRR_START, _I_SUBS_START = (
     _I["mrr"], _I["subs"], _I["mrr_start"], _I["subs_start"])
 _I_MAU, _I_DAU, _I_REFERRERS = _I["mau"], _I["dau"], _I["referrers_30d"]
-_I_REVENUE, _I_SPEND = _I["revenue"], _I["spend_30d"]
+_I_REVENUE, _I_SPEND, _I_MATCH_SUM = _I["revenue"], _I["spend_30d"], _I["match_sum"]
 
 
 class KpiSnapshot(NamedTuple):
@@ -89,6 +94,7 @@ class KpiSnapshot(NamedTuple):
     window_end: float
     value: float
     n: float
+    complete: bool = True   # False while the stream is shorter than the KPI's warm-up
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict; window bounds as ISO-8601 UTC strings plus ``*_ts`` epoch floats."""
@@ -96,7 +102,7 @@ class KpiSnapshot(NamedTuple):
             "kpi": self.kpi, "segment": self.segment, "channel": self.channel,
             "window_start": _iso(self.window_start), "window_end": _iso(self.window_end),
             "window_start_ts": self.window_start, "window_end_ts": self.window_end,
-            "value": self.value, "n": self.n,
+            "value": self.value, "n": self.n, "complete": self.complete,
         }
 
 
@@ -172,6 +178,7 @@ class KpiEngine:
         self._watermark = -math.inf
         self._open: dict[int, _Window] = {}
         self._next_close: int | None = None    # index of the first window not yet closed
+        self._first_window: int | None = None  # the first window closed: where the stream began
         self._series_of: dict[Key, tuple[tuple[str, str], ...]] = {}
         # subscriptions: user -> [mrr units, expiry ts, key, serial]; one live heap entry each
         self._subs: dict[str, list[Any]] = {}
@@ -220,7 +227,7 @@ class KpiEngine:
             c = win.counts[key] = [0, 0, 0.0, 0, 0, 0, 0, 0, 0, 0]
         if kind == "scan":
             c[_SCANS] += 1
-            c[_MATCH_SUM] += ev["match_score"]
+            c[_MATCH_SUM] += round(ev["match_score"] * _MATCH_UNITS)
             win.active[ev["user_id"]] = key
         elif kind == "activity":
             win.active[ev["user_id"]] = key
@@ -270,6 +277,8 @@ class KpiEngine:
         else:
             return []
         out: list[KpiSnapshot] = []
+        if self._first_window is None and limit > first:
+            self._first_window = first
         for w in range(first, limit):
             self._next_close = w + 1
             out.extend(self._close(w))
@@ -294,6 +303,8 @@ class KpiEngine:
         self._record_trailing(w, win.counts)
         inputs = self._series_inputs(win.counts)
         self._prev_level = {k: (self._mrr.get(k, 0), n) for k, n in self._nsubs.items()}
+        covered = (w - (self._first_window if self._first_window is not None else w) + 1) \
+            * self._width
         out = []
         for series, x in inputs.items():
             segment, channel = series
@@ -301,7 +312,8 @@ class KpiEngine:
             for kpi, (value, n) in evaluate(x).items():
                 if per_segment and kpi in _NOT_PER_SEGMENT:
                     continue
-                out.append(KpiSnapshot(kpi, segment, channel, start, end, value, n))
+                out.append(KpiSnapshot(kpi, segment, channel, start, end, value, n,
+                                       covered >= _WARMUP[kpi]))
         return out
 
     def _expire_trailing(self, w: int) -> None:
@@ -455,5 +467,6 @@ class KpiEngine:
             r[_I_MRR_START] /= _MRR_UNITS_PER_USD
             r[_I_REVENUE] /= 100
             r[_I_SPEND] /= 100
+            r[_I_MATCH_SUM] /= _MATCH_UNITS
             out[series] = KpiInputs(*r)
         return out

@@ -71,6 +71,10 @@ class KpiDef:
         Business target from seeds 000, when there is one.
     per_segment
         False when the KPI has no per-segment series (spend has no segment).
+    warmup_s
+        Event time a stream must have covered before the value means what it says: a trailing
+        30-day KPI computed over 5 days of stream, or an MRR that has not yet seen every
+        subscription renew, is still filling up. Snapshots before that are marked incomplete.
     """
 
     id: str
@@ -81,6 +85,7 @@ class KpiDef:
     higher_is_better: bool | None = True
     target: float | None = None
     per_segment: bool = True
+    warmup_s: float = 0.0
 
 
 KPIS: tuple[KpiDef, ...] = (
@@ -99,26 +104,32 @@ KPIS: tuple[KpiDef, ...] = (
            higher_is_better=False),
     KpiDef("mrr", "MRR", "USD / month", "level at window end",
            "Sum of the monthly value of active subscriptions at window end "
-           "(annual plans count amount / 12)."),
+           "(annual plans count amount / 12).", warmup_s=TRAILING_ACTIVE_S),
     KpiDef("mrr_growth", "MRR growth", "ratio per window", "window",
-           "(mrr_end - mrr_start) / mrr_start; undefined when mrr_start = 0."),
+           "(mrr_end - mrr_start) / mrr_start; undefined when mrr_start = 0.",
+           warmup_s=TRAILING_ACTIVE_S),
     KpiDef("arpu", "Revenue per user", "USD / user / month", "level at window end",
-           "mrr / users active (scan or activity) in the trailing 30 d.", target=15.0),
+           "mrr / users active (scan or activity) in the trailing 30 d.", target=15.0,
+           warmup_s=TRAILING_ACTIVE_S),
     KpiDef("churn_rate", "Churn rate", "ratio 0-1 per month", "trailing 30 d",
            "Cancellations in the trailing 30 d / (subscriptions active at window end + those "
            "cancellations): the share of the last 30 d's subscriptions that cancelled.",
-           higher_is_better=False, target=0.05),
+           higher_is_better=False, target=0.05, warmup_s=TRAILING_ACTIVE_S),
     KpiDef("cac", "CAC", "USD / paying user", "trailing 30 d",
            "Marketing spend / paid conversions over the trailing 30 d; no per-segment series.",
-           higher_is_better=False, target=50.0, per_segment=False),
+           higher_is_better=False, target=50.0, per_segment=False, warmup_s=TRAILING_ACTIVE_S),
     KpiDef("ltv", "LTV", "USD / paying user", "level at window end",
-           "(mrr / active subscriptions) / max(churn_rate, 1/36).", target=300.0),
+           "(mrr / active subscriptions) / max(churn_rate, 1/36).", target=300.0,
+           warmup_s=TRAILING_ACTIVE_S),
     KpiDef("ltv_cac", "LTV:CAC", "ratio", "as its parts",
-           "ltv / cac (healthy >= 3); no per-segment series.", per_segment=False),
+           "ltv / cac (healthy >= 3); no per-segment series.", per_segment=False, target=3.0,
+           warmup_s=TRAILING_ACTIVE_S),
     KpiDef("daily_active_ratio", "Daily active ratio", "ratio 0-1", "trailing 24 h / 30 d",
-           "Users active in the trailing 24 h / users active in the trailing 30 d.", target=0.40),
+           "Users active in the trailing 24 h / users active in the trailing 30 d.", target=0.40,
+           warmup_s=TRAILING_ACTIVE_S),
     KpiDef("viral_coefficient", "Viral coefficient", "ratio", "trailing 30 d",
-           "Referred signups / distinct referrers over the trailing 30 d.", target=1.5),
+           "Referred signups / distinct referrers over the trailing 30 d.", target=1.5,
+           warmup_s=TRAILING_ACTIVE_S),
 )
 KPI_BY_ID: dict[str, KpiDef] = {k.id: k for k in KPIS}
 

@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "kpis.jsonl here")
     demo.add_argument("--broker", default="", help="host:port of a Kafka to use instead of "
                       "the embedded broker")
-    demo.add_argument("--history-days", type=float, default=35.0,
+    demo.add_argument("--history-days", type=float, default=42.0,
                       help="days of clean history published before the live part")
     demo.add_argument("--speed", type=float, default=1440.0,
                       help="simulated seconds per real second in the live part (1440: a day "
@@ -81,6 +81,36 @@ def build_parser() -> argparse.ArgumentParser:
     sil_sub.add_parser("list", help="list active silences")
     rm = sil_sub.add_parser("remove", help="remove a silence")
     rm.add_argument("id")
+
+    rec = sub.add_parser("record", help="dump the events of an event-time range to a file")
+    rec.add_argument("--from", dest="start", required=True, metavar="TIME",
+                     help="first event time kept: ISO-8601 (2026-11-21T10:00:00Z) or epoch s")
+    rec.add_argument("--to", dest="end", required=True, metavar="TIME",
+                     help="event time where the range stops (excluded)")
+    rec.add_argument("out", metavar="OUT", help="JSON Lines file (gzip when it ends in .gz)")
+    rec.add_argument("--broker", default="", help="host:port (default: PULSE_KAFKA_BOOTSTRAP)")
+
+    rep = sub.add_parser("replay", help="replay an events file through an isolated pipeline")
+    rep.add_argument("file", metavar="FILE", help="events.jsonl or a `pulse record` file "
+                     "(.gz too); incidents.jsonl beside it is the ground truth")
+    pace = rep.add_mutually_exclusive_group()
+    pace.add_argument("--speed", type=float, default=None, metavar="X",
+                      help="simulated seconds per real second")
+    pace.add_argument("--max", action="store_true", help="as fast as possible (the default)")
+    rep.add_argument("--config", metavar="FILE", help="detector configuration (TOML)")
+    rep.add_argument("--compare", nargs=2, metavar=("CONFIG_A", "CONFIG_B"),
+                     help="replay under two detector configurations, side by side")
+    rep.add_argument("--out", metavar="DIR", default=None,
+                     help="output directory (default: replay-<file name>)")
+    rep.add_argument("--broker", default="", help="host:port of a Kafka to replay on "
+                     "(default: an embedded broker of its own)")
+    rep.add_argument("--slack", action="store_true", help="post the replay's alerts to Slack")
+    rep.add_argument("--chart", metavar="FILE.png", help="timeline of the main KPIs")
+    rep.add_argument("--incidents", metavar="FILE", help="ground truth (default: "
+                     "incidents.jsonl beside FILE)")
+    rep.add_argument("--keep-topics", action="store_true", help="with --broker: leave the "
+                     "replay's topics there (default: deleted at the end)")
+    rep.add_argument("--quiet", action="store_true", help="no progress bar")
 
     ask = sub.add_parser("ask", help="answer a question about the current KPIs")
     ask.add_argument("question")
@@ -205,8 +235,34 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _record(args: argparse.Namespace, settings: Settings) -> int:
+    from pulse.record import run_record
+    return run_record(args.start, args.end, args.out, args.broker, settings)
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from pulse.replay import ReplayOptions, run_compare, run_replay
+    if args.speed is not None and not args.speed > 0:
+        print("pulse replay: --speed must be > 0", file=sys.stderr)
+        return 2
+    name = Path(args.file).name.split(".")[0]
+    out = args.out or f"replay-{name}"
+    opts = ReplayOptions(args.file, out, speed=args.speed, config=args.config,
+                         slack=args.slack, chart=args.chart, incidents=args.incidents,
+                         quiet=args.quiet, keep_topics=args.keep_topics)
+    if args.compare:
+        if args.config:
+            print("pulse replay: give --config or --compare, not both", file=sys.stderr)
+            return 2
+        return run_compare(args.compare[0], args.compare[1], opts, settings, args.broker)
+    return run_replay(opts, settings, args.broker)
+
+
 _COMMANDS = {"demo": _demo, "worker": _worker, "broker": _broker, "simulate": _simulate,
-             "detect": _detect, "evaluate": _evaluate, "silence": _silence, "ask": _ask}
+             "detect": _detect, "evaluate": _evaluate, "silence": _silence, "ask": _ask,
+             "record": _record, "replay": _replay}
 
 
 if __name__ == "__main__":

@@ -39,9 +39,9 @@ class DemoOptions:
     seed: int = 42
     out: str | None = None
     broker: str = ""
-    history_days: float = 35.0
+    history_days: float = 42.0
     speed: float = 1440.0              # simulated seconds per real second
-    start_ts: float | None = None      # event time where history starts (default: 35 d ago)
+    start_ts: float | None = None      # event time where history starts (default: 42 d ago)
     quiet: bool = False
 
 

@@ -1,11 +1,11 @@
 """``pulse evaluate``: how well the detector stage finds the simulator's labelled incidents.
 
 For every scenario (the five incident kinds and ``none``) and seeds 1..N, the simulator runs a
-clean warm-up (``warmup_days``, default 35, as long as the demo's history; not scored) and then
+clean warm-up (``warmup_days``, default 42, as long as the demo's history; not scored) and then
 an evaluation period (``eval_days``, default 7) with the scenario's incident placed inside it
 (at least 12 h from either end). Events go through :class:`~kpis.KpiEngine` (hourly windows) and
-the ``kpis`` messages built from its snapshots (the shape of ``stream.agents.kpis``'s
-``group_snapshots``, rebuilt here so Faust stays out) through :class:`~detectors.KpiWatch`, the
+the ``kpis`` messages built from its snapshots (``kpis.messages.group_snapshots``, as the
+stream agent publishes them) through :class:`~detectors.KpiWatch`, the
 same code the detector agent runs. The warm-up is simulated once per seed and copied for every
 scenario: before its incident, a scenario's event stream is the same as the clean one.
 
@@ -38,16 +38,17 @@ import pickle
 import random
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from detectors.config import DetectorConfig, load_config
 from detectors.watch import KpiWatch
-from kpis import KPI_BY_ID, KpiEngine, KpiSnapshot
+from kpis import KpiEngine
+from kpis.messages import group_snapshots
 from simulator import Incident, Simulation, plan_incidents
 
-__all__ = ["SCENARIOS", "kpi_messages", "run_evaluate", "format_table", "main"]
+__all__ = ["SCENARIOS", "run_evaluate", "format_table", "main"]
 
 SCENARIOS = ("payment-outage", "signup-tracking-drop", "match-rate-regression",
              "channel-traffic-surge", "churn-spike", "none")
@@ -57,28 +58,6 @@ DAY = 86400.0
 MATCH_AFTER_WINDOWS = 2
 INCIDENT_MARGIN = 12 * 3600.0
 ALL = "all"
-
-
-def kpi_messages(snaps: Iterable[KpiSnapshot]) -> list[dict[str, Any]]:
-    """One ``kpis`` message per (window, KPI): the shape ``stream.agents.kpis`` publishes.
-
-    >>> snap = KpiSnapshot("signups", "all", "all", 0.0, 3600.0, 4.0, 4.0)
-    >>> kpi_messages([snap])[0]["series"], kpi_messages([snap])[0]["window_end"]
-    ([{'segment': 'all', 'channel': 'all', 'value': 4.0, 'n': 4.0}], '1970-01-01T01:00:00Z')
-    """
-    grouped: dict[tuple[float, str], dict[str, Any]] = {}
-    for s in snaps:
-        doc = grouped.get((s.window_start, s.kpi))
-        if doc is None:
-            j = s.to_json()
-            kdef = KPI_BY_ID.get(s.kpi)
-            doc = grouped[(s.window_start, s.kpi)] = {
-                "kpi": s.kpi, "unit": kdef.unit if kdef else "",
-                "window_start": j["window_start"], "window_end": j["window_end"],
-                "window_start_ts": s.window_start, "window_end_ts": s.window_end, "series": []}
-        doc["series"].append({"segment": s.segment, "channel": s.channel,
-                              "value": s.value, "n": s.n})
-    return list(grouped.values())
 
 
 # -- running -------------------------------------------------------------------------------------
@@ -97,7 +76,7 @@ class _Run:
             t = min(until, (math.floor(self.reached / WINDOW) + 1) * WINDOW)
             for ev in self.sim.advance(t):
                 self.engine.add(ev)
-            for msg in kpi_messages(self.engine.advance(t)):
+            for msg in group_snapshots(self.engine.advance(t)):
                 out.extend(self.watch.observe(msg))
             self.reached = t
             if tick is not None and t - day_mark >= DAY:
@@ -271,7 +250,7 @@ def _clock(seconds: float) -> str:
 
 # -- the evaluation ------------------------------------------------------------------------------
 def run_evaluate(seeds: int = 5, json_path: str | None = None, config_path: str | None = None,
-                 progress: bool = True, *, warmup_days: float = 35.0, eval_days: float = 7.0,
+                 progress: bool = True, *, warmup_days: float = 42.0, eval_days: float = 7.0,
                  scenarios: Sequence[str] = SCENARIOS,
                  config: DetectorConfig | None = None) -> dict[str, Any]:
     """Run every scenario for seeds 1..``seeds``; the summary (and ``json_path`` written).
@@ -364,8 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", dest="json_path", help="write the summary to this JSON file")
     p.add_argument("--config", dest="config_path",
                    help="detector config file merged over detectors/defaults.toml")
-    p.add_argument("--warmup-days", type=float, default=35.0,
-                   help="clean days simulated before the evaluation (default 35, as the demo)")
+    p.add_argument("--warmup-days", type=float, default=42.0,
+                   help="clean days simulated before the evaluation (default 42, as the demo)")
     p.add_argument("--eval-days", type=float, default=7.0)
     p.add_argument("--scenario", action="append", choices=SCENARIOS,
                    help="only this scenario (repeatable; default all)")

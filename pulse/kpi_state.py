@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,30 +31,28 @@ def latest_from_file(path: str | Path) -> list[dict[str, Any]]:
     return latest(rows)
 
 
-async def latest_from_topic(bootstrap: str, topic: str, timeout_s: float = 10.0
-                            ) -> list[dict[str, Any]]:
-    """Read ``topic`` from the start to its end and keep the newest value per series."""
+async def latest_from_topic(bootstrap: str, topic: str, idle_s: float = 1.5,
+                            timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Read ``topic`` from the start until it has been quiet for ``idle_s``; keep the newest
+    value per series. (Not ``end_offsets``: the embedded broker answers it with a batch count.)
+    """
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", group_id=None)
     await consumer.start()
     rows: list[dict[str, Any]] = []
     try:
-        parts = consumer.assignment()
-        ends = await consumer.end_offsets(list(parts))
-        done = {tp for tp, end in ends.items() if end == 0}
-        import time
         deadline = time.monotonic() + timeout_s
-        while len(done) < len(parts) and time.monotonic() < deadline:
+        last_new = time.monotonic()
+        while time.monotonic() - last_new < idle_s and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=300)
-            for tp, records in batch.items():
+            for records in batch.values():
+                last_new = time.monotonic()
                 for rec in records:
                     doc = orjson.loads(rec.value)
                     for s in doc.get("series", ()):
                         rows.append({"kpi": doc["kpi"], "segment": s["segment"],
                                      "channel": s["channel"], "window_start": doc["window_start"],
                                      "window_end": doc["window_end"], "value": s["value"]})
-                    if rec.offset + 1 >= ends[tp]:
-                        done.add(tp)
     finally:
         await consumer.stop()
     return latest(rows)

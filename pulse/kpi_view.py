@@ -122,7 +122,7 @@ class KpiView:
             lines.append(orjson.dumps({
                 "kpi": doc["kpi"], "segment": s["segment"], "channel": s["channel"],
                 "window_start": doc["window_start"], "window_end": doc["window_end"],
-                "value": s["value"], "n": s["n"]}))
+                "value": s["value"], "n": s["n"], "complete": doc.get("complete", True)}))
         self.lines_written += len(lines)
         if out:
             out.write(b"\n".join(lines) + b"\n")

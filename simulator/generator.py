@@ -190,6 +190,18 @@ class Simulation:
         for u in rng.sample(range(m.initial_users), m.initial_subscriptions):
             self._activate(u, 0)
             self._schedule(self.start_ts + rng.random() * _PERIOD[0], _RENEW, u, 0, 0)
+        # The business did not start today: users who signed up in the last conversion window
+        # are still converting, so conversions (and CAC) do not start from zero.
+        window = m.conversion_window_days * _DAY
+        free = [u for u in range(m.initial_users) if self._plan_of[u] < 0]
+        for u in rng.sample(free, min(len(free), int(m.signups_per_day
+                                                      * m.conversion_window_days))):
+            born = self.start_ts - rng.random() * window
+            if rng.random() < self._conv[self._seg[u]][self._chan[u]]:
+                due = born + 60.0 + rng.random() ** 2 * window
+                if due > self.start_ts:
+                    self._pending[u] = True
+                    self._schedule(due, _FIRST, u, 0, 1 if rng.random() < m.annual_share else 0)
 
     def _activate(self, u: int, plan: int) -> None:
         self._plan_of[u] = plan

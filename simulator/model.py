@@ -47,7 +47,7 @@ class BusinessModel:
     segment_conversion: tuple[float, ...] = (1.3, 0.7, 1.0, 1.4)
     channel_shares: tuple[float, ...] = (0.40, 0.30, 0.15, 0.15)
     channel_conversion: tuple[float, ...] = (1.1, 0.9, 1.2, 0.7)
-    channel_daily_spend: tuple[float, ...] = (0.0, 800.0, 0.0, 400.0)
+    channel_daily_spend: tuple[float, ...] = (0.0, 650.0, 0.0, 300.0)
     signups_per_day: float = 150.0
     conversion_rate: float = 0.15
     conversion_window_days: float = 14.0

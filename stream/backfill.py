@@ -13,7 +13,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-__all__ = ["fetch_range"]
+__all__ = ["fetch_range", "start_offset"]
 
 
 async def fetch_range(bootstrap: str, topic: str, partition: int, start: int,
@@ -38,3 +38,23 @@ async def fetch_range(bootstrap: str, topic: str, partition: int, start: int,
     finally:
         await consumer.stop()
     return out
+
+
+async def start_offset(bootstrap: str, group_id: str, topic: str, partition: int) -> int:
+    """Where a consumer of ``group_id`` starts on a partition: its committed offset, or the
+    earliest one (``auto_offset_reset=earliest``) when the group has none.
+
+    Asked once per partition when no checkpoint says which offset is due next, so even the very
+    first messages Faust might skip are noticed and fetched.
+    """
+    tp = TopicPartition(topic, partition)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        committed = await consumer.committed(tp)
+        if committed is not None and committed >= 0:
+            return int(committed)
+        return int((await consumer.beginning_offsets([tp]))[tp])
+    finally:
+        await consumer.stop()

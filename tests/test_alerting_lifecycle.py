@@ -169,3 +169,13 @@ def test_bad_parameters_raise():
         AlertManager(resolve_after=0)
     with pytest.raises(ValueError):
         FiringRule(min_windows=0)
+
+
+def test_a_long_incident_is_not_an_update_per_window():
+    m = AlertManager()
+    msgs = []
+    for w in range(13):
+        msgs += [anomaly("payment_failure_rate", w, 0.8, 0.04), closed(w)]
+    changes = feed(m, msgs)
+    assert [c.status for c in changes] == ["open", "updated", "updated"]
+    assert all("still abnormal after" in c.alert["reason"] for c in changes[1:])

@@ -36,7 +36,7 @@ def _key(a: dict) -> tuple:
 
 
 def test_detector_state_survives_restart(broker: EmbeddedBroker) -> None:
-    p = Pipeline(broker, partitions=2).start()
+    p = Pipeline(broker, partitions=2, PULSE_LOG_LEVEL="info").start()
     sim = Simulation(seed=3, start_ts=START, scenario="payment-outage",
                      incident_range=(START + 4 * DAY + 2 * 3600, START + 5 * DAY - 3600))
     end = START + 5 * DAY
@@ -57,5 +57,5 @@ def test_detector_state_survives_restart(broker: EmbeddedBroker) -> None:
     expected = [a for d in kpis if "kpi" in d for a in offline.observe(d)]
     got = [a for a in anomalies if "kpi" in a]
     after_restart = [a for a in got if a["window_start_ts"] >= START + 4 * DAY]
-    assert any(a["kpi"] == "payment_failure_rate" for a in after_restart)
+    assert any(a["kpi"] == "payment_failure_rate" for a in after_restart), p.worker.log_path
     assert sorted(map(_key, got)) == sorted(map(_key, expected))

@@ -75,7 +75,7 @@ def test_catalogue_matches_docs() -> None:
     assert KPI_BY_ID["churn_rate"].higher_is_better is False
     assert {k.id: k.target for k in KPIS if k.target is not None} == {
         "conversion_rate": 0.15, "arpu": 15, "churn_rate": 0.05, "cac": 50, "ltv": 300,
-        "daily_active_ratio": 0.40, "viral_coefficient": 1.5}
+        "ltv_cac": 3, "daily_active_ratio": 0.40, "viral_coefficient": 1.5}
 
 
 # -- one KPI at a time ------------------------------------------------------------------------
@@ -468,10 +468,28 @@ def test_snapshot_to_json() -> None:
         "kpi": "mrr", "segment": "all", "channel": "organic",
         "window_start": "2026-11-27T10:00:00Z", "window_end": "2026-11-27T11:00:00Z",
         "window_start_ts": 1_795_773_600.0, "window_end_ts": 1_795_777_200.0,
-        "value": 68.0, "n": 2.0}
+        "value": 68.0, "n": 2.0, "complete": True}
 
 
 @pytest.mark.parametrize("bad", [{"window_s": 0}, {"lateness_s": -1}])
 def test_bad_arguments(bad: dict) -> None:
     with pytest.raises(ValueError):
         KpiEngine(**bad)
+
+
+def test_trailing_kpis_are_incomplete_until_the_stream_covers_their_horizon() -> None:
+    eng = KpiEngine()
+    day = 86_400.0
+    out = []
+    for d in range(31):
+        eng.add({"event_id": f"s{d}", "kind": "spend", "ts": d * day + 10, "channel": "social",
+                 "amount": 10.0})
+        eng.add({"event_id": f"p{d}", "kind": "payment", "ts": d * day + 20, "user_id": f"u{d}",
+                 "segment": "new_grad", "channel": "social", "plan": "monthly", "amount": 39.0,
+                 "status": "succeeded", "first": True})
+        out += eng.advance((d + 1) * day + 600)
+    cac = [s for s in out if s.kpi == "cac" and s.segment == s.channel == ALL]
+    payments = [s for s in out if s.kpi == "payments" and s.segment == s.channel == ALL]
+    assert all(s.complete for s in payments)           # window KPIs: complete at once
+    assert not any(s.complete for s in cac if s.window_end <= 30 * day - 3600)
+    assert all(s.complete for s in cac if s.window_end >= 30 * day)

@@ -22,6 +22,7 @@ from detectors.watch import KpiSeriesWatch, KpiWatch
 from stream import metrics
 from stream.agents.kpis import kpis_topic
 from stream.app import app, settings
+from stream.backfill import fetch_range
 
 __all__ = ["anomalies_topic", "detector_state", "detect_anomalies"]
 
@@ -35,34 +36,68 @@ detector_state = app.Table("detector-state", key_type=str, value_type=str, parti
 SAVE_EVERY_S = 1.0
 
 
+NEXT_OFFSET_KEY = "__next_offset__"   # table key: the kpis offset the saved state reaches
+
+
+def _restore(watch: KpiWatch, kpi: str) -> None:
+    """Load a KPI's detectors from the table the first time this process sees the KPI."""
+    if kpi in watch.kpis:
+        return
+    saved = detector_state.get(kpi)
+    if saved is not None:
+        restored = state.loads(saved.encode())
+        if isinstance(restored, KpiSeriesWatch) and restored.kpi == kpi:
+            watch.kpis[kpi] = restored
+            log.info("restored the detectors of %s (%d series)", kpi, len(restored.watchers))
+
+
+async def _catch_up(watch: KpiWatch, topic: str, partition: int, due: int, offset: int) -> None:
+    """Learn the ``kpis`` messages between the saved state and the first one delivered.
+
+    They were processed (and their anomalies published) before the restart, but after the
+    last save of the state: learn them again, publish nothing.
+    """
+    missed = await fetch_range(settings.kafka_bootstrap, topic, partition, due, offset)
+    for rec in missed:
+        doc = orjson.loads(rec.value)
+        if "kpi" in doc:
+            _restore(watch, doc["kpi"])
+            watch.observe(doc)
+    log.info("detectors re-learned %d kpis messages saved state did not cover", len(missed))
+
+
 @app.agent(kpis_topic)
 async def detect_anomalies(stream: Any) -> None:
     """Consumes ``kpis``; publishes anomaly events and window markers to ``anomalies``.
 
     Detector state goes to the table at window ends, at most once a second: at live pace that
     is every window, and while a backlog is read it keeps the changelog from becoming the
-    bottleneck (17 KPI states a window at hundreds of windows a second).
+    bottleneck (17 KPI states a window at hundreds of windows a second). The table also keeps
+    the ``kpis`` offset the state reaches, so a restart re-learns what came after it.
     """
     watch = KpiWatch(load_config(settings.detectors_config or None))
     dirty: set[str] = set()
     last_save = 0.0
-    async for raw in stream:
+    checked = False
+    async for event in stream.events():
+        msg, raw = event.message, event.value
+        if not checked:
+            checked = True
+            due = detector_state.get(NEXT_OFFSET_KEY)
+            if due is not None and msg.offset > int(due):
+                await _catch_up(watch, msg.topic, msg.partition, int(due), msg.offset)
         doc = orjson.loads(raw)
         if doc.get("kind") == "window_closed":
             await anomalies_topic.send(key=b"window", value=raw)
             if dirty and time.monotonic() - last_save >= SAVE_EVERY_S:
-                for kpi in dirty:
-                    dirty.add(kpi)
+                for name in dirty:
+                    detector_state[name] = state.dumps(watch.kpis[name]).decode()
+                detector_state[NEXT_OFFSET_KEY] = str(msg.offset + 1)
                 dirty.clear()
                 last_save = time.monotonic()
             continue
         kpi = doc["kpi"]
-        if kpi not in watch.kpis:
-            saved = detector_state.get(kpi)
-            if saved is not None:
-                restored = state.loads(saved.encode())
-                if isinstance(restored, KpiSeriesWatch) and restored.kpi == kpi:
-                    watch.kpis[kpi] = restored
+        _restore(watch, kpi)
         for anomaly in watch.observe(doc):
             metrics.ANOMALIES.labels(kpi, anomaly["severity"]).inc()
             await anomalies_topic.send(key=kpi.encode(), value=orjson.dumps(anomaly))

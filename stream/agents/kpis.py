@@ -21,10 +21,11 @@ from typing import Any
 import orjson
 from faust.types import TP
 
-from kpis import KPI_BY_ID, KpiEngine, KpiSnapshot
+from kpis import KpiEngine, KpiSnapshot
+from kpis.messages import group_snapshots, window_closed
 from stream import metrics
 from stream.app import app, settings
-from stream.backfill import fetch_range
+from stream.backfill import fetch_range, start_offset
 from stream.checkpoint import Checkpoint
 from stream.events import Rejected, decode_message
 
@@ -99,26 +100,6 @@ class PartitionClock:
         return min(times)
 
 
-def group_snapshots(snaps: Iterable[KpiSnapshot]) -> list[dict[str, Any]]:
-    """One ``kpis`` message per (window, KPI), series listed inside, in window then KPI order."""
-    grouped: dict[tuple[float, str], dict[str, Any]] = {}
-    for s in snaps:
-        key = (s.window_start, s.kpi)
-        doc = grouped.get(key)
-        if doc is None:
-            j = s.to_json()
-            kdef = KPI_BY_ID.get(s.kpi)
-            doc = grouped[key] = {
-                "kpi": s.kpi, "unit": kdef.unit if kdef else "",
-                "window_start": j["window_start"], "window_end": j["window_end"],
-                "window_start_ts": s.window_start, "window_end_ts": s.window_end,
-                "series": [],
-            }
-        doc["series"].append({"segment": s.segment, "channel": s.channel,
-                              "value": s.value, "n": s.n})
-    return list(grouped.values())
-
-
 def dead_letter_doc(rej: Rejected, topic: str, partition: int, offset: int) -> dict[str, Any]:
     raw = rej.raw[:MAX_RAW_IN_DEAD_LETTER]
     doc: dict[str, Any] = {"reason": rej.reason, "detail": rej.detail, "topic": topic,
@@ -167,6 +148,9 @@ async def kpi_windows(stream: Any) -> None:
                 last_save = time.monotonic()
             msg = event.message
             due = state.next_offset.get(msg.partition)
+            if due is None:   # no checkpoint for it: due from where the group starts
+                due = await start_offset(settings.kafka_bootstrap, settings.app_id, msg.topic,
+                                         msg.partition)
             if due is not None and msg.offset < due:
                 metrics.REDELIVERED.inc()      # already in the state: a re-delivery
                 continue
@@ -261,11 +245,3 @@ async def publish(snaps: list[KpiSnapshot]) -> None:
             await kpis_topic.send(key=b"window", value=orjson.dumps(window_closed(doc)))
             metrics.WINDOWS_CLOSED.inc()
             metrics.WATERMARK.set(doc["window_end_ts"])
-
-
-def window_closed(doc: dict[str, Any]) -> dict[str, Any]:
-    """The marker that follows the last KPI message of a window on ``kpis`` and
-    ``anomalies``."""
-    return {"kind": "window_closed", "window_start": doc["window_start"],
-            "window_end": doc["window_end"], "window_start_ts": doc["window_start_ts"],
-            "window_end_ts": doc["window_end_ts"]}

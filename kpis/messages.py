@@ -1,0 +1,50 @@
+"""The shape of the ``kpis`` topic's messages, shared by the stream agent and offline runs.
+
+One message per (window, KPI) carries every series of that KPI, so the detector stage sees a
+KPI's segments and channels together (for root-cause hints); a ``window_closed`` marker follows
+the last KPI of each window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kpis.engine import KpiSnapshot
+from kpis.formulas import KPI_BY_ID
+
+__all__ = ["group_snapshots", "window_closed"]
+
+
+def group_snapshots(snaps: Iterable[KpiSnapshot]) -> list[dict[str, Any]]:
+    """One ``kpis`` message per (window, KPI), series inside, in window then KPI order.
+
+    >>> snap = KpiSnapshot("signups", "all", "all", 0.0, 3600.0, 4.0, 4.0)
+    >>> msg = group_snapshots([snap])[0]
+    >>> msg["window_end"], msg["complete"], msg["series"]
+    ('1970-01-01T01:00:00Z', True, [{'segment': 'all', 'channel': 'all', 'value': 4.0, 'n': 4.0}])
+    """
+    grouped: dict[tuple[float, str], dict[str, Any]] = {}
+    for s in snaps:
+        key = (s.window_start, s.kpi)
+        doc = grouped.get(key)
+        if doc is None:
+            j = s.to_json()
+            kdef = KPI_BY_ID.get(s.kpi)
+            doc = grouped[key] = {
+                "kpi": s.kpi, "unit": kdef.unit if kdef else "",
+                "window_start": j["window_start"], "window_end": j["window_end"],
+                "window_start_ts": s.window_start, "window_end_ts": s.window_end,
+                "complete": s.complete, "series": [],
+            }
+        doc["series"].append({"segment": s.segment, "channel": s.channel,
+                              "value": s.value, "n": s.n})
+    return list(grouped.values())
+
+
+def window_closed(doc: dict[str, Any]) -> dict[str, Any]:
+    """The marker that follows the last KPI message of a window on ``kpis`` and
+    ``anomalies``."""
+    return {"kind": "window_closed", "window_start": doc["window_start"],
+            "window_end": doc["window_end"], "window_start_ts": doc["window_start_ts"],
+            "window_end_ts": doc["window_end_ts"]}
