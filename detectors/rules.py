@@ -57,6 +57,7 @@ class TargetRule:
         self.smooth = smooth
         self.sum_wv = 0.0
         self.sum_w = 0.0
+        self.seen = 0   # points learned: a smoothed level means nothing before ``smooth`` of them
 
     def _level(self, x: dict) -> float | None:
         v = x.get("value")
@@ -73,6 +74,8 @@ class TargetRule:
         return (decay * self.sum_wv + w * v) / total if total > 0 else float(v)
 
     def score_one(self, x: dict) -> float:
+        if self.smooth > 1 and self.seen < self.smooth:
+            return 0.0   # warm-up: the average is not over its span yet
         level = self._level(x)
         if level is None:
             return 0.0
@@ -101,3 +104,4 @@ class TargetRule:
         decay = 1.0 - 1.0 / self.smooth
         self.sum_wv = decay * self.sum_wv + w * v
         self.sum_w = decay * self.sum_w + w
+        self.seen += 1

@@ -139,7 +139,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from pulse.worker_process import die_with_parent
-    from stream.broker import EmbeddedBroker
+    from stream.broker import EMBEDDED_SESSION_TIMEOUT_S, EmbeddedBroker
     bootstrap = args.broker or settings.kafka_bootstrap
     broker = None
     if not bootstrap:
@@ -147,6 +147,8 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         bootstrap = broker.bootstrap
         print(f"pulse worker: embedded broker at {bootstrap}", flush=True)
     env = dict(os.environ, PULSE_KAFKA_BOOTSTRAP=bootstrap)
+    if broker is not None:
+        env.setdefault("PULSE_SESSION_TIMEOUT", str(EMBEDDED_SESSION_TIMEOUT_S))
     import subprocess
     proc = subprocess.Popen([sys.executable, "-m", "stream.worker"], env=env,
                             preexec_fn=die_with_parent)

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stream.broker import free_port
+from stream.broker import EMBEDDED_SESSION_TIMEOUT_S, free_port, is_embedded
 
 __all__ = ["WorkerProcess", "die_with_parent"]
 
@@ -49,6 +49,8 @@ class WorkerProcess:
             "PULSE_DATA_DIR": self.data_dir,
         })
         env.setdefault("PULSE_LOG_LEVEL", "warning")
+        if is_embedded(self.bootstrap):
+            env.setdefault("PULSE_SESSION_TIMEOUT", str(EMBEDDED_SESSION_TIMEOUT_S))
         env.update(self.extra_env)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(

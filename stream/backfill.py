@@ -13,7 +13,7 @@ import time
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
-__all__ = ["fetch_range", "start_offset"]
+__all__ = ["fetch_range", "start_offsets"]
 
 
 async def fetch_range(bootstrap: str, topic: str, partition: int, start: int,
@@ -40,21 +40,25 @@ async def fetch_range(bootstrap: str, topic: str, partition: int, start: int,
     return out
 
 
-async def start_offset(bootstrap: str, group_id: str, topic: str, partition: int) -> int:
-    """Where a consumer of ``group_id`` starts on a partition: its committed offset, or the
+async def start_offsets(bootstrap: str, group_id: str, topic: str,
+                        partitions: list[int]) -> dict[int, int]:
+    """Where a consumer of ``group_id`` starts on each partition: its committed offset, or the
     earliest one (``auto_offset_reset=earliest``) when the group has none.
 
-    Asked once per partition when no checkpoint says which offset is due next, so even the very
-    first messages Faust might skip are noticed and fetched.
+    Asked once when no checkpoint says which offset is due next, so even the very first
+    messages Faust might skip are noticed and fetched.
     """
-    tp = TopicPartition(topic, partition)
+    tps = [TopicPartition(topic, p) for p in partitions]
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id,
                                 enable_auto_commit=False)
     await consumer.start()
     try:
-        committed = await consumer.committed(tp)
-        if committed is not None and committed >= 0:
-            return int(committed)
-        return int((await consumer.beginning_offsets([tp]))[tp])
+        earliest = await consumer.beginning_offsets(tps)
+        out = {}
+        for tp in tps:
+            committed = await consumer.committed(tp)
+            out[tp.partition] = int(committed if committed is not None and committed >= 0
+                                    else earliest[tp])
+        return out
     finally:
         await consumer.stop()

@@ -18,7 +18,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["EmbeddedBroker", "BrokerError", "free_port", "embedded_or_configured"]
+__all__ = ["EmbeddedBroker", "BrokerError", "free_port", "embedded_or_configured",
+           "is_embedded", "EMBEDDED_SESSION_TIMEOUT_S"]
+
+EMBEDDED_SESSION_TIMEOUT_S = 5
+"""Consumer-group session timeout for workers on the embedded broker: Tansu accepts 5 s (start and
+restart in ~4.6 s); real Kafka refuses sessions under 6 s, so the settings' default is 10."""
+
+_running: set[str] = set()   # bootstraps of the embedded brokers this process started
 
 
 class BrokerError(RuntimeError):
@@ -64,6 +71,7 @@ class EmbeddedBroker:
                 start_new_session=True,  # own process group: killed as a whole on stop
             )
         self._wait_until_listening()
+        _running.add(self.bootstrap)
         return self
 
     def _wait_until_listening(self) -> None:
@@ -82,6 +90,7 @@ class EmbeddedBroker:
                           f"{self.start_timeout:.0f} s; its log: {self.log_path}")
 
     def stop(self) -> None:
+        _running.discard(self.bootstrap)
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return
@@ -99,6 +108,11 @@ class EmbeddedBroker:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def is_embedded(bootstrap: str) -> bool:
+    """Whether ``bootstrap`` is an embedded broker this process started."""
+    return bootstrap in _running
 
 
 @contextlib.contextmanager

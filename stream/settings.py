@@ -46,8 +46,9 @@ class Settings:
         600, "PULSE_LATENESS_SECONDS",
         "How long after its end (event time) a window waits for late events before it closes.")
     session_timeout_s: int = _setting(
-        5, "PULSE_SESSION_TIMEOUT",
-        "Consumer-group session timeout in seconds: how soon a dead worker's partitions move.")
+        10, "PULSE_SESSION_TIMEOUT",
+        "Consumer-group session timeout in seconds: how soon a dead worker's partitions move "
+        "(Kafka's minimum is 6; workers on the embedded broker use 5).")
     metrics_port: int = _setting(
         9464, "PULSE_METRICS_PORT", "Port of the Prometheus /metrics endpoint (0: none).")
     web_port: int = _setting(

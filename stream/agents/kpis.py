@@ -25,7 +25,7 @@ from kpis import KpiEngine, KpiSnapshot
 from kpis.messages import group_snapshots, window_closed
 from stream import metrics
 from stream.app import app, settings
-from stream.backfill import fetch_range, start_offset
+from stream.backfill import fetch_range, start_offsets
 from stream.checkpoint import Checkpoint
 from stream.events import Rejected, decode_message
 
@@ -149,8 +149,13 @@ async def kpi_windows(stream: Any) -> None:
             msg = event.message
             due = state.next_offset.get(msg.partition)
             if due is None:   # no checkpoint for it: due from where the group starts
-                due = await start_offset(settings.kafka_bootstrap, settings.app_id, msg.topic,
-                                         msg.partition)
+                assigned = sorted({tp.partition for tp in app.consumer.assignment()
+                                   if tp.topic == msg.topic} | {msg.partition})
+                starts = await start_offsets(settings.kafka_bootstrap, settings.app_id,
+                                             msg.topic, assigned)
+                for p, offset in starts.items():
+                    state.next_offset.setdefault(p, offset)
+                due = state.next_offset[msg.partition]
             if due is not None and msg.offset < due:
                 metrics.REDELIVERED.inc()      # already in the state: a re-delivery
                 continue
