@@ -16,6 +16,7 @@ from typing import Any
 from bench.alert_latency import measure_alert_latency
 from bench.startup import measure_startup
 from bench.throughput import measure_throughput
+from pulse.replay import measure_replay
 from stream.broker import EmbeddedBroker
 
 TARGETS = {"events_per_s": (">=", 30_000), "ratio": (">=", 0.5),
@@ -48,6 +49,7 @@ def main() -> None:
     p.add_argument("--days", type=float, default=84.0,
                    help="simulated days for the throughput run (84 is ~1,000,000 events)")
     p.add_argument("--live-s", type=float, default=120.0, help="live seconds for alert latency")
+    p.add_argument("--replay-events", type=int, default=1_000_000)
     p.add_argument("--out", default="bench/results.json")
     args = p.parse_args()
     results: dict[str, Any] = {"machine": machine(),
@@ -59,6 +61,9 @@ def main() -> None:
         results.update(measure_startup(broker.bootstrap))
         print("alert latency (window close -> Slack post) ...", flush=True)
         results.update(measure_alert_latency(broker.bootstrap, live_s=args.live_s))
+        print(f"pulse replay --max of {args.replay_events:,} events ...", flush=True)
+        results["replay_events_per_s"] = round(measure_replay(broker.bootstrap,
+                                                              args.replay_events))
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nmachine: {results['machine']}\n")
     print(table(results))

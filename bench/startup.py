@@ -8,11 +8,10 @@ before each launch, so the number is the worker's own start-up (group join, assi
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 import time
-import urllib.request
 
+from bench.scrape import metric_value
 from pulse.worker_process import WorkerProcess
 from simulator import Simulation
 from simulator.publisher import EventPublisher, ensure_topics
@@ -22,21 +21,11 @@ __all__ = ["measure_startup"]
 START = 1_794_000_000 // 3600 * 3600
 
 
-def _messages(port: int) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
-            text = r.read().decode()
-    except OSError:
-        return 0.0
-    m = re.search(r"^pulse_messages_total (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
 def _time_to_first_event(worker: WorkerProcess, timeout: float = 180.0) -> float:
     launched = time.monotonic()
     worker.start()
     while time.monotonic() - launched < timeout:
-        if _messages(worker.metrics_port) >= 1:
+        if metric_value(worker.metrics_port, "pulse_messages_total") >= 1:
             return time.monotonic() - launched
         if not worker.alive:
             raise RuntimeError("worker died:\n" + worker.log_tail())

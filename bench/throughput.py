@@ -13,14 +13,13 @@ The events (simulated days, every segment and channel) are published first; then
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import urllib.request
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from bench.scrape import metric_value
 from pulse.worker_process import WorkerProcess
 from simulator import Simulation
 from simulator.publisher import EventPublisher, ensure_topics, run_clock
@@ -73,16 +72,6 @@ async def raw_consume(bootstrap: str, topic: str, expected: int) -> float:
     return n / took
 
 
-def _metric(port: int, name: str) -> float:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as r:
-            text = r.read().decode()
-    except OSError:
-        return 0.0
-    m = re.search(rf"^{name} (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
 def _peak_rss_mb(pid: int) -> float:
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -117,10 +106,10 @@ def measure_throughput(bootstrap: str, days: float = 84.0, prefix: str = "bench-
         while time.monotonic() < deadline:
             if not worker.alive:
                 raise RuntimeError("worker died:\n" + worker.log_tail())
-            msgs = _metric(worker.metrics_port, "pulse_messages_total")
+            msgs = metric_value(worker.metrics_port, "pulse_messages_total")
             if first is None and msgs >= 1:
                 first = time.monotonic()
-            closed = _metric(worker.metrics_port, "pulse_windows_closed_total")
+            closed = metric_value(worker.metrics_port, "pulse_windows_closed_total")
             if closed >= windows_total:
                 last_window = time.monotonic()
                 break
