@@ -6,7 +6,10 @@ it needs ``PULSE_KAFKA_BOOTSTRAP`` (the CLI sets it to the embedded broker when 
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
+import time
 
 from prometheus_client import start_http_server
 
@@ -17,7 +20,27 @@ __all__ = ["main", "AGENT_MODULES"]
 AGENT_MODULES = ("stream.agents.kpis", "stream.agents.detect", "stream.agents.alerts")
 
 
+ORPHAN_GRACE_S = 15.0
+
+
+def _exit_when_orphaned() -> None:
+    """A worker whose parent (``pulse demo``, a test, ``pulse worker``) died gets SIGTERM from
+    the kernel; if the graceful stop then hangs (its broker died with the parent and aiokafka
+    keeps retrying), this ends the process, so none is left behind."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        time.sleep(ORPHAN_GRACE_S)
+        os._exit(3)
+
+    if parent > 1:
+        threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> None:
+    _exit_when_orphaned()
     for name in AGENT_MODULES:
         __import__(name)
     if settings.metrics_port:
