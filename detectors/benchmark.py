@@ -77,7 +77,7 @@ def suite(seed: int = 7, n: int = 4000) -> list[Series]:
         lambda i, t: max(0.0, 400 + 250 * _daily(t) + rng.gauss(0, 20)) * (0.3 if a <= i < a + 40
                                                                           else 1.0), [a])
     add("tweets_bursty",
-        lambda i, t: float(_poisson(rng, 20 + 12 * _daily(t, 18)
+        lambda i, t: float(poisson(rng, 20 + 12 * _daily(t, 18)
                                     + (150 * math.exp(-(i - a) / 10) if i >= a else 0))), [a])
     add("adclicks_hourly_noisy",
         lambda i, t: max(0.0, rng.lognormvariate(0, 0.25) * (1.0 + 0.5 * _daily(t))
@@ -108,7 +108,8 @@ def _walk(rng: random.Random, i: int) -> float:
     return _WALK[0] + rng.gauss(0, 1)
 
 
-def _poisson(rng: random.Random, lam: float) -> int:
+def poisson(rng: random.Random, lam: float) -> int:
+    """A Poisson draw (normal approximation above 50), for the synthetic series."""
     if lam > 50:
         return max(0, round(rng.gauss(lam, math.sqrt(lam))))
     limit, k, p = math.exp(-lam), 0, 1.0

@@ -22,22 +22,11 @@ from detectors import (
     load_config,
     make_detector,
 )
-from detectors.benchmark import evaluate
+from detectors.benchmark import evaluate, poisson
 from detectors.csvscore import CsvError, main, score_csv
 
 HOUR = 3600.0
 START = 1_767_225_600.0  # 2026-01-01 00:00 UTC
-
-
-def _poisson(rng: random.Random, lam: float) -> int:
-    if lam > 50:
-        return max(0, round(rng.gauss(lam, math.sqrt(lam))))
-    limit, k, p = math.exp(-lam), 0, 1.0
-    while True:
-        p *= rng.random()
-        if p < limit:
-            return k
-        k += 1
 
 
 def kpi_rate(h: int, base: float = 40.0) -> float:
@@ -148,7 +137,7 @@ def feed(w: SeriesWatcher, values: list[float], start_hour: int = 0):
 def test_clean_seasonal_counts_at_most_one_alarm_in_fifth_week(seed, base):
     rng = random.Random(seed)
     w = load_config().make_watcher("signups")
-    values = [float(_poisson(rng, kpi_rate(h, base))) for h in range(24 * 35)]
+    values = [float(poisson(rng, kpi_rate(h, base))) for h in range(24 * 35)]
     verdicts = feed(w, values)
     assert sum(v.is_anomaly for v in verdicts[24 * 28:]) <= 1
     last = verdicts[-1]
@@ -158,7 +147,7 @@ def test_clean_seasonal_counts_at_most_one_alarm_in_fifth_week(seed, base):
 def trained_watcher(kpi: str = "signups", seed: int = 5):
     rng = random.Random(seed)
     w = load_config().make_watcher(kpi)
-    feed(w, [float(_poisson(rng, kpi_rate(h))) for h in range(24 * 28)])
+    feed(w, [float(poisson(rng, kpi_rate(h))) for h in range(24 * 28)])
     return w, rng
 
 
@@ -166,7 +155,7 @@ def trained_watcher(kpi: str = "signups", seed: int = 5):
 def test_step_change_is_flagged_within_two_windows(factor, direction):
     w, rng = trained_watcher()
     h0 = 24 * 28 + 11  # late morning, near the daily peak
-    verdicts = feed(w, [float(_poisson(rng, kpi_rate(h) * factor)) for h in range(h0, h0 + 6)],
+    verdicts = feed(w, [float(poisson(rng, kpi_rate(h) * factor)) for h in range(h0, h0 + 6)],
                     start_hour=h0)
     first = next(i for i, v in enumerate(verdicts) if v.is_anomaly)
     assert first <= 1
@@ -178,7 +167,7 @@ def test_spike_is_flagged_and_not_learned():
     h = 24 * 28 + 13
     v = w.update(START + h * HOUR, 400.0)
     assert v.is_anomaly and v.severity == "critical" and v.direction == "up"
-    after = w.update(START + (h + 1) * HOUR, float(_poisson(rng, kpi_rate(h + 1))))
+    after = w.update(START + (h + 1) * HOUR, float(poisson(rng, kpi_rate(h + 1))))
     assert not after.is_anomaly and after.expected < 150
 
 
@@ -218,14 +207,14 @@ def test_watcher_survives_pickling():
     w, rng = trained_watcher()
     clone = pickle.loads(pickle.dumps(w))
     assert len(pickle.dumps(w)) < 4000
-    tail = [float(_poisson(rng, kpi_rate(h))) for h in range(24 * 28, 24 * 30)] + [0.0, 0.0]
+    tail = [float(poisson(rng, kpi_rate(h))) for h in range(24 * 28, 24 * 30)] + [0.0, 0.0]
     assert feed(clone, tail, 24 * 28) == feed(w, tail, 24 * 28)
 
 
 def test_sustained_shift_becomes_the_new_normal():
     w, rng = trained_watcher()
     h0 = 24 * 28 + 11
-    verdicts = feed(w, [float(_poisson(rng, kpi_rate(h) * 0.25)) for h in range(h0, h0 + 24 * 5)],
+    verdicts = feed(w, [float(poisson(rng, kpi_rate(h) * 0.25)) for h in range(h0, h0 + 24 * 5)],
                     start_hour=h0)
     assert verdicts[0].is_anomaly or verdicts[1].is_anomaly
     assert sum(v.is_anomaly for v in verdicts[-48:]) <= 2
@@ -400,7 +389,7 @@ def test_rare_event_ratio_keeps_its_binomial_band():
 def test_count_run_near_zero_is_caught_by_its_total():
     rng = random.Random(6)
     w = load_config().make_watcher("signups", "all", "organic")
-    feed(w, [float(_poisson(rng, kpi_rate(h, 3.0))) for h in range(24 * 28)])
+    feed(w, [float(poisson(rng, kpi_rate(h, 3.0))) for h in range(24 * 28)])
     h0 = 24 * 28 + 11
     verdicts = feed(w, [0.0] * 6, start_hour=h0)   # about 3 an hour expected, none recorded
     assert any(v.is_anomaly and v.direction == "down" for v in verdicts)
