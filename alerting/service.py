@@ -75,6 +75,9 @@ class AlertService:
         Injected clients (default: built from settings).
     clock
         Wall clock for silences, snoozes and the model budget (event time is in the messages).
+    observer
+        Called with ``(service, outcome, seconds)`` after every Slack and model call, so the
+        stream agent can count them in Prometheus without alerting/ importing metrics.
     """
 
     def __init__(self, settings: Settings, *, notify: bool = False,
@@ -83,8 +86,10 @@ class AlertService:
                  state_path: str | os.PathLike[str] | None = None,
                  routes: Mapping[str, str] | None = None,
                  slack_client: AsyncWebClient | None = None, explainer: Explainer | None = None,
-                 clock: Callable[[], float] = time.time, charts: bool = True):
+                 clock: Callable[[], float] = time.time, charts: bool = True,
+                 observer: Callable[[str, str, float], None] | None = None):
         self.settings = settings
+        self.observer = observer  # (service "slack"|"llm", outcome, seconds): the agent's metrics
         self.notify = notify
         self.clock = clock
         self.charts = charts
@@ -283,6 +288,20 @@ class AlertService:
         self._kick()
 
     async def _send(self, d: Delivery, thread_ts: str | None) -> str | None:
+        started = time.monotonic()
+        try:
+            result = await self._deliver(d, thread_ts)
+        except Exception:
+            self._observe("slack", "error", time.monotonic() - started)
+            raise
+        self._observe("slack", "ok", time.monotonic() - started)
+        return result
+
+    def _observe(self, service: str, outcome: str, seconds: float) -> None:
+        if self.observer is not None:
+            self.observer(service, outcome, seconds)
+
+    async def _deliver(self, d: Delivery, thread_ts: str | None) -> str | None:
         assert self.poster is not None
         if d.kind == "post":
             return await self.poster.post(d.channel, d.text, d.blocks)
@@ -331,11 +350,15 @@ class AlertService:
         task.add_done_callback(self._tasks.discard)
 
     async def _explain(self, alert_id: str, evidence: dict) -> None:
+        started = time.monotonic()
         try:
             explanation = await self.explainer.explain(evidence)
         except Exception:  # the template is already out; never let this task crash loudly
+            self._observe("llm", "error", time.monotonic() - started)
             log.exception("explanation failed for alert %s", alert_id)
             return
+        self._observe("llm", "ok" if explanation.source == "llm" else "fallback",
+                      time.monotonic() - started)
         if explanation.source != "llm":
             return
         self.manager.set_explanation(alert_id, explanation.text, "llm")

@@ -157,3 +157,19 @@ async def test_no_secret_in_any_log_line_or_output(tmp_path, caplog):
                                            for p in tmp_path.iterdir() if p.is_file()])
     for secret in (TOKEN, KEY, "1111-2222", "api03"):
         assert secret not in logged and secret not in written
+
+
+async def test_every_slack_call_is_reported_to_the_observer(tmp_path):
+    calls = []
+    async with FakeSlack(token=TOKEN) as slack:
+        s = Settings(slack_token=TOKEN, slack_channel="C1", slack_api_url=slack.base_url,
+                     data_dir=str(tmp_path))
+        svc = AlertService(s, notify=True, console=None, charts=False, clock=lambda: T0,
+                           slack_client=make_slack_client(s, backoff_factor=0.01),
+                           observer=lambda service, outcome, secs: calls.append(
+                               (service, outcome, secs)))
+        await svc.handle(anomaly("payments", 0, 40.0, 120.0))
+        await svc.wait_idle()
+        await svc.close()
+    assert len(slack.calls("chat.postMessage")) == 1
+    assert [(c[0], c[1]) for c in calls] == [("slack", "ok")] and calls[0][2] >= 0

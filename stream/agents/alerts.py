@@ -34,7 +34,18 @@ def make_service() -> AlertService:
     data = Path(settings.data_dir)
     return AlertService(settings, notify=True, console=None,
                         alerts_path=settings.alerts_file or data / "alerts.jsonl",
-                        state_path=data / "checkpoints" / f"{settings.app_id}-alerts.pkl")
+                        state_path=data / "checkpoints" / f"{settings.app_id}-alerts.pkl",
+                        observer=record_call)
+
+
+def record_call(service: str, outcome: str, seconds: float) -> None:
+    """Count and time a Slack or model call (``pulse_slack_calls_total`` and friends)."""
+    if service == "slack":
+        metrics.SLACK_CALLS.labels(outcome).inc()
+        metrics.SLACK_LATENCY.observe(seconds)
+    else:
+        metrics.LLM_CALLS.labels(outcome).inc()
+        metrics.LLM_LATENCY.observe(seconds)
 
 
 @app.agent(anomalies_topic)
