@@ -157,3 +157,33 @@ def test_evaluate_rejects_unknown_scenario():
     assert "none" in SCENARIOS
     with pytest.raises(ValueError, match="unknown scenario"):
         run_evaluate(seeds=1, progress=False, scenarios=("outage",))
+
+
+def test_json_state_round_trip_mid_stream_gives_identical_anomalies() -> None:
+    """What the detector agent keeps in its Faust table (detectors/state.py JSON) rebuilds a
+    watch that flags exactly what the uninterrupted one does."""
+    from detectors import load_config, state
+    from detectors.watch import KpiWatch
+    from kpis import KpiEngine
+    from kpis.messages import group_snapshots
+    from simulator import Simulation
+
+    start, day = 1_794_000_000 // 3600 * 3600, 86400.0
+    sim = Simulation(seed=3, start_ts=start, scenario="match-rate-regression",
+                     incident_range=(start + 4 * day + 2 * 3600, start + 5 * day - 3600))
+    engine = KpiEngine()
+    messages = []
+    for h in range(5 * 24):
+        for ev in sim.advance(start + (h + 1) * 3600):
+            engine.add(ev)
+        messages += group_snapshots(engine.advance(start + (h + 1) * 3600 + 600))
+    split = next(i for i, m in enumerate(messages) if m["window_start_ts"] >= start + 4 * day)
+    whole, first = KpiWatch(load_config()), KpiWatch(load_config())
+    expected = [a for m in messages for a in whole.observe(m)]
+    before = [a for m in messages[:split] for a in first.observe(m)]
+    restored = KpiWatch(load_config())
+    for kpi, watch in first.kpis.items():
+        restored.kpis[kpi] = state.loads(state.dumps(watch))
+    after = [a for m in messages[split:] for a in restored.observe(m)]
+    assert any(a["kpi"] == "match_rate" for a in after)
+    assert before + after == expected

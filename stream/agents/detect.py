@@ -11,6 +11,7 @@ cluster could write to.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -78,14 +79,17 @@ async def detect_anomalies(stream: Any) -> None:
     watch = KpiWatch(load_config(settings.detectors_config or None))
     dirty: set[str] = set()
     last_save = 0.0
-    checked = False
+    due: int | None = None
     async for event in stream.events():
         msg, raw = event.message, event.value
-        if not checked:
-            checked = True
-            due = detector_state.get(NEXT_OFFSET_KEY)
-            if due is not None and msg.offset > int(due):
-                await _catch_up(watch, msg.topic, msg.partition, int(due), msg.offset)
+        while app.in_recovery:   # Faust resumes streams before the table is fully recovered
+            await asyncio.sleep(0.05)
+        if due is None:
+            saved_offset = detector_state.get(NEXT_OFFSET_KEY)
+            due = int(saved_offset) if saved_offset is not None else msg.offset
+        if msg.offset > due:   # after the saved state, or a range Faust skipped (faust#596)
+            await _catch_up(watch, msg.topic, msg.partition, due, msg.offset)
+        due = max(due, msg.offset + 1)
         doc = orjson.loads(raw)
         if doc.get("kind") == "window_closed":
             await anomalies_topic.send(key=b"window", value=raw)
