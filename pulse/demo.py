@@ -20,6 +20,7 @@ from typing import IO
 import orjson
 
 from pulse.kpi_view import KpiView
+from pulse.progress import ProgressBar
 from pulse.worker_process import WorkerProcess
 from simulator import Simulation
 from simulator.publisher import EventPublisher, ensure_topics, run_clock
@@ -51,9 +52,7 @@ def _say(msg: str) -> None:
 
 async def _wait_for_worker(view: KpiView, worker: WorkerProcess, until: float) -> None:
     while time.monotonic() < until:
-        if not worker.alive:
-            raise RuntimeError("the stream worker exited; its log ends with:\n"
-                               + worker.log_tail())
+        _check_worker(worker)
         if view.windows_seen:
             return
         await asyncio.sleep(0.2)
@@ -104,13 +103,15 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
              f"{_iso(history_start)}, as fast as possible ...")
         t_hist = time.monotonic()
 
+        bar = ProgressBar("history", stream=sys.stdout, quiet=opts.quiet)
+
         def history_tick(t: float) -> None:
-            view.progress("history", (t - history_start) / (live_start - history_start),
-                          publisher.sent, time.monotonic() - t_hist)
+            bar.update((t - history_start) / (live_start - history_start), publisher.sent,
+                       f"windows closed: {view.windows_seen}")
 
         reached = await run_clock(sim, publisher, history_start, live_start, speed=None,
                                   on_tick=history_tick, should_stop=stop.is_set)
-        view.end_progress()
+        bar.close()
         _say(f"history: {publisher.sent:,} events published in {time.monotonic() - t_hist:.1f} s;"
              f" live now at {opts.speed / 1440:g} simulated day(s) per minute")
         await _wait_for_worker(view, worker, time.monotonic() + 60)

@@ -69,7 +69,6 @@ class KpiView:
         self._current: dict[str, Any] = {}      # kpi -> overall value of the newest window
         self._current_end = 0.0
         self._stop = asyncio.Event()
-        self._progress_shown = False
 
     async def run(self) -> None:
         topics = [t for t in (self.topic, self.anomalies_topic, self.alerts_topic) if t]
@@ -161,29 +160,6 @@ class KpiView:
                      if k in self._current]
             self.stream.write(f"{when}  " + "  ".join(parts) + "\n")
         self.stream.flush()
-
-    def progress(self, label: str, fraction: float, events: int, elapsed: float) -> None:
-        if self.quiet:
-            return
-        fraction = min(1.0, max(0.0, fraction))
-        width = 30
-        bar = "█" * int(fraction * width) + "░" * (width - int(fraction * width))
-        rate = events / elapsed if elapsed > 0 else 0.0
-        eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
-        line = (f"{label} {bar} {fraction * 100:5.1f}%  {events:,} events  {rate:,.0f} ev/s  "
-                f"ETA {eta:4.0f} s  windows closed: {self.windows_seen}")
-        if self.tty:
-            self.stream.write("\r" + line)
-            self._progress_shown = True
-        elif int(fraction * 10) != int(getattr(self, "_last_decile", -1)):
-            self._last_decile = int(fraction * 10)
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def end_progress(self) -> None:
-        if self._progress_shown:
-            self.stream.write("\n")
-            self._progress_shown = False
 
     async def wait_for_window_end(self, end: float, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -15,11 +15,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["EmbeddedBroker", "BrokerError", "free_port", "embedded_or_configured",
-           "is_embedded", "EMBEDDED_SESSION_TIMEOUT_S"]
+__all__ = ["EmbeddedBroker", "BrokerError", "free_port", "is_embedded",
+           "EMBEDDED_SESSION_TIMEOUT_S"]
 
 EMBEDDED_SESSION_TIMEOUT_S = 5
 """Consumer-group session timeout for workers on the embedded broker: Tansu accepts 5 s (start and
@@ -113,13 +112,3 @@ class EmbeddedBroker:
 def is_embedded(bootstrap: str) -> bool:
     """Whether ``bootstrap`` is an embedded broker this process started."""
     return bootstrap in _running
-
-
-@contextlib.contextmanager
-def embedded_or_configured(bootstrap: str) -> Iterator[str]:
-    """Yield ``bootstrap`` when one is configured, else the address of a fresh embedded broker."""
-    if bootstrap:
-        yield bootstrap
-        return
-    with EmbeddedBroker() as broker:
-        yield broker.bootstrap
