@@ -1,4 +1,5 @@
-"""A PNG of a KPI around its anomaly: observed against the expected band (matplotlib, Agg).
+"""PNGs for Slack (matplotlib, Agg): a KPI around its anomaly, observed against the expected
+band (:func:`render_chart`), and the daily digest's last seven days (:func:`render_week_chart`).
 
 Uses ``matplotlib.figure.Figure`` directly (no pyplot global state), so charts can be drawn in
 a worker thread.
@@ -14,8 +15,9 @@ from matplotlib.dates import DateFormatter, date2num
 from matplotlib.figure import Figure
 
 from alerting.evidence import KPIS, kpi_label
+from kpis.formulas import KPI_BY_ID
 
-__all__ = ["chart_points", "render_chart"]
+__all__ = ["chart_points", "render_chart", "render_week_chart"]
 
 
 def chart_points(alert: dict) -> list[dict]:
@@ -66,7 +68,38 @@ def render_chart(points: list[dict], kpi: str, title: str = "") -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.autofmt_xdate()
+    return _png(fig)
+
+
+def _png(fig: Figure) -> bytes:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+def render_week_chart(week: dict, kpis: tuple[str, ...], title: str = "") -> bytes:
+    """PNG bytes: one small panel per KPI of its daily values over ``week["days"]`` (ISO
+    dates), with the KPI's target as a dashed line where it has one; missing days are gaps."""
+    days = [str(d)[5:] for d in week["days"]]
+    cols = 3
+    rows = -(-len(kpis) // cols)
+    fig = Figure(figsize=(10, 2.6 * rows), dpi=100)
+    FigureCanvasAgg(fig)
+    for i, kpi in enumerate(kpis):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        scale = 100.0 if kpi in KPIS and KPIS[kpi].kind == "percent" else 1.0
+        values = [float("nan") if v is None else float(v) * scale for v in week.get(kpi, [])]
+        ax.plot(days[:len(values)], values, color="#222222", marker="o", markersize=3,
+                linewidth=1.5)
+        target = KPI_BY_ID[kpi].target if kpi in KPI_BY_ID else None
+        if target is not None:
+            ax.axhline(target * scale, color="#d62728", linestyle="--", linewidth=1,
+                       label="target")
+            ax.legend(fontsize=7, loc="best")
+        ax.set_title(kpi_label(kpi) + (" (%)" if scale != 1.0 else ""), fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _png(fig)

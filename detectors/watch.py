@@ -89,8 +89,8 @@ class KpiSeriesWatch:
         """
         if msg["kpi"] != self.kpi:
             raise ValueError(f"message of KPI {msg['kpi']!r} given to the watch of {self.kpi!r}")
-        if msg.get("complete") is False:
-            return []   # the stream has not covered the KPI's horizon yet: nothing to learn
+        if msg.get("complete") is False or msg.get("cohort") is not None:
+            return []   # not covered the KPI's horizon yet / one value per cohort: not a series
         ts = float(msg["window_start_ts"])
         seen: dict[Series, tuple[dict[str, Any], Verdict]] = {}
         for s in msg["series"]:

@@ -1,15 +1,21 @@
-"""KPIs of docs/kpis.md: the catalogue and formulas (:mod:`kpis.formulas`) and the windowed
-engine that computes them from events (:mod:`kpis.engine`). Pure Python: no Kafka, no Faust."""
+"""KPIs of docs/kpis.md: the catalogue and formulas (:mod:`kpis.formulas`), the windowed
+engine that computes them from events (:mod:`kpis.engine`) and the per-user trackers of the
+signup funnel (:mod:`kpis.funnel`) and weekly cohorts (:mod:`kpis.cohorts`). Pure Python: no
+Kafka, no Faust."""
 
+from kpis.cohorts import CohortTracker, cohort_of
 from kpis.engine import KpiEngine, KpiSnapshot, snapshots_by_window
 from kpis.formulas import (
     ALL,
     CHANNELS,
+    COHORT_KPIS,
+    FUNNEL_INPUTS,
     KPI_BY_ID,
     KPIS,
     SEGMENTS,
     KpiDef,
     KpiInputs,
+    cohort_value,
     evaluate,
     growth,
     ltv,
@@ -19,17 +25,24 @@ from kpis.formulas import (
     ratio,
     subscription_days,
 )
+from kpis.funnel import FunnelTracker
 
 __all__ = [
     "ALL",
     "CHANNELS",
+    "COHORT_KPIS",
+    "FUNNEL_INPUTS",
     "KPIS",
     "KPI_BY_ID",
     "SEGMENTS",
+    "CohortTracker",
+    "FunnelTracker",
     "KpiDef",
     "KpiEngine",
     "KpiInputs",
     "KpiSnapshot",
+    "cohort_of",
+    "cohort_value",
     "evaluate",
     "growth",
     "ltv",

@@ -13,13 +13,9 @@ the engine pickles (the worker checkpoints it) and a replay gives the same snaps
 'duplicate'
 >>> eng.advance(3600.0)          # window [0, 3600) waits for late events until 4200
 []
->>> [s for s in eng.advance(4200.0) if s.kpi == "signups" and s.value]
-[KpiSnapshot(kpi='signups', segment='all', channel='all', window_start=0.0, window_end=3600.0,
-             value=1.0, n=1.0, complete=True),
- KpiSnapshot(kpi='signups', segment='new_grad', channel='all', window_start=0.0,
-             window_end=3600.0, value=1.0, n=1.0, complete=True),
- KpiSnapshot(kpi='signups', segment='all', channel='organic', window_start=0.0,
-             window_end=3600.0, value=1.0, n=1.0, complete=True)]
+>>> [(s.segment, s.channel, s.value, s.complete)
+...  for s in eng.advance(4200.0) if s.kpi == "signups" and s.value]
+[('all', 'all', 1.0, True), ('new_grad', 'all', 1.0, True), ('all', 'organic', 1.0, True)]
 >>> eng.add({"event_id": "e2", "kind": "scan", "ts": 3599.0, "user_id": "u1",
 ...          "segment": "new_grad", "channel": "organic", "match_score": 0.5})
 'late'
@@ -34,20 +30,25 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from kpis.cohorts import CohortTracker
 from kpis.formulas import (
     ALL,
     CHANNELS,
     DAY_S,
+    FUNNEL_INPUTS,
     KPIS,
     SEGMENTS,
     TRAILING_ACTIVE_S,
     TRAILING_DAILY_S,
     KpiInputs,
+    cohort_value,
     evaluate,
     subscription_days,
 )
+from kpis.funnel import FunnelTracker
 
-__all__ = ["KpiEngine", "KpiSnapshot", "snapshots_by_window"]
+__all__ = ["KpiEngine", "KpiMerger", "KpiSnapshot", "PartitionWindows", "WindowInputs",
+           "snapshots_by_window"]
 
 Key = tuple[str | None, str | None]
 """(segment, channel) as found on an event; spend has no segment (None)."""
@@ -82,6 +83,9 @@ _I_MRR, _I_SUBS, _I_MRR_START, _I_SUBS_START = (
     _I["mrr"], _I["subs"], _I["mrr_start"], _I["subs_start"])
 _I_MAU, _I_DAU, _I_REFERRERS = _I["mau"], _I["dau"], _I["referrers_30d"]
 _I_REVENUE, _I_SPEND, _I_MATCH_SUM = _I["revenue"], _I["spend_30d"], _I["match_sum"]
+_I_FUNNEL = tuple(_I[name] for name in FUNNEL_INPUTS)
+Cohort = tuple[str, str, Key, int, int]
+"""(kpi, cohort week start ISO date, key, numerator, denominator) from kpis/cohorts.py."""
 
 
 class KpiSnapshot(NamedTuple):
@@ -95,15 +99,19 @@ class KpiSnapshot(NamedTuple):
     value: float
     n: float
     complete: bool = True   # False while the stream is shorter than the KPI's warm-up
+    cohort: str | None = None   # cohort KPIs: the signup week (ISO date of its Monday)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict; window bounds as ISO-8601 UTC strings plus ``*_ts`` epoch floats."""
-        return {
+        doc = {
             "kpi": self.kpi, "segment": self.segment, "channel": self.channel,
             "window_start": _iso(self.window_start), "window_end": _iso(self.window_end),
             "window_start_ts": self.window_start, "window_end_ts": self.window_end,
             "value": self.value, "n": self.n, "complete": self.complete,
         }
+        if self.cohort is not None:
+            doc["cohort"] = self.cohort
+        return doc
 
 
 def snapshots_by_window(
@@ -120,6 +128,10 @@ def _iso(ts: float) -> str:
     if dt.microsecond:
         return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _week_start_ts(cohort: str) -> float:
+    return datetime.fromisoformat(cohort).replace(tzinfo=UTC).timestamp()
 
 
 def _cents(amount: float) -> int:
@@ -149,19 +161,30 @@ class _Window:
         self.referrals: list[tuple[str, Key]] = []   # (referrer, key of the referred signup)
 
 
-class KpiEngine:
-    """Tumbling event-time windows of ``window_s`` seconds that close ``lateness_s`` late.
+class WindowInputs(NamedTuple):
+    """One closed window of one partition: what :class:`KpiMerger` sums across partitions.
 
-    Parameters
-    ----------
-    window_s
-        Window length in event-time seconds (``PULSE_WINDOW_SECONDS``).
-    lateness_s
-        A window ``[start, end)`` closes once the watermark reaches ``end + lateness_s``; events
-        for a closed window are reported ``"late"``.
+    ``rows`` maps an event key (segment, channel) to the :class:`~kpis.formulas.KpiInputs`
+    fields as integers in exact units (cents, 1/1200 USD, millionths of a match score);
+    ``referrals`` are the window's (referrer, key of the referred signup); ``cohorts`` the cohort
+    KPI counts whose horizon passed in it.
+    """
 
-    Trailing horizons (24 h, 30 d) are counted in whole windows ending at ``window_end``
-    (``round(horizon / window_s)``, at least one), exact when ``window_s`` divides them.
+    window: int
+    rows: dict[Key, list[int]]
+    referrals: list[tuple[str, Key]]
+    cohorts: list[Cohort]
+
+
+class PartitionWindows:
+    """The counting half of :class:`KpiEngine`: the events of one input partition.
+
+    Tumbling event-time windows of ``window_s`` seconds that close ``lateness_s`` late. A closed
+    window comes out as :class:`WindowInputs` (integer sums per event key), not KPIs: every
+    quantity is additive over disjoint sets of users, so the windows of several partitions (each
+    user's events are in one partition) are summed by :class:`KpiMerger` before the formulas.
+    Distinct referrers are the exception (one referrer's referrals may be in several
+    partitions), so referrals are handed on and counted by the merger.
     """
 
     def __init__(self, window_s: float = 3600, lateness_s: float = 600):
@@ -178,8 +201,6 @@ class KpiEngine:
         self._watermark = -math.inf
         self._open: dict[int, _Window] = {}
         self._next_close: int | None = None    # index of the first window not yet closed
-        self._first_window: int | None = None  # the first window closed: where the stream began
-        self._series_of: dict[Key, tuple[tuple[str, str], ...]] = {}
         # subscriptions: user -> [mrr units, expiry ts, key, serial]; one live heap entry each
         self._subs: dict[str, list[Any]] = {}
         self._expiries: list[tuple[float, int, str]] = []   # heap of (expiry, serial, user)
@@ -195,15 +216,20 @@ class KpiEngine:
         # trailing 30 d counters (cancels, conversions, spend cents, referred signups)
         self._trail: deque[tuple[int, dict[Key, tuple[int, ...]]]] = deque()
         self._trail_sum: dict[Key, list[int]] = {}
-        # distinct referrers per series: (series, referrer) -> window index of last referral
-        self._ref_last: dict[tuple[tuple[str, str], str], int] = {}
-        self._ref_buckets: dict[int, set[tuple[tuple[str, str], str]]] = {}
-        self._referrers: dict[tuple[str, str], int] = {}
+        # signup funnel and weekly cohorts (windows that divide a day only)
+        whole = DAY_S % window_s == 0
+        self._funnel = FunnelTracker(window_s) if whole else None
+        self._cohorts = CohortTracker(window_s) if whole else None
 
     @property
     def watermark(self) -> float:
         """Largest event time seen by ``add`` or given to ``advance`` (-inf before any)."""
         return self._watermark
+
+    @property
+    def closed_before(self) -> int | None:
+        """Index of the first window not closed yet (None before the first close)."""
+        return self._next_close
 
     def add(self, ev: dict[str, Any]) -> str | None:
         """Count one validated event; None, or ``"duplicate"``/``"late"`` (then nothing changed)."""
@@ -224,7 +250,7 @@ class KpiEngine:
         key = (ev.get("segment"), ev.get("channel"))
         c = win.counts.get(key)
         if c is None:
-            c = win.counts[key] = [0, 0, 0.0, 0, 0, 0, 0, 0, 0, 0]
+            c = win.counts[key] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0]
         if kind == "scan":
             c[_SCANS] += 1
             c[_MATCH_SUM] += round(ev["match_score"] * _MATCH_UNITS)
@@ -258,37 +284,45 @@ class KpiEngine:
         self.count_by_kind[kind] = self.count_by_kind.get(kind, 0) + 1
         if ts > self._watermark:
             self._watermark = ts
+        if self._funnel is not None and kind != "spend":
+            self._funnel.observe(ev)
+            self._cohorts.observe(ev)   # type: ignore[union-attr]
         return None
 
-    def advance(self, watermark: float) -> list[KpiSnapshot]:
-        """Close, in order, every window ending at or before ``watermark - lateness_s``."""
+    def advance(self, watermark: float, close_empty: bool = False) -> list[WindowInputs]:
+        """Close, in order, every window ending at or before ``watermark - lateness_s``.
+
+        Before anything was counted nothing closes, unless ``close_empty``: then
+        ``closed_before`` moves on all the same, as it must for a partition that is quiet while
+        others are not (it must not hold the merge back, and its events for those windows are
+        late, as they would be in one engine reading every partition).
+        """
         if watermark > self._watermark:
             self._watermark = watermark
+        limit_t = watermark - self.lateness_s
         first = self._next_close
         if first is None:
             if not self._open:
+                if close_empty and math.isfinite(limit_t):
+                    self._next_close = int(limit_t // self._width)
                 return []
             first = min(self._open)
-        limit_t = watermark - self.lateness_s
         if math.isfinite(limit_t):
             limit = int(limit_t // self._width)
         elif limit_t > 0:   # +inf: close everything that is open, nothing beyond
             limit = max(self._open, default=first - 1) + 1
         else:
             return []
-        out: list[KpiSnapshot] = []
-        if self._first_window is None and limit > first:
-            self._first_window = first
+        out: list[WindowInputs] = []
         for w in range(first, limit):
             self._next_close = w + 1
-            out.extend(self._close(w))
+            out.append(self._close(w))
         return out
 
     # -- closing a window ---------------------------------------------------------------------
 
-    def _close(self, w: int) -> list[KpiSnapshot]:
+    def _close(self, w: int) -> WindowInputs:
         win = self._open.pop(w, None) or _Window()
-        start = w * self._width
         end = (w + 1) * self._width
         self._expire_trailing(w)
         for ts, _eid, kind, user, plan, units, key in sorted(win.level):
@@ -299,22 +333,19 @@ class KpiEngine:
                 self._cancel(user)
         self._expire_subs(end)
         self._record_activity(w, win.active)
-        self._record_referrals(w, win.referrals)
         self._record_trailing(w, win.counts)
-        inputs = self._series_inputs(win.counts)
+        rows = self._key_inputs(win.counts)
+        cohorts: list[Cohort] = []
+        if self._funnel is not None and self._cohorts is not None:
+            for key, counts in self._funnel.close(end).items():
+                r = rows.get(key)
+                if r is None:
+                    r = rows[key] = [0] * _N_INPUTS
+                for i, v in zip(_I_FUNNEL, counts, strict=True):
+                    r[i] = v
+            cohorts = self._cohorts.close(end)
         self._prev_level = {k: (self._mrr.get(k, 0), n) for k, n in self._nsubs.items()}
-        covered = (w - (self._first_window if self._first_window is not None else w) + 1) \
-            * self._width
-        out = []
-        for series, x in inputs.items():
-            segment, channel = series
-            per_segment = segment != ALL
-            for kpi, (value, n) in evaluate(x).items():
-                if per_segment and kpi in _NOT_PER_SEGMENT:
-                    continue
-                out.append(KpiSnapshot(kpi, segment, channel, start, end, value, n,
-                                       covered >= _WARMUP[kpi]))
-        return out
+        return WindowInputs(w, rows, win.referrals, cohorts)
 
     def _expire_trailing(self, w: int) -> None:
         """Drop what leaves the 24 h and 30 d horizons when window ``w`` becomes the last one."""
@@ -332,11 +363,6 @@ class KpiEngine:
                     acc[i] -= v
                 if not any(acc):
                     del self._trail_sum[key]
-        refs = self._ref_buckets.pop(w - self._n30, None)
-        if refs:
-            for item in refs:
-                _bump(self._referrers, item[0], -1)
-                del self._ref_last[item]
 
     def _pay(self, user: str, plan: str, units: int, key: Key, ts: float) -> None:
         expiry = ts + subscription_days(plan) * DAY_S
@@ -391,18 +417,6 @@ class KpiEngine:
             _bump(self._mau, key, 1)
             _bump(self._dau, key, 1)
 
-    def _record_referrals(self, w: int, referrals: list[tuple[str, Key]]) -> None:
-        for referrer, key in referrals:
-            for series in self._series(key):
-                item = (series, referrer)
-                prev = self._ref_last.get(item)
-                if prev is None:
-                    _bump(self._referrers, series, 1)
-                elif prev != w:
-                    self._ref_buckets[prev].discard(item)
-                self._ref_last[item] = w
-                self._ref_buckets.setdefault(w, set()).add(item)
-
     def _record_trailing(self, w: int, counts: dict[Key, list[Any]]) -> None:
         kept: dict[Key, tuple[int, ...]] = {}
         for key, c in counts.items():
@@ -415,23 +429,11 @@ class KpiEngine:
         if kept:
             self._trail.append((w, kept))
 
-    def _series(self, key: Key) -> tuple[tuple[str, str], ...]:
-        s = self._series_of.get(key)
-        if s is None:
-            segment, channel = key
-            found = [(ALL, ALL)]
-            if segment is not None:
-                found.append((segment, ALL))
-            if channel is not None:
-                found.append((ALL, channel))
-            s = self._series_of[key] = tuple(found)
-        return s
+    def _key_inputs(self, counts: dict[Key, list[Any]]) -> dict[Key, list[int]]:
+        """Every per-key quantity of the window being closed, in KpiInputs order."""
+        rows: dict[Key, list[int]] = {}
 
-    def _series_inputs(self, counts: dict[Key, list[Any]]) -> dict[tuple[str, str], KpiInputs]:
-        """Sum every per-key quantity into the series it belongs to; fixed series always."""
-        rows: dict[Key, list[Any]] = {}
-
-        def row(key: Key) -> list[Any]:
+        def row(key: Key) -> list[int]:
             r = rows.get(key)
             if r is None:
                 r = rows[key] = [0] * _N_INPUTS
@@ -452,11 +454,141 @@ class KpiEngine:
             r = row(key)
             for i, v in zip(_TRAILING_INPUTS, vals, strict=True):
                 r[i] = v
+        return rows
+
+
+class KpiMerger:
+    """Sums the closed windows of ``partitions`` partitions and turns them into KPIs.
+
+    A window is complete once every partition has closed it (``add``'s ``closed_before``);
+    then its inputs are summed per series, distinct referrers counted, and the formulas of
+    kpis/formulas.py applied. A window given twice for one partition (a partition that moved
+    to another worker re-closes what it closed after its last checkpoint) counts once.
+    """
+
+    def __init__(self, window_s: float = 3600, partitions: int = 1):
+        if partitions < 1:
+            raise ValueError(f"partitions must be >= 1, got {partitions!r}")
+        self.partitions = partitions
+        self._width = float(window_s)
+        self._n30 = max(1, round(TRAILING_ACTIVE_S / window_s))
+        self._progress: dict[int, int] = {}                 # partition -> closed_before
+        self._pending: dict[int, dict[int, WindowInputs]] = {}   # window -> partition -> inputs
+        self._next: int | None = None     # the next window to emit
+        self._first_window: int | None = None  # the first window emitted: where the stream began
+        self._series_of: dict[Key, tuple[tuple[str, str], ...]] = {}
+        # distinct referrers per series: (series, referrer) -> window index of last referral
+        self._ref_last: dict[tuple[tuple[str, str], str], int] = {}
+        self._ref_buckets: dict[int, set[tuple[tuple[str, str], str]]] = {}
+        self._referrers: dict[tuple[str, str], int] = {}
+
+    @property
+    def next_window(self) -> int | None:
+        return self._next
+
+    def add(self, partition: int, closed_before: int | None,
+            windows: list[WindowInputs]) -> list[KpiSnapshot]:
+        """Take one partition's closed windows; the snapshots of windows now complete."""
+        if not 0 <= partition < self.partitions:
+            raise ValueError(f"partition {partition} of a merger of {self.partitions}")
+        for win in windows:
+            if (self._next is not None and win.window < self._next) or not (
+                    win.rows or win.referrals or win.cohorts):
+                continue   # emitted already, or nothing to add (nor to start the stream with)
+            self._pending.setdefault(win.window, {}).setdefault(partition, win)
+        if closed_before is not None and closed_before > self._progress.get(partition, -2**62):
+            self._progress[partition] = closed_before
+        if len(self._progress) < self.partitions:
+            return []
+        ready = min(self._progress.values())
+        if self._next is None:
+            if not self._pending:
+                return []
+            self._next = min(self._pending)
+            self._first_window = self._next
+        out: list[KpiSnapshot] = []
+        while self._next < ready:
+            out.extend(self._emit(self._next, self._pending.pop(self._next, {})))
+            self._next += 1
+        return out
+
+    def _emit(self, w: int, parts: dict[int, WindowInputs]) -> list[KpiSnapshot]:
+        self._expire_referrers(w)
+        rows: dict[Key, list[int]] = {}
+        cohorts: dict[tuple[str, str, tuple[str, str]], list[int]] = {}
+        for p in sorted(parts):
+            win = parts[p]
+            for key, r in win.rows.items():
+                total = rows.get(key)
+                rows[key] = r[:] if total is None else list(map(operator.add, total, r))
+            self._record_referrals(w, win.referrals)
+            for kpi, cohort, key, num, den in win.cohorts:
+                for series in self._series(key):
+                    acc = cohorts.setdefault((kpi, cohort, series), [0, 0])
+                    acc[0] += num
+                    acc[1] += den
+        inputs = self._series_inputs(rows)
+        start, end = w * self._width, (w + 1) * self._width
+        covered = (w - (self._first_window if self._first_window is not None else w) + 1) \
+            * self._width
+        out = []
+        for series, x in inputs.items():
+            segment, channel = series
+            per_segment = segment != ALL
+            for kpi, (value, n) in evaluate(x).items():
+                if per_segment and kpi in _NOT_PER_SEGMENT:
+                    continue
+                out.append(KpiSnapshot(kpi, segment, channel, start, end, value, n,
+                                       covered >= _WARMUP[kpi]))
+        first_ts = (self._first_window or 0) * self._width
+        for (kpi, cohort, (segment, channel)), (num, den) in sorted(
+                cohorts.items(), key=lambda item: (item[0][0], item[0][1], str(item[0][2]))):
+            share = cohort_value(num, den)
+            if share is None:
+                continue
+            whole = _week_start_ts(cohort) >= first_ts   # the stream saw the whole signup week
+            out.append(KpiSnapshot(kpi, segment, channel, start, end, share, float(den), whole,
+                                   cohort))
+        return out
+
+    def _expire_referrers(self, w: int) -> None:
+        refs = self._ref_buckets.pop(w - self._n30, None)
+        if refs:
+            for item in refs:
+                _bump(self._referrers, item[0], -1)
+                del self._ref_last[item]
+
+    def _record_referrals(self, w: int, referrals: list[tuple[str, Key]]) -> None:
+        for referrer, key in referrals:
+            for series in self._series(key):
+                item = (series, referrer)
+                prev = self._ref_last.get(item)
+                if prev is None:
+                    _bump(self._referrers, series, 1)
+                elif prev != w:
+                    self._ref_buckets[prev].discard(item)
+                self._ref_last[item] = w
+                self._ref_buckets.setdefault(w, set()).add(item)
+
+    def _series(self, key: Key) -> tuple[tuple[str, str], ...]:
+        s = self._series_of.get(key)
+        if s is None:
+            segment, channel = key
+            found = [(ALL, ALL)]
+            if segment is not None:
+                found.append((segment, ALL))
+            if channel is not None:
+                found.append((ALL, channel))
+            s = self._series_of[key] = tuple(found)
+        return s
+
+    def _series_inputs(self, rows: dict[Key, list[int]]) -> dict[tuple[str, str], KpiInputs]:
+        """Sum the per-key rows into the series they belong to; fixed series always."""
         acc: dict[tuple[str, str], list[Any]] = {s: [0] * _N_INPUTS for s in _FIXED_SERIES}
-        for key, r in rows.items():
+        for key, row in rows.items():
             for series in self._series(key):
                 total = acc.get(series)
-                acc[series] = r[:] if total is None else list(map(operator.add, total, r))
+                acc[series] = row[:] if total is None else list(map(operator.add, total, row))
         for series, n in self._referrers.items():
             acc.setdefault(series, [0] * _N_INPUTS)[_I_REFERRERS] = n
         order = list(_FIXED_SERIES) + sorted((s for s in acc if s not in _FIXED_SET), key=str)
@@ -470,3 +602,46 @@ class KpiEngine:
             r[_I_MATCH_SUM] /= _MATCH_UNITS
             out[series] = KpiInputs(*r)
         return out
+
+
+class KpiEngine:
+    """Events in, KPI snapshots of closed windows out, in one process (replays, evaluation,
+    tests): one :class:`PartitionWindows` feeding a one-partition :class:`KpiMerger`.
+
+    Parameters
+    ----------
+    window_s
+        Window length in event-time seconds (``PULSE_WINDOW_SECONDS``).
+    lateness_s
+        A window ``[start, end)`` closes once the watermark reaches ``end + lateness_s``; events
+        for a closed window are reported ``"late"``.
+
+    Trailing horizons (24 h, 30 d) are counted in whole windows ending at ``window_end``
+    (``round(horizon / window_s)``, at least one), exact when ``window_s`` divides them.
+    """
+
+    def __init__(self, window_s: float = 3600, lateness_s: float = 600):
+        self.windows = PartitionWindows(window_s, lateness_s)
+        self.merger = KpiMerger(window_s, partitions=1)
+        self.window_s = window_s
+        self.lateness_s = lateness_s
+
+    @property
+    def watermark(self) -> float:
+        """Largest event time seen by ``add`` or given to ``advance`` (-inf before any)."""
+        return self.windows.watermark
+
+    @property
+    def count_by_kind(self) -> dict[str, int]:
+        return self.windows.count_by_kind
+
+    def add(self, ev: dict[str, Any]) -> str | None:
+        """Count one validated event; None, or ``"duplicate"``/``"late"`` (then nothing changed)."""
+        return self.windows.add(ev)
+
+    def advance(self, watermark: float) -> list[KpiSnapshot]:
+        """Close, in order, every window ending at or before ``watermark - lateness_s``."""
+        closed = self.windows.advance(watermark)
+        if not closed:
+            return []
+        return self.merger.add(0, self.windows.closed_before, closed)

@@ -11,6 +11,11 @@ KPI values that are defined there. The small pure functions (:func:`ratio`, :fun
 ((0.333..., 3.0), (39.0, 1.0))
 >>> "match_rate" in values  # no scans: undefined, so absent
 False
+
+The signup funnel and the weekly cohorts are counted per user by :class:`kpis.funnel.FunnelTracker`
+and :class:`kpis.cohorts.CohortTracker`; the funnel KPIs are evaluated per window like the others
+(from the ``funnel_*`` inputs), the cohort KPIs (:data:`COHORT_KPIS`) once per cohort with
+:func:`cohort_value`.
 """
 
 from __future__ import annotations
@@ -21,7 +26,11 @@ from typing import NamedTuple
 __all__ = [
     "ALL",
     "CHANNELS",
+    "COHORT_KPIS",
     "DAY_S",
+    "FUNNEL_INPUTS",
+    "FUNNEL_PAID_S",
+    "FUNNEL_SCAN_S",
     "KPIS",
     "KPI_BY_ID",
     "LIFETIME_CAP_MONTHS",
@@ -30,6 +39,7 @@ __all__ = [
     "TRAILING_DAILY_S",
     "KpiDef",
     "KpiInputs",
+    "cohort_value",
     "evaluate",
     "growth",
     "ltv",
@@ -53,6 +63,11 @@ TRAILING_DAILY_S = DAY_S
 """Horizon of "trailing 24 h" (daily active users)."""
 LIFETIME_CAP_MONTHS = 36
 """LTV assumes a customer stays at most this many months (churn floored at 1/36)."""
+FUNNEL_SCAN_S = DAY_S
+"""A signup "scanned" when its first scan came less than this after the signup (24 h)."""
+FUNNEL_PAID_S = 14 * DAY_S
+"""A signup "paid" (converted) when its first succeeded payment came less than this after the
+signup (14 d): the funnel's last step, and who counts in ``paid_retention_m1``."""
 
 
 @dataclass(frozen=True)
@@ -130,8 +145,33 @@ KPIS: tuple[KpiDef, ...] = (
     KpiDef("viral_coefficient", "Viral coefficient", "ratio", "trailing 30 d",
            "Referred signups / distinct referrers over the trailing 30 d.", target=1.5,
            warmup_s=TRAILING_ACTIVE_S),
+    KpiDef("funnel_signup_to_scan", "Signup to first scan", "ratio 0-1", "24 h after signup",
+           "Share of the signups of the window that ended 24 h earlier whose first scan came "
+           "within 24 h of their signup.", warmup_s=FUNNEL_SCAN_S),
+    KpiDef("funnel_scan_to_paid", "Scan to paid", "ratio 0-1", "14 d after signup",
+           "Of the signups of the window that ended 14 d earlier that scanned within 24 h, the "
+           "share that also paid (first succeeded payment) within 14 d of signup.",
+           warmup_s=FUNNEL_PAID_S),
+    KpiDef("funnel_signup_to_paid", "Signup to paid", "ratio 0-1", "14 d after signup",
+           "Share of the signups of the window that ended 14 d earlier that paid (first "
+           "succeeded payment) within 14 d of signup.", warmup_s=FUNNEL_PAID_S),
 )
-KPI_BY_ID: dict[str, KpiDef] = {k.id: k for k in KPIS}
+COHORT_KPIS: tuple[KpiDef, ...] = (
+    KpiDef("retention_d7", "Day-7 retention", "ratio 0-1", "day 7 after signup",
+           "Share of a weekly signup cohort active (scan or activity) on day 7 after signup, "
+           "in [signup + 7 d, signup + 8 d)."),
+    KpiDef("retention_d30", "Day-30 retention", "ratio 0-1", "day 30 after signup",
+           "Share of a weekly signup cohort active (scan or activity) on day 30 after signup, "
+           "in [signup + 30 d, signup + 31 d)."),
+    KpiDef("paid_retention_m1", "Paid retention, month 1", "ratio 0-1",
+           "35 d after the first payment",
+           "Of a weekly cohort's users who paid within 14 d of signup, the share whose "
+           "subscription is still active 35 d (a monthly renewal and its retries) after the "
+           "first payment: no cancel before then, and renewed unless the plan is annual."),
+)
+"""KPIs of weekly signup cohorts (:class:`kpis.cohorts.CohortTracker`): one value per cohort
+once its horizon has passed, not one per window, so :func:`evaluate` leaves them out."""
+KPI_BY_ID: dict[str, KpiDef] = {k.id: k for k in KPIS + COHORT_KPIS}
 
 
 def ratio(num: float, den: float) -> float | None:
@@ -215,12 +255,25 @@ def ltv_cac(ltv_value: float | None, cac_value: float | None) -> float | None:
     return ltv_value / cac_value
 
 
+def cohort_value(numerator: int, denominator: int) -> float | None:
+    """Value of a cohort KPI from the summed counts of :class:`kpis.cohorts.CohortTracker`.
+
+    >>> cohort_value(3, 12)
+    0.25
+    >>> cohort_value(0, 0) is None     # no member (no converted user, for paid retention)
+    True
+    """
+    return ratio(numerator, denominator)
+
+
 class KpiInputs(NamedTuple):
     """Aggregates of one series (segment, channel) for one closed window.
 
     Window counts cover ``[window_start, window_end)``; ``mrr``/``subs`` are levels at
     ``window_end``, ``mrr_start``/``subs_start`` at ``window_start``; ``*_30d`` cover the
-    trailing 30 d.
+    trailing 30 d. ``funnel_*_24h`` count the signups of the window that ended 24 h before
+    ``window_end``, ``funnel_*_14d`` those of the window that ended 14 d before (see
+    :data:`FUNNEL_INPUTS`).
     """
 
     signups: int = 0
@@ -241,6 +294,21 @@ class KpiInputs(NamedTuple):
     conversions_30d: int = 0
     referred_30d: int = 0
     referrers_30d: int = 0
+    funnel_signups_24h: int = 0
+    funnel_scanned_24h: int = 0
+    funnel_signups_14d: int = 0
+    funnel_scanned_14d: int = 0
+    funnel_paid_scanned_14d: int = 0
+    funnel_paid_14d: int = 0
+
+
+FUNNEL_INPUTS: tuple[str, ...] = (
+    "funnel_signups_24h", "funnel_scanned_24h", "funnel_signups_14d", "funnel_scanned_14d",
+    "funnel_paid_scanned_14d", "funnel_paid_14d")
+"""The :class:`KpiInputs` fields counted by :class:`kpis.funnel.FunnelTracker`, in the order of
+its rows: signups (reported 24 h late), those of them that scanned within 24 h; signups
+(reported 14 d late), those that scanned within 24 h, those that scanned and paid within 14 d,
+those that paid within 14 d."""
 
 
 def evaluate(x: KpiInputs) -> dict[str, tuple[float, float]]:
@@ -256,6 +324,9 @@ def evaluate(x: KpiInputs) -> dict[str, tuple[float, float]]:
     ((17.0, 4.0), (0.333..., 3.0), (25.0, 4.0), (102.0..., 2.0), (4.08..., 4.0))
     >>> v["daily_active_ratio"], "viral_coefficient" in v
     ((0.25, 4.0), False)
+    >>> v = evaluate(KpiInputs(funnel_signups_24h=4, funnel_scanned_24h=3))
+    >>> v["funnel_signup_to_scan"], "funnel_signup_to_paid" in v
+    ((0.75, 4.0), False)
     """
     # the subscriptions of the last 30 d: those still active at window end and those cancelled
     subs_30d = x.subs + x.cancels_30d
@@ -281,5 +352,11 @@ def evaluate(x: KpiInputs) -> dict[str, tuple[float, float]]:
         "ltv_cac": (ltv_cac(life, cac), x.conversions_30d),
         "daily_active_ratio": (ratio(x.dau, x.mau), x.mau),
         "viral_coefficient": (ratio(x.referred_30d, x.referrers_30d), x.referrers_30d),
+        "funnel_signup_to_scan": (ratio(x.funnel_scanned_24h, x.funnel_signups_24h),
+                                  x.funnel_signups_24h),
+        "funnel_scan_to_paid": (ratio(x.funnel_paid_scanned_14d, x.funnel_scanned_14d),
+                                x.funnel_scanned_14d),
+        "funnel_signup_to_paid": (ratio(x.funnel_paid_14d, x.funnel_signups_14d),
+                                  x.funnel_signups_14d),
     }
     return {k: (float(v), float(n)) for k, (v, n) in values.items() if v is not None}

@@ -24,9 +24,9 @@ def group_snapshots(snaps: Iterable[KpiSnapshot]) -> list[dict[str, Any]]:
     >>> msg["window_end"], msg["complete"], msg["series"]
     ('1970-01-01T01:00:00Z', True, [{'segment': 'all', 'channel': 'all', 'value': 4.0, 'n': 4.0}])
     """
-    grouped: dict[tuple[float, str], dict[str, Any]] = {}
+    grouped: dict[tuple[float, str, str | None], dict[str, Any]] = {}
     for s in snaps:
-        key = (s.window_start, s.kpi)
+        key = (s.window_start, s.kpi, s.cohort)
         doc = grouped.get(key)
         if doc is None:
             j = s.to_json()
@@ -37,6 +37,8 @@ def group_snapshots(snaps: Iterable[KpiSnapshot]) -> list[dict[str, Any]]:
                 "window_start_ts": s.window_start, "window_end_ts": s.window_end,
                 "complete": s.complete, "series": [],
             }
+            if s.cohort is not None:
+                doc["cohort"] = s.cohort
         doc["series"].append({"segment": s.segment, "channel": s.channel,
                               "value": s.value, "n": s.n})
     return list(grouped.values())

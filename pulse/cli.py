@@ -116,6 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--broker", default="", help="read the live kpis topic of this broker")
     ask.add_argument("--kpis", metavar="FILE", help="answer from a kpis.jsonl (e.g. a demo's)")
+    dig = sub.add_parser("digest", help="print the daily digest of a day from the KPI state")
+    dig.add_argument("--day", metavar="DATE", help="UTC day, YYYY-MM-DD (default: the last "
+                     "day that has ended)")
+    dig.add_argument("--kpis", metavar="FILE", help="a kpis.jsonl (e.g. a demo's --out DIR)")
+    dig.add_argument("--alerts", metavar="FILE", help="alerts.jsonl (default: beside --kpis, "
+                     "or the alerts topic)")
+    dig.add_argument("--broker", default="", help="read the kpis and alerts topics of this "
+                     "broker (default: PULSE_KAFKA_BOOTSTRAP)")
+    dig.add_argument("--json", action="store_true", help="the digest document as JSON")
+    dig.add_argument("--chart", metavar="FILE.png", help="also draw the seven-day chart")
     return p
 
 
@@ -237,6 +247,12 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _digest(args: argparse.Namespace, settings: Settings) -> int:
+    from pulse.digest import run_digest
+    return run_digest(args.day, args.kpis, args.alerts, args.broker, args.json, args.chart,
+                      settings)
+
+
 def _record(args: argparse.Namespace, settings: Settings) -> int:
     from pulse.record import run_record
     return run_record(args.start, args.end, args.out, args.broker, settings)
@@ -264,7 +280,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 _COMMANDS = {"demo": _demo, "worker": _worker, "broker": _broker, "simulate": _simulate,
              "detect": _detect, "evaluate": _evaluate, "silence": _silence, "ask": _ask,
-             "record": _record, "replay": _replay}
+             "record": _record, "replay": _replay, "digest": _digest}
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ from pulse.kpi_view import KpiView
 from pulse.progress import ProgressBar
 from pulse.worker_process import WorkerProcess
 from simulator import Simulation
-from simulator.publisher import EventPublisher, ensure_topics, run_clock
+from simulator.publisher import EventPublisher, run_clock
 from stream.broker import EmbeddedBroker
 from stream.settings import Settings
+from stream.topics import ensure_topics, pipeline_topics
 
 __all__ = ["DemoOptions", "run_demo"]
 
@@ -64,9 +65,7 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
         out.mkdir(parents=True, exist_ok=True)
     t_launch = time.monotonic()
     deadline = None if opts.duration is None else t_launch + opts.duration
-    topics = {settings.topic("events"): settings.events_partitions,
-              **{settings.topic(t): 1 for t in ("kpis", "dead-letters", "anomalies", "alerts")}}
-    await ensure_topics(bootstrap, topics)
+    await ensure_topics(bootstrap, pipeline_topics(settings))
     now = time.time()
     history_start = opts.start_ts if opts.start_ts is not None else (
         (now - opts.history_days * DAY) // HOUR * HOUR)
@@ -78,7 +77,8 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
                                 "PULSE_WINDOW_SECONDS": str(settings.window_seconds),
                                 "PULSE_LATENESS_SECONDS": str(settings.lateness_seconds),
                                 "PULSE_NOTIFY_AFTER": str(int(live_start)),
-                                **({"PULSE_ALERTS_FILE": str(out / "alerts.jsonl")}
+                                **({"PULSE_ALERTS_FILE": str(out / "alerts.jsonl"),
+                                    "PULSE_DIGEST_FILE": str(out / "digest.jsonl")}
                                    if out else {})})
     worker.start()
     _say(f"pulse demo: broker {bootstrap}, metrics http://127.0.0.1:{worker.metrics_port}/metrics")
@@ -154,7 +154,7 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
          else f"pulse demo: {publisher.sent:,} events; no KPI window closed.")
     if out:
         _say(f"pulse demo: wrote {out}/events.jsonl, incidents.jsonl, kpis.jsonl, "
-             "anomalies.jsonl, alerts.jsonl")
+             "anomalies.jsonl, alerts.jsonl, digest.jsonl")
     return 0 if view.windows_seen else 1
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-__all__ = ["latest_from_file", "latest_from_topic", "latest"]
+__all__ = ["docs_from_topic", "latest", "latest_from_file", "latest_from_topic",
+           "rows_from_file", "series_rows"]
 
 
 def latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -22,24 +23,38 @@ def latest(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(best.values())
 
 
-def latest_from_file(path: str | Path) -> list[dict[str, Any]]:
+def rows_from_file(path: str | Path) -> list[dict[str, Any]]:
+    """Every line of a JSON Lines file (``kpis.jsonl``, ``alerts.jsonl``)."""
     rows = []
     with open(path, "rb") as f:
         for line in f:
             if line.strip():
                 rows.append(orjson.loads(line))
-    return latest(rows)
+    return rows
 
 
-async def latest_from_topic(bootstrap: str, topic: str, idle_s: float = 1.5,
-                            timeout_s: float = 30.0) -> list[dict[str, Any]]:
-    """Read ``topic`` from the start until it has been quiet for ``idle_s``; keep the newest
-    value per series. (Not ``end_offsets``: the embedded broker answers it with a batch count.)
+def latest_from_file(path: str | Path) -> list[dict[str, Any]]:
+    return latest(rows_from_file(path))
+
+
+def series_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``kpis.jsonl`` rows of one ``kpis`` topic message (none for a window marker)."""
+    return [{"kpi": doc["kpi"], "segment": s["segment"], "channel": s["channel"],
+             "window_start": doc["window_start"], "window_end": doc["window_end"],
+             "value": s["value"], "n": s.get("n"), "complete": doc.get("complete", True),
+             **({"cohort": doc["cohort"]} if "cohort" in doc else {})}
+            for s in doc.get("series", ())]
+
+
+async def docs_from_topic(bootstrap: str, topic: str, idle_s: float = 1.5,
+                          timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """Every message of ``topic`` from the start, read until it has been quiet for ``idle_s``.
+    (Not ``end_offsets``: the embedded broker answers it with a batch count.)
     """
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", group_id=None)
     await consumer.start()
-    rows: list[dict[str, Any]] = []
+    docs: list[dict[str, Any]] = []
     try:
         deadline = time.monotonic() + timeout_s
         last_new = time.monotonic()
@@ -47,12 +62,14 @@ async def latest_from_topic(bootstrap: str, topic: str, idle_s: float = 1.5,
             batch = await consumer.getmany(timeout_ms=300)
             for records in batch.values():
                 last_new = time.monotonic()
-                for rec in records:
-                    doc = orjson.loads(rec.value)
-                    for s in doc.get("series", ()):
-                        rows.append({"kpi": doc["kpi"], "segment": s["segment"],
-                                     "channel": s["channel"], "window_start": doc["window_start"],
-                                     "window_end": doc["window_end"], "value": s["value"]})
+                docs.extend(orjson.loads(rec.value) for rec in records)
     finally:
         await consumer.stop()
-    return latest(rows)
+    return docs
+
+
+async def latest_from_topic(bootstrap: str, topic: str, idle_s: float = 1.5,
+                            timeout_s: float = 30.0) -> list[dict[str, Any]]:
+    """The newest value per series of the ``kpis`` topic (see :func:`docs_from_topic`)."""
+    docs = await docs_from_topic(bootstrap, topic, idle_s, timeout_s)
+    return latest([row for doc in docs for row in series_rows(doc)])

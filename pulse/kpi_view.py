@@ -115,13 +115,16 @@ class KpiView:
             self.windows_seen += 1
         self.latest_end = max(self.latest_end, end)
         lines = []
+        cohort = doc.get("cohort")
         for s in doc["series"]:
-            if s["segment"] == "all" and s["channel"] == "all":
+            if s["segment"] == "all" and s["channel"] == "all" and cohort is None:
                 self._current[doc["kpi"]] = s["value"]
-            lines.append(orjson.dumps({
-                "kpi": doc["kpi"], "segment": s["segment"], "channel": s["channel"],
-                "window_start": doc["window_start"], "window_end": doc["window_end"],
-                "value": s["value"], "n": s["n"], "complete": doc.get("complete", True)}))
+            row = {"kpi": doc["kpi"], "segment": s["segment"], "channel": s["channel"],
+                   "window_start": doc["window_start"], "window_end": doc["window_end"],
+                   "value": s["value"], "n": s["n"], "complete": doc.get("complete", True)}
+            if cohort is not None:
+                row["cohort"] = cohort
+            lines.append(orjson.dumps(row))
         self.lines_written += len(lines)
         if out:
             out.write(b"\n".join(lines) + b"\n")

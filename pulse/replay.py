@@ -52,10 +52,11 @@ from pulse.replay_report import (
 )
 from pulse.worker_process import WorkerProcess
 from simulator import Simulation
-from simulator.publisher import EventPublisher, ensure_topics
+from simulator.publisher import EventPublisher
 from simulator.scenarios import iso_utc
 from stream.broker import EmbeddedBroker
 from stream.settings import Settings
+from stream.topics import ensure_topics, pipeline_topics
 
 __all__ = ["ReplayError", "ReplayInputError", "ReplayOptions", "ReplayResult",
            "measure_replay", "replay_file", "run_compare", "run_replay", "write_simulated_file"]
@@ -295,8 +296,7 @@ async def _replay(opts: ReplayOptions, settings: Settings, bootstrap: str, scan:
     window_s, lateness = float(settings.window_seconds), float(settings.lateness_seconds)
     start, end = scan.first_window_start, scan.last_window_end
     windows = round((end - start) / window_s)
-    await ensure_topics(bootstrap, {rs.topic("events"): opts.partitions, **{
-        rs.topic(t): 1 for t in ("kpis", "dead-letters", "anomalies", "alerts")}})
+    await ensure_topics(bootstrap, {**pipeline_topics(rs), rs.topic("events"): opts.partitions})
     data_dir = tempfile.mkdtemp(prefix=f"pulse-replay-{rid}-")
     worker = WorkerProcess(bootstrap, env=env, data_dir=data_dir, log_path=out / "worker.log")
     publisher = EventPublisher(bootstrap, rs.topic("events"))

@@ -17,10 +17,9 @@ from typing import IO, Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
 
 from simulator.generator import Simulation
+from stream.topics import ensure_topics
 
 __all__ = ["EventPublisher", "ensure_topics", "partition_of", "run_clock"]
 
@@ -31,22 +30,6 @@ def partition_of(ev: dict[str, Any], partitions: int) -> int:
     """The partition an event belongs to: by user, or by channel for spend."""
     key = ev.get("user_id") or ev.get("channel") or ""
     return zlib.crc32(key.encode()) % partitions
-
-
-async def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
-    """Create the topics that do not exist yet, with the given partition counts."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        new = [NewTopic(name, n, 1) for name, n in topics.items() if name not in existing]
-        if new:
-            try:
-                await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
-    finally:
-        await admin.close()
 
 
 class EventPublisher:

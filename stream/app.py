@@ -18,12 +18,19 @@ from stream.settings import Settings
 __all__ = ["app", "settings", "create_app"]
 
 
+GUARANTEES = ("at_least_once", "exactly_once")
+
+
 def create_app(s: Settings) -> faust.App:
     if not s.kafka_bootstrap:
         raise RuntimeError("PULSE_KAFKA_BOOTSTRAP is empty: start the worker through `pulse "
                            "worker` (which starts an embedded broker) or set it to host:port.")
+    if s.processing_guarantee not in GUARANTEES:
+        raise RuntimeError(f"PULSE_PROCESSING_GUARANTEE is {s.processing_guarantee!r}; use one "
+                           f"of {', '.join(GUARANTEES)}.")
     return faust.App(
         s.app_id,
+        processing_guarantee=s.processing_guarantee,
         broker=f"kafka://{s.kafka_bootstrap}",
         store="memory://",
         datadir=f"{s.data_dir}/faust",
@@ -44,3 +51,22 @@ def create_app(s: Settings) -> faust.App:
 
 settings = Settings.from_env()
 app = create_app(settings) if settings.kafka_bootstrap else faust.App(settings.app_id)
+
+
+def owns(topic: str) -> bool:
+    """Whether this worker is assigned a partition of ``topic`` now. A stage on a one-partition
+    topic checks it before saving its state on shutdown: in a group whose workers share
+    ``PULSE_DATA_DIR``, only the current reader's state is the real one."""
+    try:
+        return any(tp.topic == topic for tp in app.consumer.assignment())
+    except Exception:   # the consumer is gone already
+        return False
+
+
+async def commit(*topics: str) -> None:
+    """Commit the consumed offsets of ``topics`` only, right after the agent reading them saved
+    its state. (A plain ``consumer.commit()`` would also commit what other agents have read
+    but not saved yet: after a SIGKILL their state would be behind the offsets.)"""
+    tps = {tp for tp in app.consumer.assignment() if tp.topic in topics}
+    if tps:
+        await app.consumer.commit(tps)

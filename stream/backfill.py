@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import time
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
-__all__ = ["fetch_range", "start_offsets"]
+__all__ = ["fetch_range", "partition_count", "start_offsets"]
 
 
 async def fetch_range(bootstrap: str, topic: str, partition: int, start: int,
@@ -62,3 +62,16 @@ async def start_offsets(bootstrap: str, group_id: str, topic: str,
         return out
     finally:
         await consumer.stop()
+
+
+async def partition_count(bootstrap: str, topic: str) -> int | None:
+    """How many partitions ``topic`` has (None: the broker does not know the topic)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        parts = await producer.partitions_for(topic)
+        return len(parts) if parts else None
+    except Exception:
+        return None
+    finally:
+        await producer.stop()

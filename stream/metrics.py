@@ -10,7 +10,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "KPI", "EVENTS", "DEAD_LETTERS", "DUPLICATES", "MESSAGES", "REDELIVERED", "OFFSET_GAPS",
-    "PROCESSING_LAG",
+    "PROCESSING_LAG", "CONSUMER_LAG", "COHORT_KPI",
     "WATERMARK", "WINDOWS_CLOSED", "ANOMALIES", "ALERTS", "SLACK_CALLS", "LLM_CALLS",
     "SLACK_LATENCY", "LLM_LATENCY",
 ]
@@ -31,6 +31,13 @@ MESSAGES = Counter("pulse_messages", "Kafka messages consumed from the events to
 PROCESSING_LAG = Gauge("pulse_processing_lag_seconds",
                        "Wall-clock seconds between a message's append to Kafka and its "
                        "processing by the worker.")
+COHORT_KPI = Gauge("pulse_cohort_kpi",
+                   "Cohort KPIs (retention_d7, retention_d30, paid_retention_m1) of a weekly "
+                   "signup cohort (the ISO date of its Monday), set once its horizon passed.",
+                   ["kpi", "cohort", "segment", "channel"])
+CONSUMER_LAG = Gauge("pulse_consumer_lag_messages",
+                     "Messages of an events partition not yet processed by the worker reading "
+                     "it (high watermark minus position).", ["topic", "partition"])
 WATERMARK = Gauge("pulse_event_time_watermark_seconds",
                   "Event time up to which KPI windows are closed (seconds since the epoch).")
 WINDOWS_CLOSED = Counter("pulse_windows_closed", "KPI windows closed and published.")

@@ -58,6 +58,14 @@ class Settings:
     log_level: str = _setting("info", "PULSE_LOG_LEVEL", "Worker log level.")
     alerts_file: str = _setting(
         "", "PULSE_ALERTS_FILE", "alerts.jsonl the worker appends to (empty: in the data dir).")
+    digest_file: str = _setting(
+        "", "PULSE_DIGEST_FILE",
+        "digest.jsonl the worker appends each day's digest to; its charts go beside it "
+        "(empty: in the data dir).")
+    processing_guarantee: str = _setting(
+        "at_least_once", "PULSE_PROCESSING_GUARANTEE",
+        "Faust processing guarantee: at_least_once, or exactly_once (Kafka transactions; real "
+        "Kafka only, the embedded broker has no transactions).")
     notify_after: int = _setting(
         0, "PULSE_NOTIFY_AFTER",
         "Event time (epoch s) before which alerts are recorded but not posted to Slack nor "

@@ -6,6 +6,7 @@ it needs ``PULSE_KAFKA_BOOTSTRAP`` (the CLI sets it to the embedded broker when 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 import threading
@@ -14,10 +15,12 @@ import time
 from prometheus_client import start_http_server
 
 from stream.app import app, settings
+from stream.topics import ensure_topics, pipeline_topics
 
 __all__ = ["main", "AGENT_MODULES"]
 
-AGENT_MODULES = ("stream.agents.kpis", "stream.agents.detect", "stream.agents.alerts")
+AGENT_MODULES = ("stream.agents.kpis", "stream.agents.merge", "stream.agents.detect",
+                 "stream.agents.alerts", "stream.agents.digest")
 
 
 ORPHAN_GRACE_S = 15.0
@@ -43,6 +46,14 @@ def main(argv: list[str] | None = None) -> None:
     _exit_when_orphaned()
     for name in AGENT_MODULES:
         __import__(name)
+    loop = asyncio.new_event_loop()   # not asyncio.run: Faust wants the current loop left as is
+    try:
+        loop.run_until_complete(ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings)))
+    except Exception as e:   # e.g. no right to create topics: they may exist already
+        print(f"pulse worker: could not check the topics ({e}); make sure they exist with the "
+              "partition counts of docs/events.md", file=sys.stderr)
+    finally:
+        loop.close()
     if settings.metrics_port:
         try:
             start_http_server(settings.metrics_port, addr="0.0.0.0")

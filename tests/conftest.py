@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from pulse.worker_process import WorkerProcess
-from simulator.publisher import ensure_topics
 from stream.broker import EmbeddedBroker
+from stream.topics import SINGLE_PARTITION_TOPICS, ensure_topics
 
 _names = itertools.count(1)
 
@@ -32,9 +32,9 @@ class Pipeline:
         self.partitions = partitions
         self.env = {"PULSE_TOPIC_PREFIX": self.prefix, "PULSE_APP_ID": f"pulse-test-{n}",
                     "PULSE_EVENTS_PARTITIONS": str(partitions), **env}
-        asyncio.run(ensure_topics(self.bootstrap, {self.topic("events"): partitions,
-                                                   self.topic("kpis"): 1,
-                                                   self.topic("dead-letters"): 1}))
+        asyncio.run(ensure_topics(self.bootstrap, {
+            **{self.topic(t): 1 for t in SINGLE_PARTITION_TOPICS},
+            self.topic("events"): partitions}))
         self.worker = WorkerProcess(self.bootstrap, env=self.env)
 
     def topic(self, name: str) -> str:

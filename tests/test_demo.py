@@ -40,5 +40,9 @@ def test_demo_runs_and_stops_cleanly(tmp_path: Path, broker: EmbeddedBroker) -> 
     scans = sum(k["value"] for k in kpis
                 if k["kpi"] == "scans" and k["segment"] == "all" and k["channel"] == "all")
     assert scans == sum(e["kind"] == "scan" for e in events)
+    digests = [orjson.loads(x) for x in (out / "digest.jsonl").read_bytes().splitlines()]
+    assert len(digests) >= 2   # the history's days: template summary, no chart, not posted
+    assert all(d["summary_source"] == "template" for d in digests)
+    assert len({d["day"] for d in digests}) == len(digests)
     after = _pids("tansu") | _pids("stream.worker")
     assert after <= before, "the demo left a broker or worker running"

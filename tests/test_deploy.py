@@ -25,6 +25,7 @@ import pytest
 
 from simulator import Simulation
 from simulator.publisher import EventPublisher, run_clock
+from stream.topics import SINGLE_PARTITION_TOPICS
 from tests.conftest import Pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,9 +39,9 @@ DASHBOARD = GRAFANA / "dashboards" / "pulse.json"
 
 WORKERS = ("worker-1", "worker-2")
 PULSE_SERVICES = (*WORKERS, "simulator")
-PULSE_TOPICS = ("events", "kpis", "anomalies", "alerts", "dead-letters")
+PULSE_TOPICS = ("events", *SINGLE_PARTITION_TOPICS)
 # settings the lead is adding; .env.example may mention them before stream/settings.py has them
-PENDING_SETTINGS = {"PULSE_PROCESSING_GUARANTEE"}
+PENDING_SETTINGS: set[str] = set()
 
 HOUR, DAY = 3600.0, 86400.0
 START = 1_794_000_000 // 3600 * 3600   # 2026-11-08
@@ -278,8 +279,12 @@ def test_compose_volumes_and_mounts(compose: dict[str, Any]) -> None:
                        ("grafana", "/var/lib/grafana"), *[(w, "/data") for w in WORKERS]]:
         sources = [s for s, t in _mounts(compose["services"][name]) if t == path]
         assert len(sources) == 1 and sources[0] in declared, (name, path)
-    worker_volumes = [s for w in WORKERS for s, t in _mounts(compose["services"][w])]
-    assert len(worker_volumes) == len(set(worker_volumes)), "workers must not share a data dir"
+    own = [s for w in WORKERS for s, t in _mounts(compose["services"][w]) if t == "/data"]
+    assert len(own) == len(set(own)), "workers must not share a data dir"
+    shared = {w: [s for s, t in _mounts(compose["services"][w]) if t == "/data/checkpoints"]
+              for w in WORKERS}   # ... but do share the partitions' checkpoints
+    assert all(len(s) == 1 for s in shared.values()), shared
+    assert len({s[0] for s in shared.values()}) == 1, shared
     kafka_env = _env(compose["services"]["kafka"])
     assert kafka_env["KAFKA_LOG_DIRS"] == "/var/lib/kafka/data"
 

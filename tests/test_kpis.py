@@ -442,24 +442,27 @@ def test_state_stays_bounded() -> None:
     for e in events:
         eng.add(e)
     eng.advance(eng.watermark)
-    assert len(eng._open) <= 2                       # dedupe ids only for open windows
-    assert sum(len(w.ids) for w in eng._open.values()) < 200
+    win, merge = eng.windows, eng.merger
+    assert len(win._open) <= 2                       # dedupe ids only for open windows
+    assert sum(len(w.ids) for w in win._open.values()) < 200
     eng.advance(eng.watermark + 31 * D)
-    assert not eng._last_active and not eng._mau and not eng._trail and not eng._ref_last
+    assert not win._last_active and not win._mau and not win._trail and not merge._ref_last
+    assert not merge._pending                        # nothing held back once emitted
     eng = KpiEngine(window_s=D)                      # same with fewer windows to close
+    win, merge = eng.windows, eng.merger
     for e in events:
         eng.add(e)
     eng.advance(eng.watermark + 400 * D)             # everything expires
-    assert not eng._open and not eng._subs and not eng._expiries
-    assert not eng._last_active and not eng._active_buckets and not eng._trail
-    assert not eng._ref_last and not eng._ref_buckets and not eng._mau
+    assert not win._open and not win._subs and not win._expiries
+    assert not win._last_active and not win._active_buckets and not win._trail
+    assert not merge._ref_last and not merge._ref_buckets and not win._mau
 
 
 def test_unknown_kind_is_rejected() -> None:
     eng = KpiEngine()
     with pytest.raises(ValueError, match="watermark"):
         eng.add({"event_id": "x", "kind": "watermark", "ts": 1.0})
-    assert eng.count_by_kind == {} and not eng._open
+    assert eng.count_by_kind == {} and not eng.windows._open
 
 
 def test_snapshot_to_json() -> None:
@@ -493,3 +496,49 @@ def test_trailing_kpis_are_incomplete_until_the_stream_covers_their_horizon() ->
     assert all(s.complete for s in payments)           # window KPIs: complete at once
     assert not any(s.complete for s in cac if s.window_end <= 30 * day - 3600)
     assert all(s.complete for s in cac if s.window_end >= 30 * day)
+
+
+@pytest.mark.parametrize("partitions", [2, 4])
+def test_partitions_merged_equal_one_engine(partitions: int) -> None:
+    """Users split over partitions (as the publisher splits them), each partition closing its
+    own windows, merged: the same snapshots as one engine over every event, viral coefficient
+    (distinct referrers across partitions) included."""
+    from kpis.engine import KpiMerger, PartitionWindows
+    from simulator import Simulation
+    from simulator.publisher import partition_of
+
+    start = 1_794_000_000 // 3600 * 3600
+    events = Simulation(seed=4, start_ts=start).advance(start + 35 * D)
+    assert sum(1 for e in events if e.get("referred_by")) > 50
+    one = KpiEngine()
+    parts = [PartitionWindows() for _ in range(partitions)]
+    merger = KpiMerger(partitions=partitions)
+    merged: list[KpiSnapshot] = []
+    for i, e in enumerate(events):
+        one.add(e)
+        parts[partition_of(e, partitions)].add(e)
+        if i % 5000 == 0 or i + 1 == len(events):
+            wm = e["ts"] if i + 1 < len(events) else e["ts"] + 2 * H
+            for p in reversed(range(partitions)):   # partitions report in any order
+                closed = parts[p].advance(wm, close_empty=True)
+                merged += merger.add(p, parts[p].closed_before, closed)
+    expected = one.advance(events[-1]["ts"] + 2 * H)
+    assert len(expected) > 17 * 9 * 24 * 30
+    assert merged == expected
+    assert any(s.kpi == "viral_coefficient" and s.complete for s in merged)
+
+
+def test_merger_waits_for_every_partition_and_counts_a_window_once() -> None:
+    from kpis.engine import KpiMerger, PartitionWindows
+
+    a, b = PartitionWindows(lateness_s=0), PartitionWindows(lateness_s=0)
+    merger = KpiMerger(partitions=2)
+    a.add(signup(10))
+    b.add(ev("signup", 20, user="u2"))
+    closed_a = a.advance(H)
+    assert merger.add(0, a.closed_before, closed_a) == []        # partition 1 not closed yet
+    assert merger.add(0, a.closed_before, closed_a) == []        # the same window again
+    closed_b = b.advance(H)
+    snaps = merger.add(1, b.closed_before, closed_b)
+    assert value(snaps, "signups", 0) == 2
+    assert merger.add(1, b.closed_before, b.advance(H)) == []    # nothing new to emit

@@ -56,7 +56,7 @@ async def _run(p: Pipeline) -> tuple[list[dict], list[dict], list[dict]]:
         await pub.stop()
     kpis = await read_topic(
         p.bootstrap, p.topic("kpis"), timeout=180,
-        until=lambda m: sum(d.get("kpi") == "paid_conversions" for d in m) >= DAYS * 24)
+        until=lambda m: sum(d.get("kind") == "window_closed" for d in m) >= DAYS * 24)
     dead = await read_topic(p.bootstrap, p.topic("dead-letters"), timeout=3, idle=1)
     return produced, kpis, dead
 

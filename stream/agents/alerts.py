@@ -20,7 +20,7 @@ from alerting import AlertService
 from alerting.sink import alert_record
 from stream import metrics
 from stream.agents.detect import anomalies_topic
-from stream.app import app, settings
+from stream.app import app, commit, settings
 
 __all__ = ["alerts_topic", "alert_changes"]
 
@@ -69,6 +69,7 @@ async def alert_changes(stream: Any) -> None:
                                         value=orjson.dumps(alert_record(change.alert)))
             if msg.get("kind") == "window_closed" and time.monotonic() - saved >= 1.0:
                 service.checkpoint()
+                await commit(settings.topic("anomalies"))
                 saved = time.monotonic()
     finally:
         await service.close()

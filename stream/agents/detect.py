@@ -3,10 +3,16 @@
 Each ``kpis`` message (one KPI, one closed window, all its series) goes through that KPI's
 detector state (detectors/watch.py); flagged points are published to ``anomalies`` as
 docs/anomalies.md describes, and the ``window_closed`` markers are passed on after them. The
-state lives in a Faust table keyed by KPI id, so a restarted worker recovers it from the
-changelog and carries on learning instead of starting cold (no burst of false alarms). Table
-values are JSON (detectors/state.py), never pickle: the changelog is a topic anyone on the
-cluster could write to.
+state lives in a Faust table keyed by KPI id, so a restarted worker (or the worker that takes the
+``kpis`` partition over) recovers it from the changelog and carries on learning instead of
+starting cold (no burst of false alarms). Table values are JSON (detectors/state.py), never
+pickle: the changelog is a topic anyone on the cluster could write to.
+
+Each saved value carries the ``kpis`` offset its state reaches. After a restart Kafka re-delivers
+from the last commit, which may be before or after that offset: messages the state already
+learned are skipped (learning one twice would feed the forecaster a window out of order), and
+messages processed after the last save are learned again without publishing their anomalies a
+second time.
 """
 
 from __future__ import annotations
@@ -21,11 +27,11 @@ import orjson
 from detectors import load_config, state
 from detectors.watch import KpiSeriesWatch, KpiWatch
 from stream import metrics
-from stream.agents.kpis import kpis_topic
-from stream.app import app, settings
-from stream.backfill import fetch_range
+from stream.agents.merge import kpis_topic
+from stream.app import app, commit, settings
+from stream.backfill import fetch_range, start_offsets
 
-__all__ = ["anomalies_topic", "detector_state", "detect_anomalies"]
+__all__ = ["anomalies_topic", "detector_state", "detect_anomalies", "DetectorStates"]
 
 log = logging.getLogger(__name__)
 
@@ -33,38 +39,97 @@ anomalies_topic = app.topic(settings.topic("anomalies"), key_serializer="raw",
                             value_serializer="raw", partitions=1)
 detector_state = app.Table("detector-state", key_type=str, value_type=str, partitions=1)
 
-
 SAVE_EVERY_S = 1.0
 
 
-NEXT_OFFSET_KEY = "__next_offset__"   # table key: the kpis offset the saved state reaches
+class DetectorStates:
+    """The detectors of every KPI, with the ``kpis`` offset each one's state has learned up to.
 
-
-def _restore(watch: KpiWatch, kpi: str) -> None:
-    """Load a KPI's detectors from the table the first time this process sees the KPI."""
-    if kpi in watch.kpis:
-        return
-    saved = detector_state.get(kpi)
-    if saved is not None:
-        restored = state.loads(saved.encode())
-        if isinstance(restored, KpiSeriesWatch) and restored.kpi == kpi:
-            watch.kpis[kpi] = restored
-            log.info("restored the detectors of %s (%d series)", kpi, len(restored.watchers))
-
-
-async def _catch_up(watch: KpiWatch, topic: str, partition: int, due: int, offset: int) -> None:
-    """Learn the ``kpis`` messages between the saved state and the first one delivered.
-
-    They were processed (and their anomalies published) before the restart, but after the
-    last save of the state: learn them again, publish nothing.
+    ``table`` is any mapping of KPI id to saved JSON text: the Faust table in the worker, a
+    dict in tests.
     """
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.watch = KpiWatch(load_config(settings.detectors_config or None))
+        self.due: dict[str, int] = {}      # KPI -> first kpis offset its state has not learned
+        self.restored = False
+
+    def restore_all(self) -> None:
+        """Load every KPI state the table holds (once, before the first message)."""
+        self.restored = True
+        for kpi, saved in list(self.table.items()):
+            try:
+                doc = state.loads(saved.encode())
+                watch = doc["watch"]
+                if not isinstance(watch, KpiSeriesWatch) or watch.kpi != kpi:
+                    raise ValueError("not a KpiSeriesWatch of this KPI")
+                self.watch.kpis[kpi] = watch
+                self.due[kpi] = int(doc["next_offset"])
+            except Exception as exc:   # an old or foreign value: start that KPI cold
+                log.warning("detector state of %s not restored (%s); it starts cold", kpi, exc)
+                continue
+            log.info("restored the detectors of %s (%d series) up to kpis offset %d", kpi,
+                     len(watch.watchers), self.due[kpi])
+
+    def learned(self, kpi: str, offset: int) -> bool:
+        """Whether the state of ``kpi`` already includes the message at ``offset``."""
+        return offset < self.due.get(kpi, 0)
+
+    def observe(self, doc: dict[str, Any], offset: int) -> list[dict[str, Any]]:
+        anomalies = self.watch.observe(doc)
+        self.due[doc["kpi"]] = offset + 1
+        return anomalies
+
+    def save(self, next_offset: int) -> None:
+        """Write every KPI's state, as learned up to (not including) ``next_offset``."""
+        for kpi, watch in self.watch.kpis.items():
+            self.due[kpi] = max(self.due.get(kpi, 0), next_offset)
+            self.table[kpi] = state.dumps(
+                {"next_offset": self.due[kpi], "watch": watch}).decode()
+
+    def oldest_due(self) -> int | None:
+        return min(self.due.values(), default=None)
+
+
+async def _catch_up(states: DetectorStates, topic: str, partition: int, offset: int) -> None:
+    """Learn the ``kpis`` messages between the saved states and the first one Faust delivered.
+
+    Those before the group's committed offset were processed before the restart (their anomalies
+    are out): learn them silently. Those after it were never processed (Faust skipped them,
+    faust#596): process them fully.
+    """
+    due = states.oldest_due()
+    if due is None or due >= offset:
+        return
+    committed = (await start_offsets(settings.kafka_bootstrap, settings.app_id, topic,
+                                     [partition]))[partition]
     missed = await fetch_range(settings.kafka_bootstrap, topic, partition, due, offset)
+    relearned = 0
     for rec in missed:
         doc = orjson.loads(rec.value)
-        if "kpi" in doc:
-            _restore(watch, doc["kpi"])
-            watch.observe(doc)
-    log.info("detectors re-learned %d kpis messages saved state did not cover", len(missed))
+        if "kpi" not in doc or states.learned(doc["kpi"], rec.offset):
+            continue
+        if rec.offset < committed:
+            states.observe(doc, rec.offset)
+            relearned += 1
+        else:
+            await _process(states, doc, rec.value, rec.offset)
+    log.info("detectors re-learned %d kpis messages their saved state did not cover; %d "
+             "messages fetched (%d..%d)", relearned, len(missed), due, offset - 1)
+
+
+async def _process(states: DetectorStates, doc: dict[str, Any], raw: bytes,
+                   offset: int) -> None:
+    if doc.get("kind") == "window_closed":
+        await anomalies_topic.send(key=b"window", value=raw)
+        return
+    if "kpi" not in doc or states.learned(doc["kpi"], offset):
+        return
+    kpi = doc["kpi"]
+    for anomaly in states.observe(doc, offset):
+        metrics.ANOMALIES.labels(kpi, anomaly["severity"]).inc()
+        await anomalies_topic.send(key=kpi.encode(), value=orjson.dumps(anomaly))
 
 
 @app.agent(kpis_topic)
@@ -73,36 +138,34 @@ async def detect_anomalies(stream: Any) -> None:
 
     Detector state goes to the table at window ends, at most once a second: at live pace that
     is every window, and while a backlog is read it keeps the changelog from becoming the
-    bottleneck (17 KPI states a window at hundreds of windows a second). The table also keeps
-    the ``kpis`` offset the state reaches, so a restart re-learns what came after it.
+    bottleneck (17 KPI states a window at hundreds of windows a second).
     """
-    watch = KpiWatch(load_config(settings.detectors_config or None))
-    dirty: set[str] = set()
-    last_save = 0.0
-    due: int | None = None
+    states = DetectorStates(detector_state)
+    last_save = time.monotonic()
+    expected: int | None = None
     async for event in stream.events():
         msg, raw = event.message, event.value
         while app.in_recovery:   # Faust resumes streams before the table is fully recovered
             await asyncio.sleep(0.05)
-        if due is None:
-            saved_offset = detector_state.get(NEXT_OFFSET_KEY)
-            due = int(saved_offset) if saved_offset is not None else msg.offset
-        if msg.offset > due:   # after the saved state, or a range Faust skipped (faust#596)
-            await _catch_up(watch, msg.topic, msg.partition, due, msg.offset)
-        due = max(due, msg.offset + 1)
-        doc = orjson.loads(raw)
-        if doc.get("kind") == "window_closed":
-            await anomalies_topic.send(key=b"window", value=raw)
-            if dirty and time.monotonic() - last_save >= SAVE_EVERY_S:
-                for name in dirty:
-                    detector_state[name] = state.dumps(watch.kpis[name]).decode()
-                detector_state[NEXT_OFFSET_KEY] = str(msg.offset + 1)
-                dirty.clear()
-                last_save = time.monotonic()
+        if not states.restored:
+            states.restore_all()
+            await _catch_up(states, msg.topic, msg.partition, msg.offset)
+            expected = msg.offset
+        if expected is not None and msg.offset > expected:   # a range Faust skipped (faust#596)
+            metrics.OFFSET_GAPS.inc(msg.offset - expected)
+            for rec in await fetch_range(settings.kafka_bootstrap, msg.topic, msg.partition,
+                                         expected, msg.offset):
+                await _process(states, orjson.loads(rec.value), rec.value, rec.offset)
+        if expected is not None and msg.offset < expected:
+            metrics.REDELIVERED.inc()
             continue
-        kpi = doc["kpi"]
-        _restore(watch, kpi)
-        for anomaly in watch.observe(doc):
-            metrics.ANOMALIES.labels(kpi, anomaly["severity"]).inc()
-            await anomalies_topic.send(key=kpi.encode(), value=orjson.dumps(anomaly))
-        dirty.add(kpi)
+        expected = msg.offset + 1
+        doc = orjson.loads(raw)
+        if doc.get("kind") == "window_closed" and msg.offset < max(states.due.values(), default=0):
+            continue   # forwarded before the restart: every state saved is past it
+        await _process(states, doc, raw, msg.offset)
+        if doc.get("kind") == "window_closed" and time.monotonic() - last_save >= SAVE_EVERY_S:
+            states.save(msg.offset + 1)
+            await app.producer.flush()   # the changelog has the state before the offset moves
+            await commit(msg.topic)
+            last_save = time.monotonic()

@@ -1,10 +1,16 @@
-"""KPI windows: events in, one snapshot per KPI per closed event-time window out.
+"""KPI windows, first stage: events in, each partition's closed windows out.
 
 Consumes ``events`` (single events or JSON arrays of them, docs/events.md), validates them,
-dead-letters what is bad with its reason, feeds the rest to the KPI engine (kpis/engine.py) and,
-when the slowest partition's event time passes a window's end plus the allowed lateness, publishes
-that window's KPIs to ``kpis`` — one message per (window, KPI) carrying every series, so the
-detector agent sees a KPI's segments and channels together — and sets the ``pulse_kpi`` gauges.
+dead-letters what is bad with its reason, and counts the rest into one
+:class:`~kpis.engine.PartitionWindows` per input partition. When the slowest partition's event
+time passes a window's end plus the allowed lateness, every partition's window is closed and its
+integer sums are published to ``kpi-partials``; stream/agents/merge.py adds up the partitions
+(which may be read by several workers) and publishes the KPIs. A user's events are all in one
+partition (the producer keys them by user), which is what makes the partitions' sums add up.
+
+Each partition's state is checkpointed to its own file under ``PULSE_DATA_DIR`` together with
+the next offset due, so whichever worker is assigned the partition next resumes it (workers of
+one deployment share that directory).
 """
 
 from __future__ import annotations
@@ -21,16 +27,15 @@ from typing import Any
 import orjson
 from faust.types import TP
 
-from kpis import KpiEngine, KpiSnapshot
-from kpis.messages import group_snapshots, window_closed
+from kpis.engine import PartitionWindows, WindowInputs
 from stream import metrics
-from stream.app import app, settings
-from stream.backfill import fetch_range, start_offsets
+from stream.app import app, commit, settings
+from stream.backfill import fetch_range, partition_count, start_offsets
 from stream.checkpoint import Checkpoint
 from stream.events import Rejected, decode_message
 
-__all__ = ["events_topic", "dead_letters_topic", "kpis_topic", "kpi_windows",
-           "group_snapshots", "window_closed", "PartitionClock"]
+__all__ = ["events_topic", "dead_letters_topic", "kpi_partials_topic", "kpi_windows",
+           "PartitionClock", "encode_partial", "decode_partial"]
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +43,14 @@ events_topic = app.topic(settings.topic("events"), key_serializer="raw", value_s
                          partitions=settings.events_partitions)
 dead_letters_topic = app.topic(settings.topic("dead-letters"), key_serializer="raw",
                                value_serializer="raw", partitions=1)
-kpis_topic = app.topic(settings.topic("kpis"), key_serializer="raw", value_serializer="raw",
-                       partitions=1)
+kpi_partials_topic = app.topic(settings.topic("kpi-partials"), key_serializer="raw",
+                               value_serializer="raw", partitions=1)
 
 CHECKPOINT_EVERY_S = 2.0
 IDLE_PARTITION_S = 5.0
 UNSEEN_WAIT_S = 60.0
 MAX_RAW_IN_DEAD_LETTER = 64 << 10
+WINDOWS_PER_PARTIAL = 48     # closed windows per ``kpi-partials`` message (a backlog closes many)
 
 
 class PartitionClock:
@@ -112,50 +118,130 @@ def dead_letter_doc(rej: Rejected, topic: str, partition: int, offset: int) -> d
     return doc
 
 
-def _checkpoint() -> Checkpoint:
-    name = f"{settings.app_id}-{settings.topic('events')}-kpis.ckpt"
+def _checkpoint(partition: int) -> Checkpoint:
+    name = f"{settings.app_id}-{settings.topic('events')}-p{partition}.ckpt"
     return Checkpoint(Path(settings.data_dir) / "checkpoints" / name)
 
 
-class WindowState:
-    """What the KPI agent checkpoints: the engine, and the next offset due from each partition."""
+class PartitionState:
+    """What the KPI agent checkpoints per partition: its windows, and the next offset due."""
 
-    def __init__(self, engine: KpiEngine) -> None:
-        self.engine = engine
-        self.next_offset: dict[int, int] = {}
+    def __init__(self, windows: PartitionWindows, next_offset: int | None) -> None:
+        self.windows = windows
+        self.next_offset = next_offset
+
+
+class Partitions:
+    """The partitions this worker reads, with what it last told the merge about each."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.open: dict[int, PartitionState] = {}
+        self.reported: dict[int, int | None] = {}   # closed_before last sent to kpi-partials
+        self.total: int | None = None               # partitions of the topic
+
+    def assigned(self, also: int | None = None) -> list[int]:
+        parts = {tp.partition for tp in app.consumer.assignment() if tp.topic == self.topic}
+        if also is not None:
+            parts.add(also)
+        return sorted(parts)
+
+    async def ensure_open(self, assigned: list[int]) -> None:
+        """Resume (or start) the state of every assigned partition not open yet."""
+        new = [p for p in assigned if p not in self.open]
+        if not new:
+            return
+        if self.total is None:
+            self.total = await partition_count(settings.kafka_bootstrap, self.topic)
+        for p in new:
+            saved = _checkpoint(p).load()
+            if isinstance(saved, PartitionState):
+                log.info("resumed KPI windows of %s[%d] from its checkpoint (event time %s)",
+                         self.topic, p, saved.windows.watermark)
+                self.open[p] = saved
+            else:
+                self.open[p] = PartitionState(PartitionWindows(
+                    window_s=settings.window_seconds, lateness_s=settings.lateness_seconds), None)
+        unknown = [p for p in new if self.open[p].next_offset is None]
+        if unknown:   # no checkpoint: due from where the group starts
+            starts = await start_offsets(settings.kafka_bootstrap, settings.app_id, self.topic,
+                                         unknown)
+            for p, offset in starts.items():
+                self.open[p].next_offset = offset
+
+    def save(self) -> None:
+        """Checkpoint the assigned partitions; forget those this worker no longer reads (their
+        new reader resumes them from their last checkpoint)."""
+        assigned = set(self.assigned())
+        for p in list(self.open):
+            if p in assigned:
+                _checkpoint(p).save(self.open[p])
+            else:
+                del self.open[p]
+                self.reported.pop(p, None)
+
+    async def close_windows(self, watermark: float) -> None:
+        """Close every open partition's windows up to ``watermark``; report them to the merge."""
+        total = self.total or max(self.open, default=0) + 1
+        for p, st in self.open.items():
+            closed = st.windows.advance(watermark, close_empty=True)
+            closed_before = st.windows.closed_before
+            if not closed and closed_before == self.reported.get(p):
+                continue
+            self.reported[p] = closed_before
+            for i in range(0, max(len(closed), 1), WINDOWS_PER_PARTIAL):
+                chunk = closed[i:i + WINDOWS_PER_PARTIAL]
+                last = i + WINDOWS_PER_PARTIAL >= len(closed)
+                upto = closed_before if last else chunk[-1].window + 1
+                await kpi_partials_topic.send(
+                    key=str(p).encode(), value=encode_partial(p, total, upto, chunk))
+
+
+def encode_partial(partition: int, partitions: int, closed_before: int | None,
+                   windows: list[WindowInputs]) -> bytes:
+    """One ``kpi-partials`` message: a partition's closed windows and how far it has closed."""
+    return orjson.dumps({
+        "partition": partition, "partitions": partitions, "closed_before": closed_before,
+        "windows": [{"window": w.window,
+                     "rows": [[seg, ch, row] for (seg, ch), row in w.rows.items()],
+                     "referrals": [[ref, seg, ch] for ref, (seg, ch) in w.referrals],
+                     "cohorts": [[kpi, cohort, seg, ch, num, den]
+                                 for kpi, cohort, (seg, ch), num, den in w.cohorts]}
+                    for w in windows]})
+
+
+def decode_partial(raw: bytes) -> tuple[int, int, int | None, list[WindowInputs]]:
+    """(partition, partitions, closed_before, windows) of a ``kpi-partials`` message."""
+    doc = orjson.loads(raw)
+    windows = [WindowInputs(w["window"], {(seg, ch): row for seg, ch, row in w["rows"]},
+                            [(ref, (seg, ch)) for ref, seg, ch in w["referrals"]],
+                            [(kpi, cohort, (seg, ch), num, den)
+                             for kpi, cohort, seg, ch, num, den in w.get("cohorts", ())])
+               for w in doc["windows"]]
+    return doc["partition"], doc["partitions"], doc["closed_before"], windows
 
 
 @app.agent(events_topic)
 async def kpi_windows(stream: Any) -> None:
-    """Consumes events; publishes each closed window's KPIs to ``kpis``, bad input to
+    """Consumes events; publishes closed windows to ``kpi-partials``, bad input to
     ``dead-letters``."""
-    checkpoint = _checkpoint()
-    state = checkpoint.load()
-    if isinstance(state, WindowState):
-        log.info("resumed KPI windows from %s (event time %s)", checkpoint.path,
-                 state.engine.watermark)
-    else:
-        state = WindowState(KpiEngine(window_s=settings.window_seconds,
-                                      lateness_s=settings.lateness_seconds))
+    parts = Partitions(settings.topic("events"))
     clock = PartitionClock()   # wall-clock bookkeeping of this process only
     last_save = time.monotonic()
     try:
         async for event in stream.events():
             if time.monotonic() - last_save >= CHECKPOINT_EVERY_S:
                 # Everything before this message is in the state; its offset is not acked yet.
-                checkpoint.save(state)
-                await app.consumer.commit()
+                # What the state has sent must be on the broker before the state says so.
+                await app.producer.flush()
+                parts.save()
+                await commit(parts.topic)
                 last_save = time.monotonic()
             msg = event.message
-            due = state.next_offset.get(msg.partition)
-            if due is None:   # no checkpoint for it: due from where the group starts
-                assigned = sorted({tp.partition for tp in app.consumer.assignment()
-                                   if tp.topic == msg.topic} | {msg.partition})
-                starts = await start_offsets(settings.kafka_bootstrap, settings.app_id,
-                                             msg.topic, assigned)
-                for p, offset in starts.items():
-                    state.next_offset.setdefault(p, offset)
-                due = state.next_offset[msg.partition]
+            assigned = parts.assigned(also=msg.partition)
+            await parts.ensure_open(assigned)
+            st = parts.open[msg.partition]
+            due = st.next_offset
             if due is not None and msg.offset < due:
                 metrics.REDELIVERED.inc()      # already in the state: a re-delivery
                 continue
@@ -167,29 +253,29 @@ async def kpi_windows(stream: Any) -> None:
                             len(missing), msg.offset - due, msg.topic, msg.partition, due,
                             msg.offset - 1)
                 for rec in missing:
-                    await _consume(state, clock, rec.value, msg.topic, msg.partition,
+                    await _consume(parts, clock, rec.value, msg.topic, msg.partition,
                                    rec.offset, rec.timestamp / 1000.0)
-            await _consume(state, clock, event.value, msg.topic, msg.partition, msg.offset,
+            await _consume(parts, clock, event.value, msg.topic, msg.partition, msg.offset,
                            msg.timestamp)
     finally:
-        checkpoint.save(state)
-        log.info("KPI windows saved to %s at event time %s", checkpoint.path,
-                 state.engine.watermark)
+        parts.save()
+        log.info("KPI windows of partitions %s saved", sorted(parts.open))
 
 
-async def _consume(state: WindowState, clock: PartitionClock, payload: bytes | None,
+async def _consume(parts: Partitions, clock: PartitionClock, payload: bytes | None,
                    topic: str, partition: int, offset: int, appended: float) -> None:
     """Everything one message of ``events`` does: count, dead-letter, close windows."""
-    engine = state.engine
+    st = parts.open[partition]
+    windows = st.windows
     now, now_mono = time.time(), time.monotonic()
     metrics.MESSAGES.inc()
     metrics.PROCESSING_LAG.set(max(0.0, now - appended))
-    decoded = decode_message(payload, engine.watermark, now)
+    decoded = decode_message(payload, windows.watermark, now)
     kinds: Counter[str] = Counter()
     rejected = list(decoded.rejected)
     newest = max(decoded.watermarks, default=None)
     for ev in decoded.events:
-        outcome = engine.add(ev)
+        outcome = windows.add(ev)
         if outcome is None:
             kinds[ev["kind"]] += 1
             if newest is None or ev["ts"] > newest:
@@ -206,17 +292,16 @@ async def _consume(state: WindowState, clock: PartitionClock, payload: bytes | N
         await dead_letters_topic.send(
             key=rej.reason.encode(),
             value=orjson.dumps(dead_letter_doc(rej, topic, partition, offset)))
-    state.next_offset[partition] = offset + 1
+    st.next_offset = offset + 1
     clock.observe(partition, offset, newest, now_mono)
-    assigned = [tp.partition for tp in app.consumer.assignment() if tp.topic == topic]
-    wm = clock.watermark(assigned or [partition], now_mono, clock.started or now_mono,
+    hw = _highwater(topic, partition)
+    if hw is not None:
+        metrics.CONSUMER_LAG.labels(topic, str(partition)).set(max(0, hw - offset - 1))
+    assigned = list(parts.open)
+    wm = clock.watermark(assigned, now_mono, clock.started or now_mono,
                          functools.partial(_highwater, topic), functools.partial(_unread, topic))
     if wm is not None:
-        snaps = engine.advance(wm)
-        if snaps and log.isEnabledFor(logging.DEBUG):
-            log.debug("closing up to %s: partitions %s, seen %s, assigned %s", wm,
-                      clock.event_time, clock.last_seen, assigned)
-        await publish(snaps)
+        await parts.close_windows(wm)
 
 
 def _highwater(topic: str, partition: int) -> int | None:
@@ -236,17 +321,3 @@ def _unread(topic: str, partition: int) -> bool | None:
     return hw > (start or 0)
 
 
-async def publish(snaps: list[KpiSnapshot]) -> None:
-    """Send closed windows to ``kpis``: each window's KPI messages, then a ``window_closed``
-    marker, so the next stages know the window is complete without waiting for the next one."""
-    if not snaps:
-        return
-    docs = group_snapshots(snaps)
-    for i, doc in enumerate(docs):
-        await kpis_topic.send(key=doc["kpi"].encode(), value=orjson.dumps(doc))
-        for s in doc["series"]:
-            metrics.KPI.labels(doc["kpi"], s["segment"], s["channel"]).set(s["value"])
-        if i + 1 == len(docs) or docs[i + 1]["window_start_ts"] != doc["window_start_ts"]:
-            await kpis_topic.send(key=b"window", value=orjson.dumps(window_closed(doc)))
-            metrics.WINDOWS_CLOSED.inc()
-            metrics.WATERMARK.set(doc["window_end_ts"])

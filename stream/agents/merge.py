@@ -1,0 +1,122 @@
+"""KPI windows, second stage: every partition's closed windows in, the KPIs out.
+
+Consumes ``kpi-partials`` (stream/agents/kpis.py: each input partition's closed windows as
+integer sums, from whichever workers read those partitions), adds the partitions up in a
+:class:`~kpis.engine.KpiMerger` and, once every partition has closed a window, publishes its
+KPIs to ``kpis`` — one message per (window, KPI) carrying every series, so the detector agent
+sees a KPI's segments and channels together, then a ``window_closed`` marker — and sets the
+``pulse_kpi`` gauges. ``kpi-partials`` has one partition, so one worker of the group merges;
+its state is checkpointed like the KPI agent's (same skip-and-refetch rules on restart).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from kpis.engine import KpiMerger, KpiSnapshot
+from kpis.messages import group_snapshots, window_closed
+from stream import metrics
+from stream.agents.kpis import decode_partial, kpi_partials_topic
+from stream.app import app, commit, owns, settings
+from stream.backfill import fetch_range, start_offsets
+from stream.checkpoint import Checkpoint
+
+__all__ = ["kpis_topic", "merge_windows", "publish", "MergeState"]
+
+log = logging.getLogger(__name__)
+
+kpis_topic = app.topic(settings.topic("kpis"), key_serializer="raw", value_serializer="raw",
+                       partitions=1)
+
+CHECKPOINT_EVERY_S = 2.0
+
+
+class MergeState:
+    """What the merge agent checkpoints: the merger, and the next ``kpi-partials`` offset."""
+
+    def __init__(self) -> None:
+        self.merger: KpiMerger | None = None
+        self.next_offset: int | None = None
+
+    def add(self, raw: bytes) -> list[KpiSnapshot]:
+        try:
+            partition, partitions, closed_before, windows = decode_partial(raw)
+        except Exception as exc:   # not ours: say so, keep merging
+            log.error("skipped a kpi-partials message that is not a partial (%s): %.200r",
+                      exc, raw)
+            return []
+        if self.merger is None:
+            self.merger = KpiMerger(settings.window_seconds, partitions)
+        elif partitions != self.merger.partitions:
+            log.error("the events topic now has %d partitions, the KPI windows were built for "
+                      "%d: users moved partitions, so per-user KPIs are wrong until the state is "
+                      "rebuilt; start from an empty PULSE_DATA_DIR and new topics",
+                      partitions, self.merger.partitions)
+            self.merger.partitions = max(partitions, self.merger.partitions)
+        return self.merger.add(partition, closed_before, windows)
+
+
+def _checkpoint() -> Checkpoint:
+    name = f"{settings.app_id}-{settings.topic('kpi-partials')}-merge.ckpt"
+    return Checkpoint(Path(settings.data_dir) / "checkpoints" / name)
+
+
+@app.agent(kpi_partials_topic)
+async def merge_windows(stream: Any) -> None:
+    """Consumes ``kpi-partials``; publishes complete windows' KPIs to ``kpis``."""
+    checkpoint = _checkpoint()
+    state = checkpoint.load()
+    if not isinstance(state, MergeState):
+        state = MergeState()
+    last_save = time.monotonic()
+    try:
+        async for event in stream.events():
+            msg = event.message
+            if time.monotonic() - last_save >= CHECKPOINT_EVERY_S:
+                await app.producer.flush()   # the windows the state has emitted are out
+                checkpoint.save(state)
+                await commit(msg.topic)
+                last_save = time.monotonic()
+            if state.next_offset is None:
+                state.next_offset = (await start_offsets(
+                    settings.kafka_bootstrap, settings.app_id, msg.topic,
+                    [msg.partition]))[msg.partition]
+            if msg.offset < state.next_offset:
+                metrics.REDELIVERED.inc()
+                continue
+            if msg.offset > state.next_offset:   # a range Faust skipped (faust#596)
+                metrics.OFFSET_GAPS.inc(msg.offset - state.next_offset)
+                for rec in await fetch_range(settings.kafka_bootstrap, msg.topic,
+                                             msg.partition, state.next_offset, msg.offset):
+                    await publish(state.add(rec.value))
+            await publish(state.add(event.value))
+            state.next_offset = msg.offset + 1
+    finally:
+        if owns(settings.topic("kpi-partials")):   # not if another worker merges now
+            checkpoint.save(state)
+
+
+async def publish(snaps: list[KpiSnapshot]) -> None:
+    """Send closed windows to ``kpis``: each window's KPI messages, then a ``window_closed``
+    marker, so the next stages know the window is complete without waiting for the next one."""
+    if not snaps:
+        return
+    docs = group_snapshots(snaps)
+    for i, doc in enumerate(docs):
+        await kpis_topic.send(key=doc["kpi"].encode(), value=orjson.dumps(doc))
+        cohort = doc.get("cohort")
+        for s in doc["series"]:
+            if cohort is None:
+                metrics.KPI.labels(doc["kpi"], s["segment"], s["channel"]).set(s["value"])
+            else:
+                metrics.COHORT_KPI.labels(doc["kpi"], cohort, s["segment"],
+                                          s["channel"]).set(s["value"])
+        if i + 1 == len(docs) or docs[i + 1]["window_start_ts"] != doc["window_start_ts"]:
+            await kpis_topic.send(key=b"window", value=orjson.dumps(window_closed(doc)))
+            metrics.WINDOWS_CLOSED.inc()
+            metrics.WATERMARK.set(doc["window_end_ts"])
