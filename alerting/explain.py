@@ -17,14 +17,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import anthropic
-from anthropic.types import TextBlock
+from typing import TYPE_CHECKING
 
 from alerting.evidence import numbers_in
 from alerting.policies import CallBudget
 from alerting.template import template_explanation
 from stream.settings import Settings
+
+if TYPE_CHECKING:   # the SDK takes ~1.5 s to import: only workers with a key pay for it
+    import anthropic
 
 __all__ = [
     "SYSTEM_PROMPT",
@@ -174,6 +175,8 @@ class Explainer:
             log.info("model call budget for this hour is spent; using the template")
             return None
         self.calls += 1
+        import anthropic
+        from anthropic.types import TextBlock
         try:
             message = await self.client.messages.create(
                 model=self.model, max_tokens=self.max_tokens, system=system,
@@ -196,6 +199,8 @@ def make_explainer(settings: Settings, *, timeout: float = 10.0, per_hour: int =
     """An :class:`Explainer` from settings; without ``ANTHROPIC_API_KEY`` it only templates."""
     client = None
     if settings.anthropic_api_key:
+        import anthropic
+
         client = anthropic.AsyncAnthropic(
             api_key=settings.anthropic_api_key,
             base_url=settings.anthropic_base_url or None,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import math
 
-from river import anomaly, preprocessing
-
 __all__ = ["ScaledHalfSpaceTrees"]
 
 
@@ -49,6 +47,10 @@ class ScaledHalfSpaceTrees:
         self.window_size = window_size
         self.seed = seed
         self.grace_period = grace_period
+        # River's anomaly package pulls in scipy (~1 s): imported when an HST is made, not
+        # when a worker that never uses one starts
+        from river import anomaly, preprocessing
+
         self.scaler = preprocessing.MinMaxScaler()
         self.hst = anomaly.HalfSpaceTrees(
             n_trees=n_trees, height=height, window_size=window_size,
