@@ -26,7 +26,7 @@ from alerting.digest import CHART_KPIS, format_pct, summarise
 from alerting.escape import escape_mrkdwn, truncate
 from alerting.evidence import format_value, kpi_label, where
 from alerting.explain import Explainer, make_explainer
-from alerting.outbox import Delivery, DeliveryError, Outbox
+from alerting.outbox import Delivery, DeliveryError, Outbox, observed_call
 from alerting.slack import SlackPoster, make_slack_client
 from stream.settings import Settings
 
@@ -161,14 +161,7 @@ class DigestPublisher:
         return await self.outbox.flush(self._send)
 
     async def _send(self, d: Delivery, thread_ts: str | None) -> str | None:
-        started = time.monotonic()
-        try:
-            result = await self._deliver(d, thread_ts)
-        except Exception:
-            self._observe("slack", "error", time.monotonic() - started)
-            raise
-        self._observe("slack", "ok", time.monotonic() - started)
-        return result
+        return await observed_call(self.observer, "slack", self._deliver(d, thread_ts))
 
     async def _deliver(self, d: Delivery, thread_ts: str | None) -> str | None:
         assert self.poster is not None

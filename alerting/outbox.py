@@ -19,12 +19,13 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-__all__ = ["Delivery", "DeliveryError", "Outbox", "SendFn"]
+__all__ = ["Delivery", "DeliveryError", "Observer", "Outbox", "SendFn", "observed_call"]
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +192,22 @@ class Outbox:
             f.write(json.dumps({"op": "keys", "keys": list(self.keys)}) + "\n")
         os.replace(tmp, self.path)
         self._lines = len(self.threads) + 1
+
+
+Observer = Callable[[str, str, float], None]
+"""``(service, outcome, seconds)`` of one outside call ("slack"/"llm"; "ok"/"error"/...)."""
+
+
+async def observed_call(observer: Observer | None, service: str,
+                        call: Awaitable[str | None]) -> str | None:
+    """Await ``call``, telling ``observer`` how it went and how long it took."""
+    started = time.monotonic()
+    try:
+        result = await call
+    except Exception:
+        if observer is not None:
+            observer(service, "error", time.monotonic() - started)
+        raise
+    if observer is not None:
+        observer(service, "ok", time.monotonic() - started)
+    return result

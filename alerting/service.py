@@ -35,7 +35,7 @@ from alerting.evidence import build_evidence
 from alerting.explain import Explainer, make_explainer
 from alerting.feedback import Feedback, FeedbackStore, make_feedback_app
 from alerting.lifecycle import AlertChange, AlertManager
-from alerting.outbox import Delivery, DeliveryError, Outbox
+from alerting.outbox import Delivery, DeliveryError, Outbox, observed_call
 from alerting.policies import Silences, silences_path
 from alerting.sink import ConsoleSink, JsonlSink
 from alerting.slack import SlackPoster, alert_message, change_reply, make_slack_client
@@ -288,14 +288,7 @@ class AlertService:
         self._kick()
 
     async def _send(self, d: Delivery, thread_ts: str | None) -> str | None:
-        started = time.monotonic()
-        try:
-            result = await self._deliver(d, thread_ts)
-        except Exception:
-            self._observe("slack", "error", time.monotonic() - started)
-            raise
-        self._observe("slack", "ok", time.monotonic() - started)
-        return result
+        return await observed_call(self.observer, "slack", self._deliver(d, thread_ts))
 
     def _observe(self, service: str, outcome: str, seconds: float) -> None:
         if self.observer is not None:
