@@ -20,8 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from alerting.escape import clean_event_text
+from kpis.formulas import KPI_BY_ID, KpiDef
 from kpis.formulas import KPIS as KPI_DEFS
-from kpis.formulas import KpiDef
 
 __all__ = [
     "KPIS",
@@ -117,6 +117,17 @@ def format_value(value: float | None, kpi: str) -> str:
     return f"{value:,.2f}"
 
 
+def _possible(lower: float, upper: float, kpi: str) -> tuple[float, float]:
+    """The detector's band cut to the values the KPI can take: a count or a failure rate is
+    never below 0 (a band of -45%..48% reads as nonsense), a 0-1 ratio never above 1."""
+    info = KPI_BY_ID.get(kpi)
+    if info is None or info.id == "mrr_growth":   # growth can be negative
+        return lower, upper
+    if "0-1" in info.unit:
+        return max(lower, 0.0), min(upper, 1.0)
+    return max(lower, 0.0), upper
+
+
 def format_change(value: float, expected: float, kpi: str) -> tuple[str, str]:
     """(absolute change in the KPI's unit, relative change) of ``value`` against ``expected``."""
     diff = value - expected
@@ -196,8 +207,8 @@ def build_evidence(alert: dict) -> dict:
         "confidence": f"{_f(alert.get('score')) * 100:.0f}%",
         "value": format_value(value, kpi),
         "expected": format_value(expected, kpi),
-        "normal_band": [format_value(_f(alert.get("lower")), kpi),
-                        format_value(_f(alert.get("upper")), kpi)],
+        "normal_band": [format_value(v, kpi) for v in _possible(
+            _f(alert.get("lower")), _f(alert.get("upper")), kpi)],
         "change": change,
         "relative_change": relative,
         "since": format_ts(_f(alert.get("since_ts"))),
