@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 from pulse.worker_process import WorkerProcess
 from simulator import Simulation
 from simulator.publisher import EventPublisher, ensure_topics, run_clock
+from stream.topics import SINGLE_PARTITION_TOPICS
 from tests.fakes.slack_server import FakeSlack
 
 __all__ = ["measure_alert_latency"]
@@ -54,8 +55,7 @@ def _pct(xs: list[float], q: float) -> float:
 
 
 async def _run(bootstrap: str, live_s: float, prefix: str) -> dict[str, Any]:
-    topics = {f"{prefix}events": 4, **{f"{prefix}{t}": 1 for t in
-                                       ("kpis", "dead-letters", "anomalies", "alerts")}}
+    topics = {f"{prefix}events": 4, **{f"{prefix}{t}": 1 for t in SINGLE_PARTITION_TOPICS}}
     await ensure_topics(bootstrap, topics)
     async with FakeSlack(token="xoxb-bench") as slack:
         live_start = START + 14 * DAY

@@ -15,6 +15,7 @@ from bench.scrape import metric_value
 from pulse.worker_process import WorkerProcess
 from simulator import Simulation
 from simulator.publisher import EventPublisher, ensure_topics
+from stream.topics import SINGLE_PARTITION_TOPICS
 
 __all__ = ["measure_startup"]
 
@@ -45,8 +46,8 @@ async def _publish(bootstrap: str, topic: str, sim: Simulation, until: float) ->
 def measure_startup(bootstrap: str, prefix: str = "bench-start-") -> dict[str, float]:
     """``startup_s``, ``restart_s`` (after SIGTERM) and ``restart_kill_s`` (after SIGKILL)."""
     topic = f"{prefix}events"
-    asyncio.run(ensure_topics(bootstrap, {topic: 4, f"{prefix}kpis": 1,
-                                          f"{prefix}dead-letters": 1}))
+    asyncio.run(ensure_topics(bootstrap, {topic: 4, **{
+        f"{prefix}{t}": 1 for t in SINGLE_PARTITION_TOPICS}}))
     env = {"PULSE_TOPIC_PREFIX": prefix, "PULSE_APP_ID": f"{prefix}app"}
     sim = Simulation(3, START)
     results: dict[str, float] = {}

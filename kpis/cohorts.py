@@ -137,8 +137,10 @@ class CohortTracker:
         self._closed = -math.inf                 # the last window_end given to close
         self._users: dict[str, list[Any]] = {}   # user -> record (slots above)
         self._weeks: dict[int, list[Any]] = {}   # week -> [KPIs reported, member records]
-        # steps of users whose signup was not seen: user -> [(ts, step)]
-        self._held: dict[str, list[tuple[float, int]]] = {}
+        self._width = float(window_s)
+        # steps of users whose signup was not seen, by the window of the step (so a close drops
+        # whole windows): window -> user -> [(ts, step)]
+        self._held: dict[int, dict[str, list[tuple[float, int]]]] = {}
 
     def observe(self, ev: dict[str, Any]) -> None:
         """Take one validated event (any kind; spend and failed payments are ignored)."""
@@ -180,9 +182,13 @@ class CohortTracker:
             _apply(rec, ts, step)
 
     def _hold(self, user: str, ts: float, step: int) -> None:
-        steps = self._held.get(user)
+        w = int(ts // self._width)
+        bucket = self._held.get(w)
+        if bucket is None:
+            bucket = self._held[w] = {}
+        steps = bucket.get(user)
         if steps is None:
-            self._held[user] = [(ts, step)]
+            bucket[user] = [(ts, step)]
         else:
             steps.append((ts, step))
 
@@ -193,8 +199,9 @@ class CohortTracker:
             return
         rec: list[Any] = [ts, (ev.get("segment"), ev.get("channel")), user, False, False,
                           math.inf, False, None, None]
-        for t, step in self._held.pop(user, ()):
-            _apply(rec, t, step)
+        for bucket in self._held.values():
+            for t, step in bucket.pop(user, ()):
+                _apply(rec, t, step)
         self._users[user] = rec
         week = _week(ts)
         entry = self._weeks.get(week)
@@ -207,8 +214,9 @@ class CohortTracker:
         end = float(window_end)
         if end > self._closed:
             self._closed = end
-        if self._held:
-            self._held = {u: steps for u, steps in self._held.items() if max(steps)[0] >= end}
+        done = int(end // self._width)
+        for w in [w for w in self._held if w < done]:
+            del self._held[w]   # steps before a closed window: a signup seen later is after them
         out: list[tuple[str, str, Key, int, int]] = []
         for week in sorted(self._weeks):
             entry = self._weeks[week]

@@ -71,8 +71,9 @@ class FunnelTracker:
         self._windows: dict[int, list[list[Any]]] = {}   # signup window -> its users' records
         self._due_24h: list[int] = []           # heaps of signup windows still to report
         self._due_14d: list[int] = []
-        # step times (scan, paid) of users whose signup was not seen: user -> times
-        self._held: list[dict[str, list[float]]] = [{}, {}]
+        # step times (scan, paid) of users whose signup was not seen, by the window of the step
+        # (so a close drops whole windows): window -> [scan times, paid times] by user
+        self._held: dict[int, list[dict[str, list[float]]]] = {}
 
     def observe(self, ev: dict[str, Any]) -> None:
         """Take one validated event (any kind; only signup, scan and first payments matter)."""
@@ -94,7 +95,11 @@ class FunnelTracker:
         user = ev["user_id"]
         rec = self._users.get(user)
         if rec is None:
-            held = self._held[slot]
+            w = int(ts // self._width)
+            bucket = self._held.get(w)
+            if bucket is None:
+                bucket = self._held[w] = [{}, {}]
+            held = bucket[slot]
             times = held.get(user)
             if times is None:
                 held[user] = [ts]
@@ -109,10 +114,11 @@ class FunnelTracker:
         if ts < self._closed or user in self._users:
             return
         rec: list[Any] = [_INF, _INF, ts, (ev.get("segment"), ev.get("channel")), user]
-        for slot, held in enumerate(self._held):
-            times = held.pop(user, None)
-            if times:
-                rec[slot] = min((t for t in times if t >= ts), default=_INF)
+        for bucket in self._held.values():
+            for slot, held in enumerate(bucket):
+                times = held.pop(user, None)
+                if times:
+                    rec[slot] = min(rec[slot], min((t for t in times if t >= ts), default=_INF))
         self._users[user] = rec
         w = int(ts // self._width)
         members = self._windows.get(w)
@@ -132,9 +138,9 @@ class FunnelTracker:
         end = float(window_end)
         if end > self._closed:
             self._closed = end
-        self._held = [{u: times for u, times in held.items() if max(times) >= end}
-                      for held in self._held]
         done = int(end // self._width)       # windows 0 .. done - 1 have ended
+        for w in [w for w in self._held if w < done]:
+            del self._held[w]   # steps before a closed window: a signup seen later is after them
         rows: dict[Key, list[int]] = {}
         due = self._due_24h
         while due and due[0] + 1 + self._lag_24h <= done:
