@@ -160,6 +160,7 @@ class DigestBuilder:
         self.keep_days = keep_days
         self.days: dict[int, dict[tuple[str, str, str], _Daily]] = {}
         self.seen: dict[int, set[tuple[float, str, str, str]]] = {}
+        self.window_starts: dict[int, set[float]] = {}   # day -> windows with a value in it
         self.alerts: dict[int, dict[str, dict]] = {}
         self.last_done = -1        # newest day whose digest was made (never made twice)
         self.reached = -math.inf   # newest window end seen
@@ -181,6 +182,7 @@ class DigestBuilder:
         if key in seen:
             return
         seen.add(key)
+        self.window_starts.setdefault(day, set()).add(window_start_ts)
         series = self.days.setdefault(day, {})
         series.setdefault((kpi, segment, channel), _Daily()).add(
             window_start_ts, float(value), float(n or 0.0))
@@ -264,13 +266,13 @@ class DigestBuilder:
         return daily.value(daily_rule(KPI_BY_ID[kpi]), self.windows(day))
 
     def windows(self, day: int) -> int:
-        return len({k[0] for k in self.seen.get(day, ())})
+        return len(self.window_starts.get(day, ()))
 
     def _prune(self) -> None:
         if self.keep_days is None:
             return
         oldest = self.last_done - self.keep_days
-        for store in (self.days, self.seen, self.alerts):
+        for store in (self.days, self.seen, self.window_starts, self.alerts):
             for day in [d for d in store if d < oldest]:
                 del store[day]
 

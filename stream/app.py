@@ -11,7 +11,10 @@ not on Faust's timer, so a restart resumes exactly where the saved state stops.
 
 from __future__ import annotations
 
+import logging
+
 import faust
+from mode.utils.logging import level_number
 
 from stream.settings import Settings
 
@@ -51,6 +54,15 @@ def create_app(s: Settings) -> faust.App:
 
 settings = Settings.from_env()
 app = create_app(settings) if settings.kafka_bootstrap else faust.App(settings.app_id)
+
+
+@app.task
+async def restore_log_level() -> None:
+    """Faust's start-up spinner sets the root logger to DEBUG and leaves it there
+    (faust/worker.py ``_setup_spinner_handler``): every ``logger.debug`` in Faust, one per
+    message sent, then builds a log record that no handler prints (~3% of a busy worker's
+    time). Once the worker runs, the root logger goes back to ``PULSE_LOG_LEVEL``."""
+    logging.root.setLevel(level_number(settings.log_level.lower()))
 
 
 def owns(topic: str) -> bool:

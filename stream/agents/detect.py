@@ -39,7 +39,7 @@ anomalies_topic = app.topic(settings.topic("anomalies"), key_serializer="raw",
                             value_serializer="raw", partitions=1)
 detector_state = app.Table("detector-state", key_type=str, value_type=str, partitions=1)
 
-SAVE_EVERY_S = 1.0
+SAVE_EVERY_S = 2.0
 
 
 class DetectorStates:
@@ -136,7 +136,7 @@ async def _process(states: DetectorStates, doc: dict[str, Any], raw: bytes,
 async def detect_anomalies(stream: Any) -> None:
     """Consumes ``kpis``; publishes anomaly events and window markers to ``anomalies``.
 
-    Detector state goes to the table at window ends, at most once a second: at live pace that
+    Detector state goes to the table at window ends, at most every 2 s: at live pace that
     is every window, and while a backlog is read it keeps the changelog from becoming the
     bottleneck (17 KPI states a window at hundreds of windows a second).
     """

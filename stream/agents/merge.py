@@ -107,15 +107,18 @@ async def publish(snaps: list[KpiSnapshot]) -> None:
     if not snaps:
         return
     docs = group_snapshots(snaps)
+    newest = docs[-1]["window_start_ts"]
     for i, doc in enumerate(docs):
         await kpis_topic.send(key=doc["kpi"].encode(), value=orjson.dumps(doc))
         cohort = doc.get("cohort")
-        for s in doc["series"]:
-            if cohort is None:
-                metrics.KPI.labels(doc["kpi"], s["segment"], s["channel"]).set(s["value"])
-            else:
-                metrics.COHORT_KPI.labels(doc["kpi"], cohort, s["segment"],
-                                          s["channel"]).set(s["value"])
+        # a backlog closes many windows at once: the gauges show the newest one's values
+        if cohort is not None or doc["window_start_ts"] == newest:
+            for s in doc["series"]:
+                if cohort is None:
+                    metrics.KPI.labels(doc["kpi"], s["segment"], s["channel"]).set(s["value"])
+                else:
+                    metrics.COHORT_KPI.labels(doc["kpi"], cohort, s["segment"],
+                                              s["channel"]).set(s["value"])
         if i + 1 == len(docs) or docs[i + 1]["window_start_ts"] != doc["window_start_ts"]:
             await kpis_topic.send(key=b"window", value=orjson.dumps(window_closed(doc)))
             metrics.WINDOWS_CLOSED.inc()
