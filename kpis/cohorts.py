@@ -199,9 +199,11 @@ class CohortTracker:
             return
         rec: list[Any] = [ts, (ev.get("segment"), ev.get("channel")), user, False, False,
                           math.inf, False, None, None]
-        for bucket in self._held.values():
-            for t, step in bucket.pop(user, ()):
-                _apply(rec, t, step)
+        first = int(ts // self._width)
+        for w, bucket in self._held.items():
+            if w >= first:   # steps before the signup do not count (and go at the next close)
+                for t, step in bucket.pop(user, ()):
+                    _apply(rec, t, step)
         self._users[user] = rec
         week = _week(ts)
         entry = self._weeks.get(week)

@@ -114,7 +114,10 @@ class FunnelTracker:
         if ts < self._closed or user in self._users:
             return
         rec: list[Any] = [_INF, _INF, ts, (ev.get("segment"), ev.get("channel")), user]
-        for bucket in self._held.values():
+        first = int(ts // self._width)
+        for w, bucket in self._held.items():
+            if w < first:
+                continue   # steps before the signup do not count (and go at the next close)
             for slot, held in enumerate(bucket):
                 times = held.pop(user, None)
                 if times:
