@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from alerting.digest import DigestBuilder
+from alerting.digest import HEADLINE_KPIS, DigestBuilder
 from alerting.digest_delivery import DigestPublisher
 from stream.agents.alerts import record_call
 from stream.app import app, commit, owns, settings
@@ -53,9 +53,12 @@ async def daily_digest(stream: Any) -> None:
     publisher = DigestPublisher(settings, settings.digest_file or data / "digest.jsonl",
                                 observer=record_call)
     alerts_name = settings.topic("alerts")
+    wanted = {k.encode() for k in HEADLINE_KPIS} | {b"window"}   # kpis keys it reads
     saved = retried = time.monotonic()
     try:
         async for event in stream.events():
+            if event.message.topic != alerts_name and event.key not in wanted:
+                continue   # a KPI the digest does not show: not even decoded
             doc = orjson.loads(event.value)
             if event.message.topic == alerts_name:
                 builder.add_alert(doc)

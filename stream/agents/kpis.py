@@ -15,6 +15,7 @@ one deployment share that directory).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import logging
@@ -154,7 +155,7 @@ class Partitions:
         if not new:
             return
         if self.total is None:
-            self.total = await partition_count(settings.kafka_bootstrap, self.topic)
+            self.total = await _partitions_of(self.topic)
         for p in new:
             saved = _checkpoint(p).load()
             if isinstance(saved, PartitionState):
@@ -197,6 +198,26 @@ class Partitions:
                 upto = closed_before if last else chunk[-1].window + 1
                 await kpi_partials_topic.send(
                     key=str(p).encode(), value=encode_partial(p, total, upto, chunk))
+
+
+async def _partitions_of(topic: str) -> int:
+    """Partitions of the input topic: from the consumer's metadata, else asked of the broker,
+    else ``PULSE_EVENTS_PARTITIONS`` (the merge waits for this many partitions)."""
+    try:
+        known = app.consumer.topic_partitions(topic)
+    except Exception:
+        known = None
+    if known:
+        return int(known)
+    try:
+        asked = await asyncio.wait_for(partition_count(settings.kafka_bootstrap, topic), 10.0)
+    except Exception:
+        asked = None
+    if asked:
+        return asked
+    log.warning("could not learn how many partitions %s has; assuming PULSE_EVENTS_PARTITIONS=%d",
+                topic, settings.events_partitions)
+    return settings.events_partitions
 
 
 def encode_partial(partition: int, partitions: int, closed_before: int | None,
