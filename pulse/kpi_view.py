@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 
 from alerting.evidence import format_value, series_names
 from kpis import KPIS
+from pulse.kpi_state import series_rows
 
 __all__ = ["KpiView", "alert_line"]
 
@@ -114,17 +115,11 @@ class KpiView:
             self._current, self._current_end = {}, end
             self.windows_seen += 1
         self.latest_end = max(self.latest_end, end)
-        lines = []
-        cohort = doc.get("cohort")
-        for s in doc["series"]:
-            if s["segment"] == "all" and s["channel"] == "all" and cohort is None:
-                self._current[doc["kpi"]] = s["value"]
-            row = {"kpi": doc["kpi"], "segment": s["segment"], "channel": s["channel"],
-                   "window_start": doc["window_start"], "window_end": doc["window_end"],
-                   "value": s["value"], "n": s["n"], "complete": doc.get("complete", True)}
-            if cohort is not None:
-                row["cohort"] = cohort
-            lines.append(orjson.dumps(row))
+        if "cohort" not in doc:
+            for s in doc["series"]:
+                if s["segment"] == "all" and s["channel"] == "all":
+                    self._current[doc["kpi"]] = s["value"]
+        lines = [orjson.dumps(row) for row in series_rows(doc)]
         self.lines_written += len(lines)
         if out:
             out.write(b"\n".join(lines) + b"\n")

@@ -138,7 +138,7 @@ async def detect_anomalies(stream: Any) -> None:
 
     Detector state goes to the table at window ends, at most every 2 s: at live pace that
     is every window, and while a backlog is read it keeps the changelog from becoming the
-    bottleneck (17 KPI states a window at hundreds of windows a second).
+    bottleneck (20 KPI states a window at hundreds of windows a second).
     """
     states = DetectorStates(detector_state)
     last_save = time.monotonic()
