@@ -4,7 +4,8 @@
 KPI, one closed window, every series of that KPI). Its state is split per KPI into
 :class:`KpiSeriesWatch` objects, one :class:`~detectors.series.SeriesWatcher` and a short
 history per series, so a Faust table keyed by KPI id can hold it: ``state_for(kpi)`` gives the
-bytes to store after a message, ``restore(kpi, data)`` puts them back after a restart.
+JSON to store after a message (never pickle: a changelog topic is not trusted input),
+``restore(kpi, data)`` puts it back after a restart.
 
 Contributors of an overall anomaly rank the segment and channel series of the same KPI and window
 by their part of the overall change ``value - expected``:
@@ -25,10 +26,10 @@ largest share first.
 from __future__ import annotations
 
 import math
-import pickle
 from collections import deque
 from typing import Any, TypeGuard
 
+from detectors import state as state_codec
 from detectors.config import DetectorConfig
 from detectors.series import SeriesWatcher, Verdict
 
@@ -162,9 +163,10 @@ class KpiWatch:
     """The detector stage: :meth:`observe` one ``kpis`` message, get its anomaly events.
 
     State is one :class:`KpiSeriesWatch` per KPI in :attr:`kpis`; :meth:`state_for` and
-    :meth:`restore` move one KPI's state to and from bytes (a Faust table keyed by KPI id, a
-    checkpoint file); the whole object pickles too. Events follow docs/anomalies.md; only
-    overall series (``segment = channel = "all"``) carry ``contributors``.
+    :meth:`restore` move one KPI's state to and from JSON bytes (a Faust table keyed by KPI id);
+    the whole object pickles too (a checkpoint file of this process's own). Events follow
+    docs/anomalies.md; only overall series (``segment = channel = "all"``) carry
+    ``contributors``.
 
     Parameters
     ----------
@@ -206,15 +208,15 @@ class KpiWatch:
         return self.watch_for(msg["kpi"]).observe(msg, self.config)
 
     def state_for(self, kpi: str) -> bytes:
-        """The pickled state of one KPI, for :meth:`restore`."""
-        return pickle.dumps(self.watch_for(kpi), protocol=pickle.HIGHEST_PROTOCOL)
+        """The state of one KPI as JSON (detectors/state.py), for :meth:`restore`."""
+        return state_codec.dumps(self.watch_for(kpi))
 
     def restore(self, kpi: str, data: bytes) -> None:
-        """Put back the state of ``kpi`` saved by :meth:`state_for`.
+        """Put back the state of ``kpi`` saved by :meth:`state_for`."""
+        self.put(kpi, state_codec.loads(data))
 
-        Only bytes this process (or the same deployment) wrote: unpickling runs code.
-        """
-        w = pickle.loads(data)
-        if not isinstance(w, KpiSeriesWatch) or w.kpi != kpi:
+    def put(self, kpi: str, saved: Any) -> None:
+        """Install a decoded state of ``kpi``; ValueError unless it is one."""
+        if not isinstance(saved, KpiSeriesWatch) or saved.kpi != kpi:
             raise ValueError(f"state given for KPI {kpi!r} is not a saved KpiSeriesWatch of it")
-        self.kpis[kpi] = w
+        self.kpis[kpi] = saved

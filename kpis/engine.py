@@ -482,10 +482,6 @@ class KpiMerger:
         self._ref_buckets: dict[int, set[tuple[tuple[str, str], str]]] = {}
         self._referrers: dict[tuple[str, str], int] = {}
 
-    @property
-    def next_window(self) -> int | None:
-        return self._next
-
     def add(self, partition: int, closed_before: int | None,
             windows: list[WindowInputs]) -> list[KpiSnapshot]:
         """Take one partition's closed windows; the snapshots of windows now complete."""

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from detectors import load_config, state
-from detectors.watch import KpiSeriesWatch, KpiWatch
+from detectors.watch import KpiWatch
 from stream import metrics
 from stream.agents.merge import kpis_topic
 from stream.app import app, commit, settings
@@ -61,16 +61,13 @@ class DetectorStates:
         for kpi, saved in list(self.table.items()):
             try:
                 doc = state.loads(saved.encode())
-                watch = doc["watch"]
-                if not isinstance(watch, KpiSeriesWatch) or watch.kpi != kpi:
-                    raise ValueError("not a KpiSeriesWatch of this KPI")
-                self.watch.kpis[kpi] = watch
+                self.watch.put(kpi, doc["watch"])
                 self.due[kpi] = int(doc["next_offset"])
             except Exception as exc:   # an old or foreign value: start that KPI cold
                 log.warning("detector state of %s not restored (%s); it starts cold", kpi, exc)
                 continue
             log.info("restored the detectors of %s (%d series) up to kpis offset %d", kpi,
-                     len(watch.watchers), self.due[kpi])
+                     len(self.watch.kpis[kpi].watchers), self.due[kpi])
 
     def learned(self, kpi: str, offset: int) -> bool:
         """Whether the state of ``kpi`` already includes the message at ``offset``."""
