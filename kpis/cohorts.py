@@ -28,7 +28,7 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
-from kpis._tracking import Key, key_order, windows_per_day
+from kpis._tracking import HeldSteps, Key, key_order, windows_per_day
 from kpis.formulas import COHORT_KPIS, DAY_S, FUNNEL_PAID_S, subscription_days
 
 __all__ = ["PAID_RETENTION_S", "CohortTracker", "cohort_of"]
@@ -138,9 +138,8 @@ class CohortTracker:
         self._users: dict[str, list[Any]] = {}   # user -> record (slots above)
         self._weeks: dict[int, list[Any]] = {}   # week -> [KPIs reported, member records]
         self._width = float(window_s)
-        # steps of users whose signup was not seen, by the window of the step (so a close drops
-        # whole windows): window -> user -> [(ts, step)]
-        self._held: dict[int, dict[str, list[tuple[float, int]]]] = {}
+        # steps of users whose signup was not seen yet
+        self._held: HeldSteps[int] = HeldSteps(window_s)
 
     def observe(self, ev: dict[str, Any]) -> None:
         """Take one validated event (any kind; spend and failed payments are ignored)."""
@@ -155,7 +154,7 @@ class CohortTracker:
             elif ts - self._closed >= _D7:
                 # its signup, not seen yet, is at or after the last close: if this is 7 d
                 # later it may be on day 7 (only with a lateness of days)
-                self._hold(ev["user_id"], ts, _ACTIVE)
+                self._held.hold(ev["user_id"], ts, _ACTIVE)
             return
         if kind == "payment":
             if ev["status"] != "succeeded":
@@ -177,20 +176,9 @@ class CohortTracker:
         user = ev["user_id"]
         rec = self._users.get(user)
         if rec is None:
-            self._hold(user, ts, step)
+            self._held.hold(user, ts, step)
         else:
             _apply(rec, ts, step)
-
-    def _hold(self, user: str, ts: float, step: int) -> None:
-        w = int(ts // self._width)
-        bucket = self._held.get(w)
-        if bucket is None:
-            bucket = self._held[w] = {}
-        steps = bucket.get(user)
-        if steps is None:
-            bucket[user] = [(ts, step)]
-        else:
-            steps.append((ts, step))
 
     def _signup(self, ev: dict[str, Any]) -> None:
         ts = ev["ts"]
@@ -199,11 +187,8 @@ class CohortTracker:
             return
         rec: list[Any] = [ts, (ev.get("segment"), ev.get("channel")), user, False, False,
                           math.inf, False, None, None]
-        first = int(ts // self._width)
-        for w, bucket in self._held.items():
-            if w >= first:   # steps before the signup do not count (and go at the next close)
-                for t, step in bucket.pop(user, ()):
-                    _apply(rec, t, step)
+        for t, step in self._held.take(user, ts):   # steps before the signup do not count
+            _apply(rec, t, step)
         self._users[user] = rec
         week = _week(ts)
         entry = self._weeks.get(week)
@@ -217,8 +202,7 @@ class CohortTracker:
         if end > self._closed:
             self._closed = end
         done = int(end // self._width)
-        for w in [w for w in self._held if w < done]:
-            del self._held[w]   # steps before a closed window: a signup seen later is after them
+        self._held.drop_before(done * self._width)
         out: list[tuple[str, str, Key, int, int]] = []
         for week in sorted(self._weeks):
             entry = self._weeks[week]

@@ -27,7 +27,7 @@ import heapq
 import math
 from typing import Any
 
-from kpis._tracking import Key, key_order, windows_per_day
+from kpis._tracking import HeldSteps, Key, key_order, windows_per_day
 from kpis.formulas import DAY_S, FUNNEL_INPUTS, FUNNEL_PAID_S, FUNNEL_SCAN_S
 
 __all__ = ["FunnelTracker"]
@@ -71,9 +71,8 @@ class FunnelTracker:
         self._windows: dict[int, list[list[Any]]] = {}   # signup window -> its users' records
         self._due_24h: list[int] = []           # heaps of signup windows still to report
         self._due_14d: list[int] = []
-        # step times (scan, paid) of users whose signup was not seen, by the window of the step
-        # (so a close drops whole windows): window -> [scan times, paid times] by user
-        self._held: dict[int, list[dict[str, list[float]]]] = {}
+        # steps (_SCAN or _PAID, with their time) of users whose signup was not seen yet
+        self._held: HeldSteps[int] = HeldSteps(window_s)
 
     def observe(self, ev: dict[str, Any]) -> None:
         """Take one validated event (any kind; only signup, scan and first payments matter)."""
@@ -95,16 +94,7 @@ class FunnelTracker:
         user = ev["user_id"]
         rec = self._users.get(user)
         if rec is None:
-            w = int(ts // self._width)
-            bucket = self._held.get(w)
-            if bucket is None:
-                bucket = self._held[w] = [{}, {}]
-            held = bucket[slot]
-            times = held.get(user)
-            if times is None:
-                held[user] = [ts]
-            else:
-                times.append(ts)
+            self._held.hold(user, ts, slot)
         elif rec[_SIGNUP_TS] <= ts < rec[slot]:
             rec[slot] = ts
 
@@ -114,14 +104,9 @@ class FunnelTracker:
         if ts < self._closed or user in self._users:
             return
         rec: list[Any] = [_INF, _INF, ts, (ev.get("segment"), ev.get("channel")), user]
-        first = int(ts // self._width)
-        for w, bucket in self._held.items():
-            if w < first:
-                continue   # steps before the signup do not count (and go at the next close)
-            for slot, held in enumerate(bucket):
-                times = held.pop(user, None)
-                if times:
-                    rec[slot] = min(rec[slot], min((t for t in times if t >= ts), default=_INF))
+        for t, slot in self._held.take(user, ts):   # steps before the signup do not count
+            if t < rec[slot]:
+                rec[slot] = t
         self._users[user] = rec
         w = int(ts // self._width)
         members = self._windows.get(w)
@@ -142,8 +127,7 @@ class FunnelTracker:
         if end > self._closed:
             self._closed = end
         done = int(end // self._width)       # windows 0 .. done - 1 have ended
-        for w in [w for w in self._held if w < done]:
-            del self._held[w]   # steps before a closed window: a signup seen later is after them
+        self._held.drop_before(done * self._width)
         rows: dict[Key, list[int]] = {}
         due = self._due_24h
         while due and due[0] + 1 + self._lag_24h <= done:
