@@ -115,11 +115,19 @@ class DigestPublisher:
         self.poster = SlackPoster(slack_client or make_slack_client(settings)) if (
             self.slack_enabled) else None
         self.outbox = Outbox(Path(settings.data_dir) / "digest_outbox.jsonl")
+        self._written: set[str] | None = None   # days in the file (read at the first publish)
         self.explainer = explainer if explainer is not None else make_explainer(settings)
 
     async def publish(self, doc: dict, live: bool) -> dict:
         """Summarise and chart a live day, append ``doc`` to ``digest.jsonl``, queue and send
-        its Slack message; returns the document as written."""
+        its Slack message; returns the document as written. A day already in the file is not
+        written again (a worker restarted from a checkpoint older than its last digest makes
+        that day again)."""
+        if self._written is None:
+            self._written = _days_in(self.path)
+        written = self._written
+        if doc["day"] in written:
+            return doc
         if live and self.notify:
             started = time.monotonic()
             doc["summary"], doc["summary_source"] = await summarise(doc, self.explainer)
@@ -130,6 +138,7 @@ class DigestPublisher:
             doc["chart"] = await asyncio.to_thread(self._draw, doc)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(doc, ensure_ascii=False) + "\n")
+        written.add(doc["day"])
         if live and self.slack_enabled:
             text, blocks = digest_message(doc)
             key, channel = f"digest:{doc['day']}", self.settings.slack_channel
@@ -183,3 +192,18 @@ class DigestPublisher:
 
     async def close(self) -> None:
         await self.explainer.close()
+
+
+def _days_in(path: Path) -> set[str]:
+    """The days of the digests already in ``path`` (unreadable lines are skipped)."""
+    days: set[str] = set()
+    try:
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                try:
+                    days.add(str(json.loads(line)["day"]))
+                except (ValueError, KeyError, TypeError):
+                    continue
+    except FileNotFoundError:
+        pass
+    return days

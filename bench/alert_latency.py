@@ -14,9 +14,9 @@ import asyncio
 import statistics
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer
 
+from kpis.messages import docs_in
 from pulse.worker_process import WorkerProcess
 from simulator import Simulation
 from simulator.publisher import EventPublisher, ensure_topics, run_clock
@@ -42,7 +42,7 @@ async def _markers(bootstrap: str, topic: str) -> list[float]:
                 break
             for records in batch.values():
                 for rec in records:
-                    if orjson.loads(rec.value).get("kind") == "window_closed":
+                    if any(d.get("kind") == "window_closed" for d in docs_in(rec.value)):
                         out.append(rec.timestamp / 1000.0)
     finally:
         await consumer.stop()

@@ -1,8 +1,10 @@
 """The shape of the ``kpis`` topic's messages, shared by the stream agent and offline runs.
 
-One message per (window, KPI) carries every series of that KPI, so the detector stage sees a
+One document per (window, KPI) carries every series of that KPI, so the detector stage sees a
 KPI's segments and channels together (for root-cause hints); a ``window_closed`` marker follows
-the last KPI of each window.
+the last KPI of each window. On the topic, one Kafka message holds one window: a JSON array of
+its KPI documents, marker last. (Faust's cost is per message, about as much as detecting one
+KPI: a message per KPI made the Kafka hops of a window cost more than its detection.)
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
+
 from kpis.engine import KpiSnapshot
 from kpis.formulas import KPI_BY_ID
 
-__all__ = ["group_snapshots", "window_closed"]
+__all__ = ["group_snapshots", "window_closed", "window_messages", "docs_in"]
 
 
 def group_snapshots(snaps: Iterable[KpiSnapshot]) -> list[dict[str, Any]]:
@@ -50,3 +54,34 @@ def window_closed(doc: dict[str, Any]) -> dict[str, Any]:
     return {"kind": "window_closed", "window_start": doc["window_start"],
             "window_end": doc["window_end"], "window_start_ts": doc["window_start_ts"],
             "window_end_ts": doc["window_end_ts"]}
+
+
+def window_messages(docs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The ``kpis`` topic messages of :func:`group_snapshots`' documents: one per window, its
+    KPI documents then its ``window_closed`` marker.
+
+    >>> a = KpiSnapshot("signups", "all", "all", 0.0, 3600.0, 4.0, 4.0)
+    >>> b = KpiSnapshot("signups", "all", "all", 3600.0, 7200.0, 5.0, 5.0)
+    >>> [[d.get("kpi", d.get("kind")) for d in m] for m in window_messages(group_snapshots([a, b]))]
+    [['signups', 'window_closed'], ['signups', 'window_closed']]
+    """
+    out: list[list[dict[str, Any]]] = []
+    for doc in docs:
+        if not out or out[-1][-1]["window_start_ts"] != doc["window_start_ts"]:
+            if out:
+                out[-1].append(window_closed(out[-1][-1]))
+            out.append([])
+        out[-1].append(doc)
+    if out:
+        out[-1].append(window_closed(out[-1][-1]))
+    return out
+
+
+def docs_in(value: bytes) -> list[dict[str, Any]]:
+    """The documents of one ``kpis`` message (a window's array; a single document is read as
+    one, as older workers wrote them). Raises ValueError when it is not JSON objects."""
+    doc = orjson.loads(value)
+    docs = doc if isinstance(doc, list) else [doc]
+    if not all(isinstance(d, dict) for d in docs):
+        raise ValueError("a kpis message must be a JSON object or an array of them")
+    return docs

@@ -9,6 +9,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from kpis.messages import docs_in
+
 __all__ = ["docs_from_topic", "latest", "latest_from_file", "latest_from_topic",
            "rows_from_file", "series_rows"]
 
@@ -62,7 +64,7 @@ async def docs_from_topic(bootstrap: str, topic: str, idle_s: float = 1.5,
             batch = await consumer.getmany(timeout_ms=300)
             for records in batch.values():
                 last_new = time.monotonic()
-                docs.extend(orjson.loads(rec.value) for rec in records)
+                docs.extend(d for rec in records for d in docs_in(rec.value))
     finally:
         await consumer.stop()
     return docs

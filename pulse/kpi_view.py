@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer
 
 from alerting.evidence import format_value, series_names
 from kpis import KPIS
+from kpis.messages import docs_in
 from pulse.kpi_state import series_rows
 
 __all__ = ["KpiView", "alert_line"]
@@ -83,10 +84,12 @@ class KpiView:
                 batch = await consumer.getmany(timeout_ms=200)
                 for records in batch.values():
                     for rec in records:
-                        doc = orjson.loads(rec.value)
                         if rec.topic == self.topic:
-                            self._on_message(doc, out)
-                        elif rec.topic == self.anomalies_topic:
+                            for doc in docs_in(rec.value):
+                                self._on_message(doc, out)
+                            continue
+                        doc = orjson.loads(rec.value)
+                        if rec.topic == self.anomalies_topic:
                             if "kpi" in doc:
                                 self.anomalies_seen += 1
                                 if anomalies:

@@ -40,6 +40,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from kpis.messages import docs_in
 from pulse.eventfile import FileScan, LineProblem, scan_file, sorted_events
 from pulse.kpi_view import KpiView
 from pulse.progress import ProgressBar
@@ -139,7 +140,8 @@ class _ReplayView(KpiView):
                 batch = await consumer.getmany(timeout_ms=200)
                 for records in batch.values():
                     for rec in records:
-                        self._take(rec.topic, orjson.loads(rec.value), out, anomalies)
+                        for doc in _docs(rec.topic, rec.value, self.topic):
+                            self._take(rec.topic, doc, out, anomalies)
                 out.flush()
                 anomalies.flush()
         finally:
@@ -164,6 +166,11 @@ class _ReplayView(KpiView):
         else:
             self.alert_changes.append(doc)
             self.last_alert_at = time.monotonic()
+
+
+def _docs(topic: str, value: bytes, kpis_topic: str) -> list[dict[str, Any]]:
+    """A message's documents: a ``kpis`` message holds a window's."""
+    return docs_in(value) if topic == kpis_topic else [orjson.loads(value)]
 
 
 class _Feed:

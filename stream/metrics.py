@@ -10,7 +10,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 __all__ = [
     "KPI", "EVENTS", "DEAD_LETTERS", "DUPLICATES", "MESSAGES", "REDELIVERED", "OFFSET_GAPS",
-    "PROCESSING_LAG", "CONSUMER_LAG", "COHORT_KPI",
+    "PROCESSING_LAG", "CONSUMER_LAG", "FETCH_HELD", "COHORT_KPI",
     "WATERMARK", "WINDOWS_CLOSED", "ANOMALIES", "ALERTS", "SLACK_CALLS", "LLM_CALLS",
     "SLACK_LATENCY", "LLM_LATENCY",
 ]
@@ -38,6 +38,9 @@ COHORT_KPI = Gauge("pulse_cohort_kpi",
 CONSUMER_LAG = Gauge("pulse_consumer_lag_messages",
                      "Messages of an events partition not yet processed by the worker reading "
                      "it (high watermark minus position).", ["topic", "partition"])
+FETCH_HELD = Gauge("pulse_fetch_held_partitions",
+                   "Partitions of a topic not fetched for now because they ran ahead of the "
+                   "slowest one in event time (while a backlog is read).", ["topic"])
 WATERMARK = Gauge("pulse_event_time_watermark_seconds",
                   "Event time up to which KPI windows are closed (seconds since the epoch).")
 WINDOWS_CLOSED = Counter("pulse_windows_closed", "KPI windows closed and published.")

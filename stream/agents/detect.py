@@ -1,12 +1,13 @@
 """Anomaly detection: ``kpis`` in, ``anomalies`` out.
 
-Each ``kpis`` message (one KPI, one closed window, all its series) goes through that KPI's
-detector state (detectors/watch.py); flagged points are published to ``anomalies`` as
-docs/anomalies.md describes, and the ``window_closed`` markers are passed on after them. The
-state lives in a Faust table keyed by KPI id, so a restarted worker (or the worker that takes the
-``kpis`` partition over) recovers it from the changelog and carries on learning instead of
-starting cold (no burst of false alarms). Table values are JSON (detectors/state.py), never
-pickle: the changelog is a topic anyone on the cluster could write to.
+Each KPI document of a ``kpis`` message (one closed window: per KPI, all its series) goes
+through that KPI's detector state (detectors/watch.py); flagged points are published to
+``anomalies`` as docs/anomalies.md describes, and the ``window_closed`` markers are passed on
+after them. The state lives in a Faust table keyed by KPI id, so a restarted worker (or the
+worker that takes the ``kpis`` partition over) recovers it from the changelog and carries on
+learning instead of starting cold (no burst of false alarms). Table values are JSON
+(detectors/state.py), never pickle: the changelog is a topic anyone on the cluster could write
+to.
 
 Each saved value carries the ``kpis`` offset its state reaches. After a restart Kafka re-delivers
 from the last commit, which may be before or after that offset: messages the state already
@@ -26,6 +27,7 @@ import orjson
 
 from detectors import load_config, state
 from detectors.watch import KpiWatch
+from kpis.messages import docs_in
 from stream import metrics
 from stream.agents.merge import kpis_topic
 from stream.app import app, commit, settings
@@ -104,38 +106,52 @@ async def _catch_up(states: DetectorStates, topic: str, partition: int, offset: 
     missed = await fetch_range(settings.kafka_bootstrap, topic, partition, due, offset)
     relearned = 0
     for rec in missed:
-        doc = orjson.loads(rec.value)
-        if "kpi" not in doc or states.learned(doc["kpi"], rec.offset):
-            continue
+        docs = _docs(rec.value, rec.offset)
         if rec.offset < committed:
-            states.observe(doc, rec.offset)
-            relearned += 1
+            for doc in docs:
+                if "kpi" in doc and not states.learned(doc["kpi"], rec.offset):
+                    states.observe(doc, rec.offset)
+                    relearned += 1
         else:
-            await _process(states, doc, rec.value, rec.offset)
-    log.info("detectors re-learned %d kpis messages their saved state did not cover; %d "
+            await _process(states, docs, rec.offset)
+    log.info("detectors re-learned %d KPI documents their saved state did not cover; %d "
              "messages fetched (%d..%d)", relearned, len(missed), due, offset - 1)
 
 
-async def _process(states: DetectorStates, doc: dict[str, Any], raw: bytes,
-                   offset: int) -> None:
-    if doc.get("kind") == "window_closed":
-        await anomalies_topic.send(key=b"window", value=raw)
-        return
-    if "kpi" not in doc or states.learned(doc["kpi"], offset):
-        return
-    kpi = doc["kpi"]
-    for anomaly in states.observe(doc, offset):
-        metrics.ANOMALIES.labels(kpi, anomaly["severity"]).inc()
-        await anomalies_topic.send(key=kpi.encode(), value=orjson.dumps(anomaly))
+def _docs(raw: bytes, offset: int) -> list[dict[str, Any]]:
+    try:
+        return docs_in(raw)
+    except Exception as exc:   # not ours: say so, keep detecting
+        log.error("skipped kpis message %d, which is not KPI documents (%s): %.200r", offset,
+                  exc, raw)
+        return []
+
+
+async def _process(states: DetectorStates, docs: list[dict[str, Any]], offset: int) -> None:
+    """Detect on one ``kpis`` message (a window's KPI documents, marker last)."""
+    # processed before a restart when a state saved since has learned past it: its markers
+    # were forwarded then, and every KPI in it is skipped below
+    replayed = offset < max(states.due.values(), default=0)
+    for doc in docs:
+        if doc.get("kind") == "window_closed":
+            if not replayed:
+                await anomalies_topic.send(key=b"window", value=orjson.dumps(doc))
+            continue
+        if "kpi" not in doc or states.learned(doc["kpi"], offset):
+            continue
+        kpi = doc["kpi"]
+        for anomaly in states.observe(doc, offset):
+            metrics.ANOMALIES.labels(kpi, anomaly["severity"]).inc()
+            await anomalies_topic.send(key=kpi.encode(), value=orjson.dumps(anomaly))
 
 
 @app.agent(kpis_topic)
 async def detect_anomalies(stream: Any) -> None:
     """Consumes ``kpis``; publishes anomaly events and window markers to ``anomalies``.
 
-    Detector state goes to the table at window ends, at most every 2 s: at live pace that
-    is every window, and while a backlog is read it keeps the changelog from becoming the
-    bottleneck (20 KPI states a window at hundreds of windows a second).
+    Detector state goes to the table after a window, at most every ``SAVE_EVERY_S``: at live
+    pace that is every window, and while a backlog is read it keeps the changelog (every KPI's
+    state) from becoming the bottleneck at hundreds of windows a second.
     """
     states = DetectorStates(detector_state)
     last_save = time.monotonic()
@@ -152,16 +168,15 @@ async def detect_anomalies(stream: Any) -> None:
             metrics.OFFSET_GAPS.inc(msg.offset - expected)
             for rec in await fetch_range(settings.kafka_bootstrap, msg.topic, msg.partition,
                                          expected, msg.offset):
-                await _process(states, orjson.loads(rec.value), rec.value, rec.offset)
+                await _process(states, _docs(rec.value, rec.offset), rec.offset)
         if expected is not None and msg.offset < expected:
             metrics.REDELIVERED.inc()
             continue
         expected = msg.offset + 1
-        doc = orjson.loads(raw)
-        if doc.get("kind") == "window_closed" and msg.offset < max(states.due.values(), default=0):
-            continue   # forwarded before the restart: every state saved is past it
-        await _process(states, doc, raw, msg.offset)
-        if doc.get("kind") == "window_closed" and time.monotonic() - last_save >= SAVE_EVERY_S:
+        docs = _docs(raw, msg.offset)
+        await _process(states, docs, msg.offset)
+        if any(d.get("kind") == "window_closed" for d in docs) and \
+                time.monotonic() - last_save >= SAVE_EVERY_S:
             states.save(msg.offset + 1)
             await app.producer.flush()   # the changelog has the state before the offset moves
             await commit(msg.topic)

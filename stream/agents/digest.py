@@ -21,6 +21,7 @@ import orjson
 
 from alerting.digest import HEADLINE_KPIS, DigestBuilder
 from alerting.digest_delivery import DigestPublisher
+from kpis.messages import docs_in
 from stream.agents.alerts import record_call
 from stream.app import app, commit, owns, settings
 from stream.checkpoint import Checkpoint
@@ -53,33 +54,39 @@ async def daily_digest(stream: Any) -> None:
     publisher = DigestPublisher(settings, settings.digest_file or data / "digest.jsonl",
                                 observer=record_call)
     alerts_name = settings.topic("alerts")
-    wanted = {k.encode() for k in HEADLINE_KPIS} | {b"window"}   # kpis keys it reads
     saved = retried = time.monotonic()
     try:
         async for event in stream.events():
-            if event.message.topic != alerts_name and event.key not in wanted:
-                continue   # a KPI the digest does not show: not even decoded
-            doc = orjson.loads(event.value)
             if event.message.topic == alerts_name:
-                builder.add_alert(doc)
+                builder.add_alert(orjson.loads(event.value))
                 continue
-            for digest in builder.add_message(doc):
-                live = digest["day_end_ts"] >= settings.notify_after
-                await publisher.publish(digest, live=live)
-                checkpoint.save(builder)
-                saved = time.monotonic()
-                log.info("daily digest for %s written%s", digest["day"],
-                         " and sent" if live and publisher.slack_enabled else "")
-            if doc.get("kind") != "window_closed":
+            try:
+                docs = docs_in(event.value)
+            except Exception as exc:   # not ours: say so, keep building
+                log.error("skipped a kpis message that is not KPI documents (%s)", exc)
                 continue
-            now = time.monotonic()
-            if now - saved >= SAVE_EVERY_S:
-                checkpoint.save(builder)
-                await commit(settings.topic("kpis"), alerts_name)
-                saved = now
-            if publisher.outbox.pending and now - retried >= RETRY_SLACK_EVERY_S:
-                retried = now
-                await publisher.flush()
+            for doc in docs:
+                closed = doc.get("kind") == "window_closed"
+                if not closed and doc.get("kpi") not in HEADLINE_KPIS:
+                    continue   # a KPI the digest does not show
+                for digest in builder.add_message(doc):
+                    live = digest["day_end_ts"] >= settings.notify_after
+                    await publisher.publish(digest, live=live)
+                    if live:   # never post a day twice; a backlog's days are saved below
+                        checkpoint.save(builder)
+                        saved = time.monotonic()
+                    log.info("daily digest for %s written%s", digest["day"],
+                             " and sent" if live and publisher.slack_enabled else "")
+                if not closed:
+                    continue
+                now = time.monotonic()
+                if now - saved >= SAVE_EVERY_S:
+                    checkpoint.save(builder)
+                    await commit(settings.topic("kpis"), alerts_name)
+                    saved = now
+                if publisher.outbox.pending and now - retried >= RETRY_SLACK_EVERY_S:
+                    retried = now
+                    await publisher.flush()
     finally:
         if owns(settings.topic("kpis")):   # not if another worker builds the digests now
             checkpoint.save(builder)

@@ -36,7 +36,7 @@ from stream.checkpoint import Checkpoint
 from stream.events import Rejected, decode_message
 
 __all__ = ["events_topic", "dead_letters_topic", "kpi_partials_topic", "kpi_windows",
-           "PartitionClock", "encode_partial", "decode_partial"]
+           "PartitionClock", "FetchHold", "encode_partial", "decode_partial"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ IDLE_PARTITION_S = 5.0
 UNSEEN_WAIT_S = 60.0
 MAX_RAW_IN_DEAD_LETTER = 64 << 10
 WINDOWS_PER_PARTIAL = 48     # closed windows per ``kpi-partials`` message (a backlog closes many)
+AHEAD_WINDOWS = 2            # a partition further ahead of the slowest one stops being fetched
 
 
 class PartitionClock:
@@ -107,6 +108,40 @@ class PartitionClock:
         if not times:  # everything quiet: the newest time any partition reached
             return max(self.event_time.values(), default=None)
         return min(times)
+
+    def ahead(self, watermark: float, by: float) -> set[int]:
+        """Partitions whose event time is more than ``by`` seconds past ``watermark``."""
+        return {p for p, t in self.event_time.items() if t > watermark + by}
+
+
+class FetchHold:
+    """Stops fetching the partitions that run far ahead of the slowest one in event time.
+
+    Reading a backlog, the broker and client hand out partitions unevenly: on the embedded
+    broker one partition ran 24 days of event time ahead of another. Windows close on the
+    slowest partition, so everything the fast ones read meanwhile waits in open windows and
+    held funnel steps (memory, and checkpoints ten times larger). Fetching them again once the
+    others caught up keeps the partitions within a few windows of each other.
+
+    It uses Faust's own back-pressure switch (``Consumer.on_buffer_full`` /
+    ``on_buffer_drop``, what Faust calls when a stream's buffer fills), not
+    ``pause_partitions``: Faust drops records of a paused partition that were already fetched,
+    while a buffer-full partition keeps delivering those and is only no longer fetched.
+    """
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.held: set[int] = set()
+
+    def update(self, ahead: set[int]) -> None:
+        consumer = app.consumer
+        for p in ahead - self.held:
+            consumer.on_buffer_full(TP(self.topic, p))
+        for p in self.held - ahead:
+            consumer.on_buffer_drop(TP(self.topic, p))
+        if ahead != self.held:
+            metrics.FETCH_HELD.labels(self.topic).set(len(ahead))
+        self.held = ahead
 
 
 def dead_letter_doc(rej: Rejected, topic: str, partition: int, offset: int) -> dict[str, Any]:
@@ -250,6 +285,7 @@ async def kpi_windows(stream: Any) -> None:
     ``dead-letters``."""
     parts = Partitions(settings.topic("events"))
     clock = PartitionClock()   # wall-clock bookkeeping of this process only
+    hold = FetchHold(parts.topic)
     last_save = time.monotonic()
     try:
         async for event in stream.events():
@@ -276,17 +312,18 @@ async def kpi_windows(stream: Any) -> None:
                             len(missing), msg.offset - due, msg.topic, msg.partition, due,
                             msg.offset - 1)
                 for rec in missing:
-                    await _consume(parts, clock, rec.value, msg.topic, msg.partition,
+                    await _consume(parts, clock, hold, rec.value, msg.topic, msg.partition,
                                    rec.offset, rec.timestamp / 1000.0)
-            await _consume(parts, clock, event.value, msg.topic, msg.partition, msg.offset,
-                           msg.timestamp)
+            await _consume(parts, clock, hold, event.value, msg.topic, msg.partition,
+                           msg.offset, msg.timestamp)
     finally:
         parts.save()
         log.info("KPI windows of partitions %s saved", sorted(parts.open))
 
 
-async def _consume(parts: Partitions, clock: PartitionClock, payload: bytes | None,
-                   topic: str, partition: int, offset: int, appended: float) -> None:
+async def _consume(parts: Partitions, clock: PartitionClock, hold: FetchHold,
+                   payload: bytes | None, topic: str, partition: int, offset: int,
+                   appended: float) -> None:
     """Everything one message of ``events`` does: count, dead-letter, close windows."""
     st = parts.open[partition]
     windows = st.windows
@@ -325,6 +362,7 @@ async def _consume(parts: Partitions, clock: PartitionClock, payload: bytes | No
                          functools.partial(_highwater, topic), functools.partial(_unread, topic))
     if wm is not None:
         await parts.close_windows(wm)
+        hold.update(clock.ahead(wm, AHEAD_WINDOWS * settings.window_seconds) & set(assigned))
 
 
 def _highwater(topic: str, partition: int) -> int | None:

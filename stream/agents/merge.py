@@ -3,8 +3,9 @@
 Consumes ``kpi-partials`` (stream/agents/kpis.py: each input partition's closed windows as
 integer sums, from whichever workers read those partitions), adds the partitions up in a
 :class:`~kpis.engine.KpiMerger` and, once every partition has closed a window, publishes its
-KPIs to ``kpis`` — one message per (window, KPI) carrying every series, so the detector agent
-sees a KPI's segments and channels together, then a ``window_closed`` marker — and sets the
+KPIs to ``kpis`` — one message per window: a document per KPI carrying every series, so the
+detector agent sees a KPI's segments and channels together, then a ``window_closed`` marker
+(kpis/messages.py) — and sets the
 ``pulse_kpi`` gauges. ``kpi-partials`` has one partition, so one worker of the group merges;
 its state is checkpointed like the KPI agent's (same skip-and-refetch rules on restart).
 """
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 
 from kpis.engine import KpiMerger, KpiSnapshot
-from kpis.messages import group_snapshots, window_closed
+from kpis.messages import group_snapshots, window_messages
 from stream import metrics
 from stream.agents.kpis import decode_partial, kpi_partials_topic
 from stream.app import app, commit, owns, settings
@@ -102,24 +103,26 @@ async def merge_windows(stream: Any) -> None:
 
 
 async def publish(snaps: list[KpiSnapshot]) -> None:
-    """Send closed windows to ``kpis``: each window's KPI messages, then a ``window_closed``
-    marker, so the next stages know the window is complete without waiting for the next one."""
+    """Send closed windows to ``kpis``: one message per window, its KPI documents then a
+    ``window_closed`` marker, so the next stages know the window is complete without waiting
+    for the next one."""
     if not snaps:
         return
-    docs = group_snapshots(snaps)
-    newest = docs[-1]["window_start_ts"]
-    for i, doc in enumerate(docs):
-        await kpis_topic.send(key=doc["kpi"].encode(), value=orjson.dumps(doc))
-        cohort = doc.get("cohort")
-        # a backlog closes many windows at once: the gauges show the newest one's values
-        if cohort is not None or doc["window_start_ts"] == newest:
+    messages = window_messages(group_snapshots(snaps))
+    newest = messages[-1][-1]["window_start_ts"]
+    for docs in messages:
+        await kpis_topic.send(key=b"window", value=orjson.dumps(docs))
+        marker = docs[-1]
+        for doc in docs[:-1]:
+            cohort = doc.get("cohort")
+            # a backlog closes many windows at once: the gauges show the newest one's values
+            if cohort is None and doc["window_start_ts"] != newest:
+                continue
             for s in doc["series"]:
                 if cohort is None:
                     metrics.KPI.labels(doc["kpi"], s["segment"], s["channel"]).set(s["value"])
                 else:
                     metrics.COHORT_KPI.labels(doc["kpi"], cohort, s["segment"],
                                               s["channel"]).set(s["value"])
-        if i + 1 == len(docs) or docs[i + 1]["window_start_ts"] != doc["window_start_ts"]:
-            await kpis_topic.send(key=b"window", value=orjson.dumps(window_closed(doc)))
-            metrics.WINDOWS_CLOSED.inc()
-            metrics.WATERMARK.set(doc["window_end_ts"])
+        metrics.WINDOWS_CLOSED.inc()
+        metrics.WATERMARK.set(marker["window_end_ts"])
