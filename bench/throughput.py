@@ -139,12 +139,16 @@ def measure_throughput(bootstrap: str, days: float = 84.0, prefix: str = "bench-
 
 
 async def _wait_for_marker(bootstrap: str, topic: str, end: float) -> None:
+    """Wait until the ``window_closed`` marker of the last window is on ``topic``.
+
+    Read from the earliest offset: the marker is usually there before this starts. (It used to
+    start at the latest offset and seek back, which raced with the consumer's assignment: when
+    the seek came first the marker was missed, and the run was charged the 300 s time-out.)
+    """
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="latest", enable_auto_commit=False)
+                                auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     try:
-        # the marker may already be there: read from the start, newest last
-        await consumer.seek_to_beginning()
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=500)
@@ -155,3 +159,4 @@ async def _wait_for_marker(bootstrap: str, topic: str, end: float) -> None:
                         return
     finally:
         await consumer.stop()
+    raise RuntimeError(f"the last window's marker did not reach {topic} within 300 s")
