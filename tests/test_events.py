@@ -67,3 +67,39 @@ def test_a_batch_keeps_good_events_and_rejects_bad_ones_individually() -> None:
 def test_bad_messages(payload: bytes | None, reason: str) -> None:
     d = decode_message(payload, None, NOW)
     assert d.events == [] and [r.reason for r in d.rejected] == [reason]
+
+
+EXAMPLES = [
+    SCAN, PAY,
+    {"event_id": "s1", "kind": "signup", "ts": NOW - 60, "user_id": "u2", "segment": "new_grad",
+     "channel": "referral", "referred_by": "u1"},
+    {"event_id": "c1", "kind": "cancel", "ts": NOW - 60, "user_id": "u1",
+     "segment": "executive", "channel": "referral", "plan": "monthly"},
+    {"event_id": "x1", "kind": "spend", "ts": NOW - 60, "channel": "social", "amount": 12.5},
+    {"event_id": "a1", "kind": "activity", "ts": NOW - 60, "user_id": "u1",
+     "segment": "experienced", "channel": "organic", "session_s": 30},
+]
+ODD_VALUES = [None, "", "x" * 200, "organic", "succeeded", True, 0, -1, 1.0, 2e6, float("inf"),
+              [], {}, "u9"]
+
+
+def test_the_fast_accept_path_agrees_with_validate() -> None:
+    """decode_message accepts through code generated from the schema; every variant of every
+    kind (each field set to odd values, removed, extra fields) gets validate's verdict."""
+    variants = []
+    for ex in EXAMPLES:
+        variants.append(ex)
+        variants.append({**ex, "extra": 1})
+        variants.append({**ex, **{f"x{i}": i for i in range(40)}})
+        for name in ex:
+            variants.append({k: v for k, v in ex.items() if k != name})
+            variants += [{**ex, name: odd} for odd in ODD_VALUES]
+    for ev in variants:
+        ev = orjson.loads(orjson.dumps(ev))   # as the worker sees it (JSON has no inf: null)
+        problem = validate(ev, NOW, NOW)
+        decoded = decode_message(orjson.dumps([ev]), NOW, NOW)
+        if problem is None:
+            assert decoded.events == [ev] and not decoded.rejected, ev
+        else:
+            assert decoded.events == [] and [r.reason for r in decoded.rejected] == [problem[0]]
+    assert len(variants) > 600
