@@ -405,17 +405,25 @@ class PartitionWindows:
         recent = w - self._n1
         buckets = self._active_buckets
         bucket = buckets.setdefault(w, {}) if active else {}
+        last_active, mau, dau = self._last_active, self._mau, self._dau
         for user, key in active.items():
-            prev = self._last_active.get(user)
-            if prev is not None:
+            prev = last_active.get(user)
+            if prev is None:
+                _bump(mau, key, 1)
+                _bump(dau, key, 1)
+            else:
                 old = buckets[prev].pop(user)
-                _bump(self._mau, old, -1)
-                if prev > recent:
-                    _bump(self._dau, old, -1)
-            self._last_active[user] = w
+                if old != key:
+                    _bump(mau, old, -1)
+                    _bump(mau, key, 1)
+                    if prev > recent:
+                        _bump(dau, old, -1)
+                    _bump(dau, key, 1)
+                elif prev <= recent:   # active again after more than 24 h: back in the DAU
+                    _bump(dau, key, 1)
+                # else: still counted under the same key in both (most users, every window)
+            last_active[user] = w
             bucket[user] = key
-            _bump(self._mau, key, 1)
-            _bump(self._dau, key, 1)
 
     def _record_trailing(self, w: int, counts: dict[Key, list[Any]]) -> None:
         kept: dict[Key, tuple[int, ...]] = {}
