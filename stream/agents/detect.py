@@ -41,7 +41,7 @@ anomalies_topic = app.topic(settings.topic("anomalies"), key_serializer="raw",
                             value_serializer="raw", partitions=1)
 detector_state = app.Table("detector-state", key_type=str, value_type=str, partitions=1)
 
-SAVE_EVERY_S = 10.0   # while a backlog is read; at live pace every window is saved
+SAVE_EVERY_S = 2.0
 
 
 class DetectorStates:

@@ -36,7 +36,7 @@ from stream.checkpoint import Checkpoint
 from stream.events import Rejected, decode_message
 
 __all__ = ["events_topic", "dead_letters_topic", "kpi_partials_topic", "kpi_windows",
-           "PartitionClock", "FetchHold", "encode_partial", "decode_partial"]
+           "PartitionClock", "FetchHold", "Partial", "encode_partials", "decode_partials"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ CHECKPOINT_EVERY_S = 10.0
 IDLE_PARTITION_S = 5.0
 UNSEEN_WAIT_S = 60.0
 MAX_RAW_IN_DEAD_LETTER = 64 << 10
-WINDOWS_PER_PARTIAL = 48     # closed windows per ``kpi-partials`` message (a backlog closes many)
+WINDOWS_PER_MESSAGE = 48     # closed windows per ``kpi-partials`` message (a backlog closes many)
 AHEAD_WINDOWS = 2            # a partition further ahead of the slowest one stops being fetched
 
 
@@ -219,20 +219,32 @@ class Partitions:
                 self.reported.pop(p, None)
 
     async def close_windows(self, watermark: float) -> None:
-        """Close every open partition's windows up to ``watermark``; report them to the merge."""
+        """Close every open partition's windows up to ``watermark``; report them to the merge,
+        all partitions in one message (Faust's cost is per message), at most
+        ``WINDOWS_PER_MESSAGE`` windows in each."""
         total = self.total or max(self.open, default=0) + 1
+        message: list[Partial] = []
+        room = WINDOWS_PER_MESSAGE
         for p, st in self.open.items():
             closed = st.windows.advance(watermark, close_empty=True)
             closed_before = st.windows.closed_before
             if not closed and closed_before == self.reported.get(p):
                 continue
             self.reported[p] = closed_before
-            for i in range(0, max(len(closed), 1), WINDOWS_PER_PARTIAL):
-                chunk = closed[i:i + WINDOWS_PER_PARTIAL]
-                last = i + WINDOWS_PER_PARTIAL >= len(closed)
-                upto = closed_before if last else chunk[-1].window + 1
-                await kpi_partials_topic.send(
-                    key=str(p).encode(), value=encode_partial(p, total, upto, chunk))
+            i = 0
+            while True:
+                chunk = closed[i:i + room]
+                i += len(chunk)
+                done = i >= len(closed)
+                message.append((p, total, closed_before if done else chunk[-1].window + 1, chunk))
+                room -= len(chunk)
+                if room <= 0:
+                    await kpi_partials_topic.send(key=b"partials", value=encode_partials(message))
+                    message, room = [], WINDOWS_PER_MESSAGE
+                if done:
+                    break
+        if message:
+            await kpi_partials_topic.send(key=b"partials", value=encode_partials(message))
 
 
 async def _partitions_of(topic: str) -> int:
@@ -255,28 +267,36 @@ async def _partitions_of(topic: str) -> int:
     return settings.events_partitions
 
 
-def encode_partial(partition: int, partitions: int, closed_before: int | None,
-                   windows: list[WindowInputs]) -> bytes:
-    """One ``kpi-partials`` message: a partition's closed windows and how far it has closed."""
-    return orjson.dumps({
-        "partition": partition, "partitions": partitions, "closed_before": closed_before,
-        "windows": [{"window": w.window,
-                     "rows": [[seg, ch, row] for (seg, ch), row in w.rows.items()],
-                     "referrals": [[ref, seg, ch] for ref, (seg, ch) in w.referrals],
-                     "cohorts": [[kpi, cohort, seg, ch, num, den]
-                                 for kpi, cohort, (seg, ch), num, den in w.cohorts]}
-                    for w in windows]})
+Partial = tuple[int, int, int | None, list[WindowInputs]]
+"""(partition, partitions of the topic, closed_before, closed windows) of one input partition."""
 
 
-def decode_partial(raw: bytes) -> tuple[int, int, int | None, list[WindowInputs]]:
-    """(partition, partitions, closed_before, windows) of a ``kpi-partials`` message."""
+def encode_partials(partials: list[Partial]) -> bytes:
+    """One ``kpi-partials`` message: a JSON array with, per partition, its closed windows and how
+    far it has closed."""
+    return orjson.dumps([
+        {"partition": partition, "partitions": partitions, "closed_before": closed_before,
+         "windows": [{"window": w.window,
+                      "rows": [[seg, ch, row] for (seg, ch), row in w.rows.items()],
+                      "referrals": [[ref, seg, ch] for ref, (seg, ch) in w.referrals],
+                      "cohorts": [[kpi, cohort, seg, ch, num, den]
+                                  for kpi, cohort, (seg, ch), num, den in w.cohorts]}
+                     for w in windows]}
+        for partition, partitions, closed_before, windows in partials])
+
+
+def decode_partials(raw: bytes) -> list[Partial]:
+    """The partials of a ``kpi-partials`` message (an array; one object is read as one)."""
     doc = orjson.loads(raw)
-    windows = [WindowInputs(w["window"], {(seg, ch): row for seg, ch, row in w["rows"]},
-                            [(ref, (seg, ch)) for ref, seg, ch in w["referrals"]],
-                            [(kpi, cohort, (seg, ch), num, den)
-                             for kpi, cohort, seg, ch, num, den in w.get("cohorts", ())])
-               for w in doc["windows"]]
-    return doc["partition"], doc["partitions"], doc["closed_before"], windows
+    out = []
+    for d in doc if isinstance(doc, list) else [doc]:
+        windows = [WindowInputs(w["window"], {(seg, ch): row for seg, ch, row in w["rows"]},
+                                [(ref, (seg, ch)) for ref, seg, ch in w["referrals"]],
+                                [(kpi, cohort, (seg, ch), num, den)
+                                 for kpi, cohort, seg, ch, num, den in w.get("cohorts", ())])
+                   for w in d["windows"]]
+        out.append((d["partition"], d["partitions"], d["closed_before"], windows))
+    return out
 
 
 @app.agent(events_topic)

@@ -22,7 +22,7 @@ import orjson
 from kpis.engine import KpiMerger, KpiSnapshot
 from kpis.messages import group_snapshots, window_messages
 from stream import metrics
-from stream.agents.kpis import decode_partial, kpi_partials_topic
+from stream.agents.kpis import decode_partials, kpi_partials_topic
 from stream.app import app, commit, owns, settings
 from stream.backfill import fetch_range, start_offsets
 from stream.checkpoint import Checkpoint
@@ -46,20 +46,23 @@ class MergeState:
 
     def add(self, raw: bytes) -> list[KpiSnapshot]:
         try:
-            partition, partitions, closed_before, windows = decode_partial(raw)
+            partials = decode_partials(raw)
         except Exception as exc:   # not ours: say so, keep merging
             log.error("skipped a kpi-partials message that is not a partial (%s): %.200r",
                       exc, raw)
             return []
-        if self.merger is None:
-            self.merger = KpiMerger(settings.window_seconds, partitions)
-        elif partitions != self.merger.partitions:
-            log.error("the events topic now has %d partitions, the KPI windows were built for "
-                      "%d: users moved partitions, so per-user KPIs are wrong until the state is "
-                      "rebuilt; start from an empty PULSE_DATA_DIR and new topics",
-                      partitions, self.merger.partitions)
-            self.merger.partitions = max(partitions, self.merger.partitions)
-        return self.merger.add(partition, closed_before, windows)
+        out: list[KpiSnapshot] = []
+        for partition, partitions, closed_before, windows in partials:
+            if self.merger is None:
+                self.merger = KpiMerger(settings.window_seconds, partitions)
+            elif partitions != self.merger.partitions:
+                log.error("the events topic now has %d partitions, the KPI windows were built "
+                          "for %d: users moved partitions, so per-user KPIs are wrong until the "
+                          "state is rebuilt; start from an empty PULSE_DATA_DIR and new topics",
+                          partitions, self.merger.partitions)
+                self.merger.partitions = max(partitions, self.merger.partitions)
+            out += self.merger.add(partition, closed_before, windows)
+        return out
 
 
 def _checkpoint() -> Checkpoint:
