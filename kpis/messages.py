@@ -79,7 +79,17 @@ def window_messages(docs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
 
 def docs_in(value: bytes) -> list[dict[str, Any]]:
     """The documents of one ``kpis`` message (a window's array; a single document is read as
-    one, as older workers wrote them). Raises ValueError when it is not JSON objects."""
+    one, as older workers wrote them). Raises ValueError when it is not JSON objects.
+
+    >>> [d["kind"] for d in docs_in(b'[{"kind": "a"}, {"kind": "window_closed"}]')]
+    ['a', 'window_closed']
+    >>> docs_in(b'{"kind": "window_closed"}'), docs_in(b'[]')
+    ([{'kind': 'window_closed'}], [])
+    >>> docs_in(b'[1]')
+    Traceback (most recent call last):
+    ...
+    ValueError: a kpis message must be a JSON object or an array of them
+    """
     doc = orjson.loads(value)
     docs = doc if isinstance(doc, list) else [doc]
     if not all(isinstance(d, dict) for d in docs):

@@ -501,11 +501,12 @@ def test_trailing_kpis_are_incomplete_until_the_stream_covers_their_horizon() ->
 @pytest.mark.parametrize("partitions", [2, 4])
 def test_partitions_merged_equal_one_engine(partitions: int) -> None:
     """Users split over partitions (as the publisher splits them), each partition closing its
-    own windows, merged: the same snapshots as one engine over every event, viral coefficient
-    (distinct referrers across partitions) included."""
+    own windows, sent through the ``kpi-partials`` codec and merged: the same snapshots as one
+    engine over every event, viral coefficient (distinct referrers across partitions) included."""
     from kpis.engine import KpiMerger, PartitionWindows
     from simulator import Simulation
     from simulator.publisher import partition_of
+    from stream.agents.kpis import decode_partials, encode_partials
 
     start = 1_794_000_000 // 3600 * 3600
     events = Simulation(seed=4, start_ts=start).advance(start + 35 * D)
@@ -519,9 +520,13 @@ def test_partitions_merged_equal_one_engine(partitions: int) -> None:
         parts[partition_of(e, partitions)].add(e)
         if i % 5000 == 0 or i + 1 == len(events):
             wm = e["ts"] if i + 1 < len(events) else e["ts"] + 2 * H
-            for p in reversed(range(partitions)):   # partitions report in any order
-                closed = parts[p].advance(wm, close_empty=True)
-                merged += merger.add(p, parts[p].closed_before, closed)
+            sent = [(p, partitions, parts[p].advance(wm, close_empty=True))
+                    for p in reversed(range(partitions))]   # partitions report in any order
+            message = encode_partials([(p, n, parts[p].closed_before, closed)
+                                       for p, n, closed in sent])
+            for p, n, closed_before, closed in decode_partials(message):
+                assert n == partitions
+                merged += merger.add(p, closed_before, closed)
     expected = one.advance(events[-1]["ts"] + 2 * H)
     assert len(expected) > 17 * 9 * 24 * 30
     assert merged == expected

@@ -110,7 +110,14 @@ class PartitionClock:
         return min(times)
 
     def ahead(self, watermark: float, by: float) -> set[int]:
-        """Partitions whose event time is more than ``by`` seconds past ``watermark``."""
+        """Partitions whose event time is more than ``by`` seconds past ``watermark``.
+
+        >>> clock = PartitionClock()
+        >>> for p, ts in ((0, 100.0), (1, 9000.0), (2, 7300.0)):
+        ...     clock.observe(p, offset=5, ts=ts, now=0.0)
+        >>> sorted(clock.ahead(100.0, by=7200.0))
+        [1]
+        """
         return {p for p, t in self.event_time.items() if t > watermark + by}
 
 
