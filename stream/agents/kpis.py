@@ -142,7 +142,7 @@ class FetchHold:
 
     def update(self, ahead: set[int]) -> None:
         consumer = app.consumer
-        for p in ahead - self.held:
+        for p in ahead:   # every time: a rebalance makes every assigned partition fetched again
             consumer.on_buffer_full(TP(self.topic, p))
         for p in self.held - ahead:
             consumer.on_buffer_drop(TP(self.topic, p))
