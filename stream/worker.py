@@ -27,7 +27,7 @@ AGENT_MODULES = ("stream.agents.kpis", "stream.agents.merge", "stream.agents.det
 ORPHAN_GRACE_S = 15.0
 # CPython's cyclic GC runs a young collection every 700 container allocations. The worker makes
 # a dict per event and keeps weeks of per-user state, so it collected hundreds of times a second
-# and kept re-walking that state (python -m kpis.bench-like runs: 19% of the KPI stage). Events
+# and kept re-walking that state (about a fifth of the KPI stage's time, run without Kafka). Events
 # die young and the state has no cycles: collect every 50,000 allocations, and never walk what
 # start-up imported (Faust, aiokafka, the detectors: alive for the whole run).
 GC_THRESHOLDS = (50_000, 20, 20)
