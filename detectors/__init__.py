@@ -8,9 +8,16 @@ unchanged as attributes, learned state sits in plain attributes, randomness come
 ``seed``, so ``pickle`` gives exact round trips (a worker restart). Callers do not learn from
 points they flag (:class:`SeriesWatcher` does this for KPI series).
 
-Scores of :class:`SeasonalForecast`, :class:`AnomalyLikelihood`, :class:`ScaledHalfSpaceTrees`
-and :class:`TargetRule` are in [0, 1]; on the shared surprise scale 0.5 is a 1-in-100,000 event.
-:class:`RollingRobustZ` gives raw robust z-scores (>= 0) to wrap in :class:`AnomalyLikelihood`.
+Every detector class subclasses ``river.base.AnomalyDetector`` and passes River's own
+``river.checks.check_estimator`` (tests/test_river_checks.py), so it works inside River's tooling.
+
+:class:`RobustSurprise` is the detector core: robust prediction errors, calibrated against this
+series' own history of them (:class:`TailSurprise`), one alarm per onset. ``pulse detect`` runs
+it by default and the live path runs it on every ``level`` KPI (with the KPI's seasonal
+forecaster inside). Scores of :class:`SeasonalForecast`, :class:`AnomalyLikelihood`,
+:class:`ScaledHalfSpaceTrees` and :class:`TargetRule` are in [0, 1]; on the shared surprise scale
+0.5 is a 1-in-100,000 event. :class:`RollingRobustZ` gives raw robust z-scores (>= 0) to wrap in
+:class:`AnomalyLikelihood`.
 
 - :class:`SeriesWatcher` / :class:`Verdict`: one KPI series (kpi, segment, channel).
 - :class:`KpiWatch` / :class:`KpiSeriesWatch`: the detector stage, ``kpis`` messages in, anomaly
@@ -29,6 +36,8 @@ from detectors.registry import DEFAULT_DETECTOR, DETECTOR_NAMES, make_detector
 from detectors.robust import RollingRobustZ
 from detectors.rules import TargetRule
 from detectors.series import SeriesWatcher, Verdict
+from detectors.surprise import RobustSurprise
+from detectors.tail import TailSurprise
 from detectors.watch import KpiSeriesWatch, KpiWatch
 
 __all__ = [
@@ -41,10 +50,12 @@ __all__ = [
     "KpiConfig",
     "KpiSeriesWatch",
     "KpiWatch",
+    "RobustSurprise",
     "RollingRobustZ",
     "ScaledHalfSpaceTrees",
     "SeasonalForecast",
     "SeriesWatcher",
+    "TailSurprise",
     "TargetRule",
     "Verdict",
     "load_config",

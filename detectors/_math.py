@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 from statistics import NormalDist
 
-__all__ = ["surprise", "z_tail", "z_for_score", "anscombe", "inverse_anscombe"]
+__all__ = [
+    "surprise", "z_tail", "z_for_score", "anscombe", "inverse_anscombe", "log10_z_tail",
+    "score_of_log10", "log10_of_score", "z_of_log10",
+]
 
 _LOG_FLOOR = math.log(1e-10)
 _NORMAL = NormalDist()
@@ -61,3 +64,65 @@ def inverse_anscombe(y: float) -> float:
     6.0...
     """
     return max(0.0, (y / 2.0) ** 2 - 0.375) if y > 0 else 0.0
+
+
+_LN10 = math.log(10.0)
+HALF_SCORE_LOG10 = 5.0
+"""``-log10 p`` that :func:`score_of_log10` maps to 0.5 (1 in 100,000, as :func:`surprise`)."""
+
+
+def log10_z_tail(z: float) -> float:
+    """``-log10`` of the two-sided Gaussian tail of ``z``, exact far past where ``erfc`` is 0.
+
+    >>> round(log10_z_tail(1.96), 3), round(log10_z_tail(40.0), 1), log10_z_tail(0.0)
+    (1.301, 349.1, 0.0)
+    """
+    z = abs(z)
+    if z < 30.0:
+        p = math.erfc(z * 0.7071067811865476)
+        return -math.log10(p) if p > 0.0 else 300.0  # unreachable below 30: erfc > 1e-197
+    # Mills ratio: erfc(z / sqrt 2) ~ sqrt(2 / pi) exp(-z^2 / 2) / z
+    return (0.5 * z * z + math.log(z) + 0.5 * math.log(math.pi / 2.0)) / _LN10
+
+
+def score_of_log10(lg: float) -> float:
+    """A surprise ``-log10 p`` as a score in [0, 1): 0.5 at ``p = 1e-5``, never saturating.
+
+    :func:`surprise` clips at ``p = 1e-10``, so every very unusual point ties at 1.0 and no
+    threshold can rank them; this keeps the order of all of them.
+
+    >>> score_of_log10(0.0), score_of_log10(5.0), round(score_of_log10(10.0), 3)
+    (0.0, 0.5, 0.667)
+    """
+    lg = max(lg, 0.0)
+    return lg / (lg + HALF_SCORE_LOG10)
+
+
+def log10_of_score(score: float) -> float:
+    """The inverse of :func:`score_of_log10`.
+
+    >>> log10_of_score(0.5), log10_of_score(0.0)
+    (5.0, 0.0)
+    """
+    score = min(max(score, 0.0), 1.0 - 1e-12)
+    return HALF_SCORE_LOG10 * score / (1.0 - score)
+
+
+def z_of_log10(lg: float) -> float:
+    """The two-sided standard score whose Gaussian tail is ``10 ** -lg`` (inverse of
+    :func:`log10_z_tail`), for any ``lg`` >= 0.
+
+    >>> round(z_of_log10(log10_z_tail(3.0)), 6), round(z_of_log10(log10_z_tail(45.0)), 3)
+    (3.0, 45.0)
+    """
+    if lg <= 0.0:
+        return 0.0
+    if lg < 15.0:
+        return _NORMAL.inv_cdf(1.0 - 10.0 ** -lg / 2.0)
+    z = math.sqrt(2.0 * lg * _LN10)   # Newton on the asymptotic form from a close start
+    for _ in range(30):
+        f = log10_z_tail(z) - lg
+        if abs(f) < 1e-10:
+            break
+        z -= f / ((z + 1.0 / z) / _LN10)
+    return z

@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
-CSV_DETECTORS = ("robust", "forecast", "hst")
+CSV_DETECTORS = ("surprise", "robust", "forecast", "hst")
 ALERT_SERIES = ("all", "overall")
 _RULE_KEYS = {"op": "above", "warning": 0.0, "critical": 0.0, "min_n": 0.0, "smooth": 1}
 
@@ -61,7 +61,7 @@ class DetectorConfig:
 
     >>> cfg = load_config()
     >>> cfg.kpi("signups").kind, cfg.rules["churn_rate"]["warning"], cfg.csv_detector
-    ('count', 0.05, 'robust')
+    ('count', 0.05, 'surprise')
     >>> w = cfg.make_watcher("churn_rate", "all", "all")
     >>> w.kind, w.rule["op"], cfg.make_watcher("churn_rate", "smb", "all").rule is None
     ('level', 'above', True)

@@ -18,9 +18,9 @@ from typing import Any
 from detectors.config import load_config
 from detectors.registry import DETECTOR_NAMES, make_detector
 
-__all__ = ["CsvError", "DEFAULT", "parse_timestamp", "score_csv", "main"]
+__all__ = ["CsvError", "DEFAULT", "parse_timestamp", "parse_value", "score_csv", "main"]
 
-DEFAULT = "robust"
+DEFAULT = "surprise"
 
 
 class CsvError(ValueError):
@@ -55,7 +55,7 @@ def parse_timestamp(text: str) -> float | None:
     return d.timestamp()
 
 
-def _parse_value(text: str) -> float:
+def parse_value(text: str) -> float:
     try:
         v = float(text)
     except ValueError:
@@ -72,7 +72,7 @@ def score_csv(
     """Write ``timestamp,value,anomaly_score`` for every row of ``in_path``; return statistics.
 
     ``detector`` is one of ``DETECTOR_NAMES`` (None: the config file's ``csv.detector``,
-    ``robust`` by default); ``config`` a detector configuration file (None: the defaults).
+    ``surprise`` by default); ``config`` a detector configuration file (None: the defaults).
     Each score uses only its row and the rows before it. Rows with an empty or non-numeric value
     get score 0 and are not learned; rows with an unreadable timestamp keep the previous one.
 
@@ -130,7 +130,7 @@ def _score(in_path: Path, out_path: Path, det: Any, detector: str) -> dict[str, 
                     bad_ts += 1
                     ts = last_ts
                 last_ts = ts
-                v = _parse_value(v_text) if v_text.strip() else math.nan
+                v = parse_value(v_text) if v_text.strip() else math.nan
                 if v != v:
                     missing += 1
                     score = 0.0

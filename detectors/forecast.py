@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+from river.base import AnomalyDetector
+
 from detectors._math import anscombe, inverse_anscombe, surprise, z_tail
 
 __all__ = ["CALIBRATE_MIN_EVENTS", "Forecast", "SeasonalForecast", "KINDS", "MIN_SCALE"]
@@ -28,7 +30,7 @@ class Forecast(NamedTuple):
     std: float = math.nan  # residual standard deviation behind ``z``, on the model's scale
 
 
-class SeasonalForecast:
+class SeasonalForecast(AnomalyDetector):
     """Additive damped Holt-Winters forecaster with a time-of-day and a day-of-week term.
 
     The slot of a point comes from its timestamp ``ts`` (epoch seconds, UTC), not from its

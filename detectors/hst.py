@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 
+from river.base import AnomalyDetector
+
 __all__ = ["ScaledHalfSpaceTrees"]
 
 
-class ScaledHalfSpaceTrees:
+class ScaledHalfSpaceTrees(AnomalyDetector):
     """``anomaly.HalfSpaceTrees`` fed with features scaled to [0, 1] (as HST requires).
 
     The features are the value and its change since the previous point, each scaled by a

@@ -6,6 +6,8 @@ import math
 from collections import deque
 from typing import Any
 
+from river.base import AnomalyDetector
+
 from detectors._math import surprise, z_tail
 
 __all__ = ["AnomalyLikelihood", "METHODS"]
@@ -13,7 +15,7 @@ __all__ = ["AnomalyLikelihood", "METHODS"]
 METHODS = ("zscale", "gaussian")
 
 
-class AnomalyLikelihood:
+class AnomalyLikelihood(AnomalyDetector):
     """Calibrates the raw scores of a wrapped detector against their own history, to [0, 1].
 
     Like Numenta's anomaly likelihood, it learns the distribution of the raw scores of *this*
@@ -33,7 +35,8 @@ class AnomalyLikelihood:
     Parameters
     ----------
     detector
-        The wrapped detector (``learn_one``/``score_one``); it learns every point given.
+        The wrapped detector (``learn_one``/``score_one``); it learns every point given
+        (None: a :class:`~detectors.robust.RollingRobustZ`).
     method
         ``"zscale"`` or ``"gaussian"``.
     alpha
@@ -60,7 +63,7 @@ class AnomalyLikelihood:
 
     def __init__(
         self,
-        detector: Any,
+        detector: Any = None,
         method: str = "zscale",
         alpha: float = 0.002,
         grace_period: int = 100,
@@ -74,6 +77,10 @@ class AnomalyLikelihood:
             raise ValueError(f"short_window must be >= 1, got {short_window}")
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+        if detector is None:
+            from detectors.robust import RollingRobustZ
+
+            detector = RollingRobustZ()
         self.detector = detector
         self.method = method
         self.alpha = alpha

@@ -2,50 +2,17 @@
 
 from __future__ import annotations
 
-import bisect
 import math
 from collections import deque
+
+from river.base import AnomalyDetector
+
+from detectors._window import SortedWindow
 
 __all__ = ["RollingRobustZ"]
 
 
-class _SortedWindow:
-    """The last ``size`` values, kept in arrival order and in sorted order (quantiles in O(1))."""
-
-    __slots__ = ("size", "fifo", "sorted")
-
-    def __init__(self, size: int):
-        self.size = size
-        self.fifo: deque[float] = deque()
-        self.sorted: list[float] = []
-
-    def add(self, v: float) -> None:
-        if len(self.fifo) == self.size:
-            del self.sorted[bisect.bisect_left(self.sorted, self.fifo.popleft())]
-        self.fifo.append(v)
-        bisect.insort(self.sorted, v)
-
-    def quartiles(self) -> tuple[float, float, float]:
-        s = self.sorted
-        n = len(s) - 1
-        return s[n // 4], s[n // 2], s[(3 * n) // 4]
-
-    def __getstate__(self) -> tuple[int, list[float]]:
-        return self.size, list(self.fifo)
-
-    def __setstate__(self, state: tuple[int, list[float]]) -> None:
-        self.size = state[0]
-        self.fifo = deque(state[1])
-        self.sorted = sorted(self.fifo)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _SortedWindow) and self.__getstate__() == other.__getstate__()
-
-    def __len__(self) -> int:
-        return len(self.fifo)
-
-
-class RollingRobustZ:
+class RollingRobustZ(AnomalyDetector):
     """Robust standard score of a value against the last ``window`` points; any cadence.
 
     Two robust z-scores, the larger kept: the value against the trailing window
@@ -103,8 +70,8 @@ class RollingRobustZ:
         self.grace_period = grace_period
         self.mad_alpha = mad_alpha
         self.rel_floor = rel_floor
-        self.recent = _SortedWindow(window)
-        self.errors = _SortedWindow(window)
+        self.recent = SortedWindow(window)
+        self.errors = SortedWindow(window)
         self.last: deque[float] = deque(maxlen=lag)
         self.mad = 0.0
         self.err_mad = 0.0
@@ -116,7 +83,7 @@ class RollingRobustZ:
         return last[k // 2] if k % 2 else 0.5 * (last[k // 2 - 1] + last[k // 2])
 
     def score_one(self, x: dict) -> float:
-        v = x["value"]
+        v = x.get("value")
         if self.n < self.grace_period or v is None or v != v or math.isinf(v):
             return 0.0
         q1, med, q3 = self.recent.quartiles()
@@ -128,7 +95,7 @@ class RollingRobustZ:
         return min(max(z, ze), 1e12)
 
     def learn_one(self, x: dict) -> None:
-        v = x["value"]
+        v = x.get("value")
         if v is None or v != v or math.isinf(v):
             return
         if self.n:

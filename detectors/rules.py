@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+from river.base import AnomalyDetector
+
 __all__ = ["TargetRule", "SEVERITIES"]
 
 SEVERITIES = ("warning", "critical")
 
 
-class TargetRule:
+class TargetRule(AnomalyDetector):
     """Flags a KPI that is past its target: ``op="above"`` (e.g. churn) or ``"below"`` (LTV:CAC).
 
     The value checked is the current one, or with ``smooth > 1`` an exponentially weighted mean over
@@ -24,7 +26,8 @@ class TargetRule:
     op
         ``"above"``: bad when the value is above the levels; ``"below"``: bad when below.
     warning, critical
-        The levels; ``critical`` must be at or past ``warning`` in the bad direction.
+        The levels; ``critical`` must be at or past ``warning`` in the bad direction (the
+        defaults, 1 and 1, suit a share that is bad only past 100 %).
     min_n
         Smallest sample size behind a value for it to be judged.
     smooth
@@ -40,7 +43,8 @@ class TargetRule:
     """
 
     def __init__(
-        self, op: str, warning: float, critical: float, min_n: float = 0.0, smooth: int = 1
+        self, op: str = "above", warning: float = 1.0, critical: float = 1.0, min_n: float = 0.0,
+        smooth: int = 1,
     ):
         if op not in ("above", "below"):
             raise ValueError(f"op must be 'above' or 'below', got {op!r}")

@@ -10,6 +10,7 @@ from typing import Any
 from detectors._math import anscombe, inverse_anscombe, surprise, z_for_score, z_tail
 from detectors.forecast import Forecast, SeasonalForecast
 from detectors.rules import TargetRule
+from detectors.surprise import RobustSurprise
 
 __all__ = ["SeriesWatcher", "Verdict", "DIRECTIONS"]
 
@@ -160,7 +161,12 @@ class SeriesWatcher:
         self.sustained_min_z = sustained_min_z
         self.hold_score = hold_score
         self._z_cap = z_for_score(warning_score)
-        self.model = SeasonalForecast(kind=kind, **(forecast or {}))
+        seasonal = SeasonalForecast(kind=kind, **(forecast or {}))
+        # levels: the detector core of `pulse detect` with this KPI's seasonal forecaster inside;
+        # counts and ratios keep their noise models (Anscombe, binomial) in the forecaster alone
+        self.model: SeasonalForecast | RobustSurprise = (
+            RobustSurprise(forecaster=seasonal, robust_scores=False) if kind == "level"
+            else seasonal)
         self.target = TargetRule(**rule) if rule else None
         self.suspicious_run = 0
         self.warning_run = 0

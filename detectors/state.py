@@ -38,6 +38,9 @@ ALLOWED = frozenset({
     "detectors.rules.TargetRule",
     "detectors.robust.RollingRobustZ",
     "detectors.likelihood.AnomalyLikelihood",
+    "detectors.surprise.RobustSurprise",
+    "detectors.tail.TailSurprise",
+    "detectors._window.SortedWindow",
 })
 """The classes whose instances may appear in saved state (module.qualname)."""
 

@@ -64,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     detect.add_argument("input", metavar="IN.csv")
     detect.add_argument("output", metavar="OUT.csv")
     detect.add_argument("--detector", default=None, help="detector name (default: the default)")
+    bm = sub.add_parser("benchmark", help="score detectors on a folder of labelled CSVs "
+                        "(timestamp,value,label): point-adjusted F1 and NAB score")
+    bm.add_argument("dir", metavar="DIR", help="folder of labelled CSVs, searched recursively")
+    bm.add_argument("--detector", action="append", default=[], metavar="NAME",
+                    help="detector to score (repeat for several; 'all' for every one; "
+                         "default: the default detector)")
+    bm.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    bm.add_argument("--totals", action="store_true", help="only the total lines, no per-file table")
+    bm.add_argument("--quiet", action="store_true", help="no progress bar")
     ev = sub.add_parser("evaluate", help="score the detectors on every incident scenario")
     ev.add_argument("--seeds", type=int, default=5, help="seeds per scenario")
     ev.add_argument("--json", metavar="FILE", help="also write the results as JSON")
@@ -195,6 +204,12 @@ def _detect(args: argparse.Namespace, settings: Settings) -> int:
     return int(csvscore.main(argv) or 0)
 
 
+def _benchmark(args: argparse.Namespace, settings: Settings) -> int:
+    from detectors import corpus
+    return corpus.run(args.dir, args.detector, args.json, per_file=not args.totals,
+                      quiet=args.quiet)
+
+
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     from pulse import evaluate
     argv = ["--seeds", str(args.seeds)]
@@ -279,7 +294,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 _COMMANDS = {"demo": _demo, "worker": _worker, "broker": _broker, "simulate": _simulate,
-             "detect": _detect, "evaluate": _evaluate, "silence": _silence, "ask": _ask,
+             "detect": _detect, "benchmark": _benchmark, "evaluate": _evaluate, "silence": _silence, "ask": _ask,
              "record": _record, "replay": _replay, "digest": _digest}
 
 

@@ -234,7 +234,8 @@ def test_config_overrides_and_clear_errors(tmp_path):
     cfg = load_config(str(p))
     assert cfg.alert.warning_persistence == 1 and cfg.kpi("signups").min_abs_change == 9.0
     assert cfg.kpi("signups").kind == "count" and cfg.kpi("new_kpi").kind == "count"
-    assert cfg.make_watcher("mrr").model.alpha == 0.1 and cfg.make_watcher("mrr").model.slots == 0
+    mrr = cfg.make_watcher("mrr").model.forecaster   # a level KPI: the core around its forecaster
+    assert mrr.alpha == 0.1 and mrr.slots == 0
     for text, match in [
         ("[alert]\nwarning_score = 'high'\n", "'alert.warning_score' must be a float"),
         ("[kpis.signups]\nkind = 'counts'\n", "'kpis.signups.kind' must be one of"),
@@ -349,12 +350,24 @@ def test_csv_module_runs_as_script(tmp_path):
 
 
 # -- the default detector on NAB-like labelled series --------------------------------------------
-def test_default_detector_on_nab_like_suite():
-    r = evaluate(n=3000)
+def test_robust_detector_on_nab_like_suite():
+    r = evaluate("robust", n=3000)
     assert r["caught"] >= r["anomalies"] - 1
     assert r["false_positives"] <= 5
     delays = [d for row in r["series"] for d in row["delays"] if d is not None]
     assert max(delays) <= 5
+
+
+def test_default_detector_on_nab_like_suite():
+    # the core alarms once per onset, at once; measured 10 of 11 caught (the missed one, a
+    # 2.6x three-hour bump in log-normal hourly clicks, is within that series' own tails) and
+    # 16 points over 0.5 in 36,000 normal ones
+    r = evaluate(n=3000)
+    assert r["detector"] == "surprise"
+    assert r["caught"] >= r["anomalies"] - 1
+    assert r["false_positives"] <= 25
+    delays = [d for row in r["series"] for d in row["delays"] if d is not None]
+    assert max(delays) <= 1
 
 
 # -- variance calibration and count runs ----------------------------------------------------------
