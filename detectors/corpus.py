@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +122,7 @@ def benchmark(series: Sequence[LabelledSeries], detectors: Iterable[str] = (DETE
                            "anomalous_rows": int(sum(int(s.labels.sum()) for s in series)),
                            "detectors": {}}
     for name in detectors:
-        factory = (factories or {}).get(name) or (lambda name=name: make_detector(name))
+        factory = (factories or {}).get(name) or partial(make_detector, name)
         started = time.perf_counter()
         scored = []
         for s in series:

@@ -294,7 +294,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 
 _COMMANDS = {"demo": _demo, "worker": _worker, "broker": _broker, "simulate": _simulate,
-             "detect": _detect, "benchmark": _benchmark, "evaluate": _evaluate, "silence": _silence, "ask": _ask,
+             "detect": _detect, "benchmark": _benchmark, "evaluate": _evaluate,
+             "silence": _silence, "ask": _ask,
              "record": _record, "replay": _replay, "digest": _digest}
 
 
