@@ -16,6 +16,7 @@ from typing import Any
 from detectors.forecast import KINDS, SeasonalForecast
 from detectors.rules import TargetRule
 from detectors.series import DIRECTIONS, SeriesWatcher
+from detectors.surprise import RobustSurprise
 
 __all__ = [
     "AlertConfig", "KpiConfig", "DetectorConfig", "DEFAULTS_PATH", "load_config", "CSV_DETECTORS",
@@ -74,6 +75,7 @@ class DetectorConfig:
     rules: dict[str, dict[str, Any]]
     csv_detector: str
     csv: dict[str, dict[str, Any]]
+    core: dict[str, Any] = field(default_factory=dict)
     source: str = "defaults"
 
     def kpi(self, name: str) -> KpiConfig:
@@ -94,7 +96,7 @@ class DetectorConfig:
             relearn_after=k.relearn_after or a.relearn_after,
             min_abs_change=k.min_abs_change, min_rel_change=k.min_rel_change, min_n=k.min_n,
             sustained_windows=k.sustained_windows, sustained_min_z=a.sustained_min_z,
-            hold_score=a.hold_score)
+            hold_score=a.hold_score, core=dict(self.core))
 
     def alerts_on(self, kpi: str, segment: str = "all", channel: str = "all") -> bool:
         """Whether anomalies of this series are published (``alert_series`` of the KPI).
@@ -233,8 +235,13 @@ def _build(raw: dict[str, Any], source: str) -> DetectorConfig:
         raise ValueError(f"detector config key 'csv.detector' must be one of {CSV_DETECTORS}, "
                          f"got {csv['detector']!r}")
     params = {k: v for k, v in csv.items() if isinstance(v, dict)}
+    core = dict(raw["core"])
+    try:
+        RobustSurprise(forecaster=SeasonalForecast(), robust_scores=False, **core)
+    except ValueError as e:
+        raise ValueError(f"detector config [core]: {e}") from None
     return DetectorConfig(alert, dict(raw["forecast"]), defaults, kpis, rules, csv["detector"],
-                          params, source)
+                          params, core, source)
 
 
 def load_config(path: str | None = None) -> DetectorConfig:

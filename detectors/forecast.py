@@ -28,6 +28,7 @@ class Forecast(NamedTuple):
     upper: float
     z: float  # signed standard score of the point (0 when unknown or in warm-up)
     std: float = math.nan  # residual standard deviation behind ``z``, on the model's scale
+    residual_z: float | None = None  # the noise model's own score, when ``z`` is calibrated
 
 
 class SeasonalForecast(AnomalyDetector):

@@ -103,6 +103,9 @@ class SeriesWatcher:
     hold_score
         Run score from which a point is not learned (None: ``warning_score``); at most
         ``warning_score``.
+    core
+        Keyword arguments of the :class:`~detectors.surprise.RobustSurprise` that judges a
+        ``level`` KPI's forecast residuals against their own history (None: its defaults).
 
     Examples
     --------
@@ -133,6 +136,7 @@ class SeriesWatcher:
         sustained_windows: int = 0,
         sustained_min_z: float = 1.0,
         hold_score: float | None = None,
+        core: dict | None = None,
     ):
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -160,13 +164,14 @@ class SeriesWatcher:
         self.sustained_windows = sustained_windows
         self.sustained_min_z = sustained_min_z
         self.hold_score = hold_score
+        self.core = core
         self._z_cap = z_for_score(warning_score)
         seasonal = SeasonalForecast(kind=kind, **(forecast or {}))
         # levels: the detector core of `pulse detect` with this KPI's seasonal forecaster inside;
         # counts and ratios keep their noise models (Anscombe, binomial) in the forecaster alone
         self.model: SeasonalForecast | RobustSurprise = (
-            RobustSurprise(forecaster=seasonal, robust_scores=False) if kind == "level"
-            else seasonal)
+            RobustSurprise(forecaster=seasonal, robust_scores=False, **(core or {}))
+            if kind == "level" else seasonal)
         self.target = TargetRule(**rule) if rule else None
         self.suspicious_run = 0
         self.warning_run = 0
@@ -236,6 +241,10 @@ class SeriesWatcher:
 
         if suspicious:  # judged on its own: it starts a new run, weighing as a just-suspicious one
             self.recent.clear()
+        # runs are judged on the noise model's own standard scores (the calibrated one of the core
+        # judges single points): a sum of residuals has its own, Gaussian, reference
+        if fc.residual_z is not None:
+            fc = fc._replace(z=fc.residual_z)
         if fc.z:  # a scored point: it joins the runs of the sustained-shift check
             self.recent.append(self._run_point(float(value), fc, n))
         run_score, run_direction = self._sustained(fc.z)

@@ -27,7 +27,6 @@ from detectors._window import SortedWindow
 
 __all__ = ["TailSurprise"]
 
-_MAX_LOG10 = 1000.0
 
 
 class TailSurprise:
@@ -43,6 +42,8 @@ class TailSurprise:
         Values needed before the history replaces the Gaussian prior.
     learn_below
         Values rarer than this probability are not learned.
+    max_gain
+        Most the history may add to a Gaussian tail's ``-log10 p`` (see :meth:`log10_surprise`).
 
     Examples
     --------
@@ -59,7 +60,7 @@ class TailSurprise:
     """
 
     def __init__(self, window: int = 2000, tail_points: int = 50, min_points: int = 30,
-                 learn_below: float = 1e-4):
+                 learn_below: float = 1e-4, max_gain: float = 3.0):
         if window < min_points or min_points < 5:
             raise ValueError(f"need 5 <= min_points <= window, got {min_points} and {window}")
         if tail_points < 5:
@@ -68,10 +69,20 @@ class TailSurprise:
         self.tail_points = tail_points
         self.min_points = min_points
         self.learn_below = learn_below
+        self.max_gain = max_gain
         self.history = SortedWindow(window)
 
     def log10_surprise(self, z: float) -> float:
-        """``-log10 P(Z >= z)`` for this series; 0 for the smallest values."""
+        """``-log10 P(Z >= z)`` for this series; 0 for the smallest values.
+
+        Never more than ``max_gain`` above the Gaussian tail of ``z``: the history may show that
+        large scores are common here (a heavy tail lowers the surprise), but a few dozen top
+        values cannot prove a tail so light that a point is millions of times rarer than a
+        Gaussian would make it.
+        """
+        return min(self._tail(z), log10_z_tail(z) + self.max_gain)
+
+    def _tail(self, z: float) -> float:
         s = self.history.sorted
         m = len(s)
         if m < self.min_points:
@@ -87,18 +98,18 @@ class TailSurprise:
             # never seen in m values, at most 0.5 / (m + 1), and more so the further past
             unseen = -math.log10(0.5 / (m + 1))
             if u > 0.0:
-                return min(unseen + math.log10(z / u), _MAX_LOG10)
-            return min(max(unseen, log10_z_tail(z)), _MAX_LOG10)   # all 0 so far: the prior
+                return unseen + math.log10(z / u)
+            return max(unseen, log10_z_tail(z))   # all 0 so far: the prior
         var = sum((e - mean) ** 2 for e in excess) / (k - 1)
         r = mean * mean / var if var > 0.0 else 10.0
         shape = max(-0.3, min(0.5 * (1.0 - r), 0.9))
         scale = max(0.5 * mean * (1.0 + r), 1e-12)
         if abs(shape) < 1e-6:
-            return min(base + (z - u) / scale / math.log(10.0), _MAX_LOG10)
+            return base + (z - u) / scale / math.log(10.0)
         t = 1.0 + shape * (z - u) / scale
         if t <= 1e-12:       # past the end of a bounded tail: beyond anything the fit allows,
-            return min(base + 12.0 / -shape + (z - u) / scale, _MAX_LOG10)  # still in order
-        return min(base + math.log10(t) / shape, _MAX_LOG10)
+            return base + 12.0 / -shape + (z - u) / scale   # still in order
+        return base + math.log10(t) / shape
 
     def learn(self, z: float, log10_surprise: float) -> None:
         """Remember ``z`` unless the point it belongs to was too rare (``-log10 p`` given)."""

@@ -359,15 +359,16 @@ def test_robust_detector_on_nab_like_suite():
 
 
 def test_default_detector_on_nab_like_suite():
-    # the core alarms once per onset, at once; measured 10 of 11 caught (the missed one, a
-    # 2.6x three-hour bump in log-normal hourly clicks, is within that series' own tails) and
-    # 16 points over 0.5 in 36,000 normal ones
-    r = evaluate(n=3000)
+    # the core alarms once per onset, at once, at its working threshold (0.44 on the real
+    # corpus of tests/test_benchmark.py); measured at 0.4: 10 of 11 caught at delay 0 (the missed
+    # one, a 2.6x three-hour bump in log-normal hourly clicks, is within that series' own tails)
+    # and 5 points over the threshold in 36,000 normal ones
+    r = evaluate(n=3000, threshold=0.4)
     assert r["detector"] == "surprise"
     assert r["caught"] >= r["anomalies"] - 1
-    assert r["false_positives"] <= 25
+    assert r["false_positives"] <= 10
     delays = [d for row in r["series"] for d in row["delays"] if d is not None]
-    assert max(delays) <= 1
+    assert max(delays) == 0
 
 
 # -- variance calibration and count runs ----------------------------------------------------------
