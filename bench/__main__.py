@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.alert_latency import measure_alert_latency
+from bench.detect import measure_detect
 from bench.startup import measure_startup
 from bench.throughput import measure_throughput
 from pulse.replay import measure_replay
@@ -21,7 +22,8 @@ from stream.broker import EmbeddedBroker
 
 TARGETS = {"events_per_s": (">=", 30_000), "ratio": (">=", 0.5),
            "alert_latency_p95_s": ("<=", 2.0), "startup_s": ("<=", 10.0),
-           "restart_s": ("<=", 15.0), "peak_rss_mb": ("<=", 400.0)}
+           "restart_s": ("<=", 15.0), "peak_rss_mb": ("<=", 400.0),
+           "detect_rows_per_s": (">=", 20_000)}
 
 
 def machine() -> str:
@@ -54,6 +56,8 @@ def main() -> None:
     args = p.parse_args()
     results: dict[str, Any] = {"machine": machine(),
                                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    print("pulse detect on 100,000 rows ...", flush=True)
+    results.update(measure_detect())
     with EmbeddedBroker() as broker:
         print("throughput and memory ...", flush=True)
         results.update(measure_throughput(broker.bootstrap, days=args.days))

@@ -80,7 +80,8 @@ class TailSurprise:
         values cannot prove a tail so light that a point is millions of times rarer than a
         Gaussian would make it.
         """
-        return min(self._tail(z), log10_z_tail(z) + self.max_gain)
+        lg = self._tail(z)
+        return lg if lg <= self.max_gain else min(lg, log10_z_tail(z) + self.max_gain)
 
     def _tail(self, z: float) -> float:
         s = self.history.sorted
