@@ -47,6 +47,7 @@ from detectors.watch import KpiWatch
 from kpis import KpiEngine
 from kpis.messages import group_snapshots
 from simulator import Incident, Simulation, plan_incidents
+from simulator.detectability import IncidentCounts, floor_minutes
 
 __all__ = ["SCENARIOS", "run_evaluate", "format_table", "main"]
 
@@ -68,16 +69,27 @@ class _Run:
     watch: KpiWatch
     reached: float
 
-    def feed(self, until: float, tick: Any = None) -> list[dict[str, Any]]:
-        """Simulate up to ``until`` hour by hour; every anomaly event the watch gives."""
+    def feed(self, until: float, tick: Any = None,
+             counts: IncidentCounts | None = None) -> list[dict[str, Any]]:
+        """Simulate up to ``until`` hour by hour; every anomaly event the watch gives.
+
+        Each event gets ``emitted_ts``: the event time (watermark) when it was emitted, the end
+        of the window that closed (this engine has no lateness; the worker adds its own).
+        ``counts`` (if given) tallies the incidents' affected events for their floors.
+        """
         out: list[dict[str, Any]] = []
         day_mark = self.reached
         while self.reached < until:
             t = min(until, (math.floor(self.reached / WINDOW) + 1) * WINDOW)
-            for ev in self.sim.advance(t):
+            events = self.sim.advance(t)
+            if counts is not None:
+                counts.add(events)
+            for ev in events:
                 self.engine.add(ev)
             for msg in group_snapshots(self.engine.advance(t)):
-                out.extend(self.watch.observe(msg))
+                for anomaly in self.watch.observe(msg):
+                    anomaly["emitted_ts"] = t
+                    out.append(anomaly)
             self.reached = t
             if tick is not None and t - day_mark >= DAY:
                 tick((t - day_mark) / DAY)
@@ -127,6 +139,8 @@ class _Tally:
     false_episodes: int = 0
     days: float = 0.0
     delays: list[int] = field(default_factory=list)
+    ttds: list[float] = field(default_factory=list)
+    floors: list[float] = field(default_factory=list)
     false_alarms: list[dict[str, Any]] = field(default_factory=list)
     incident_rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -135,24 +149,40 @@ class _Tally:
                      "episodes", "false_episodes", "days"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.delays.extend(other.delays)
+        self.ttds.extend(other.ttds)
+        self.floors.extend(other.floors)
         self.false_alarms.extend(other.false_alarms)
         self.incident_rows.extend(other.incident_rows)
 
 
 def score(incidents: Sequence[Incident], events: Sequence[dict[str, Any]],
-          days: float) -> _Tally:
-    """Recall, delays, true and false events and episodes of one run's evaluation period."""
+          days: float, floors: dict[str, float | None] | None = None) -> _Tally:
+    """Recall, delays, true and false events and episodes of one run's evaluation period.
+
+    Time to detect is from an incident's start to the ``emitted_ts`` of its first matching
+    anomaly, in minutes; ``floors`` maps incident ids to their floor
+    (:mod:`simulator.detectability`).
+    """
     t = _Tally(incidents=len(incidents), events=len(events), days=days)
     for inc in incidents:
         hits = sorted((e for e in events if _matches(inc, e)), key=lambda e: e["window_start_ts"])
+        floor = (floors or {}).get(inc.id)
         row = {"id": inc.id, "start": inc.to_json()["start"], "hours": (inc.end - inc.start) / 3600,
                "segment": inc.segment, "channel": inc.channel, "magnitude": inc.magnitude,
-               "delay_windows": None, "first": None}
+               "delay_windows": None, "ttd_minutes": None,
+               "floor_minutes": None if floor is None else round(floor, 1), "first": None}
+        if floor is not None:
+            t.floors.append(floor)
         if hits:
             t.detected += 1
             delay = round((hits[0]["window_start_ts"] - _match_range(inc)[0]) / WINDOW)
             t.delays.append(delay)
             row["delay_windows"] = delay
+            emitted = [e["emitted_ts"] for e in hits if "emitted_ts" in e]
+            if emitted:
+                ttd = (min(emitted) - inc.start) / 60.0
+                t.ttds.append(ttd)
+                row["ttd_minutes"] = round(ttd, 1)
             row["first"] = "{kpi}/{segment}/{channel} {detector}".format(**hits[0])
         t.incident_rows.append(row)
     by_series: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
@@ -181,7 +211,7 @@ def score(incidents: Sequence[Incident], events: Sequence[dict[str, Any]],
     return t
 
 
-def _nearest_rank(values: Sequence[int], q: float) -> float | None:
+def _nearest_rank(values: Sequence[float], q: float) -> float | None:
     """Nearest-rank quantile (``q`` in (0, 1]); None for no values.
 
     >>> _nearest_rank([0, 1, 1, 2, 9], 0.5), _nearest_rank([0, 1, 1, 2, 9], 0.95)
@@ -193,6 +223,10 @@ def _nearest_rank(values: Sequence[int], q: float) -> float | None:
     return s[max(0, math.ceil(q * len(s)) - 1)]
 
 
+def _rounded(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
 def _summary(t: _Tally) -> dict[str, Any]:
     return {
         "recall": t.detected / t.incidents if t.incidents else None,
@@ -202,6 +236,9 @@ def _summary(t: _Tally) -> dict[str, Any]:
         "false_alarms_per_week": 7 * t.false_episodes / t.days if t.days else 0.0,
         "median_delay_windows": _nearest_rank(t.delays, 0.5),
         "p95_delay_windows": _nearest_rank(t.delays, 0.95),
+        "median_ttd_minutes": _rounded(_nearest_rank(t.ttds, 0.5)),
+        "p95_ttd_minutes": _rounded(_nearest_rank(t.ttds, 0.95)),
+        "floor_ttd_minutes": _rounded(_nearest_rank(t.floors, 0.5)),
         "incidents": t.incidents, "detected": t.detected, "anomaly_events": t.events,
         "true_events": t.true_events, "episodes": t.episodes, "false_alarms": t.false_episodes,
         "days": t.days, "delays": sorted(t.delays),
@@ -283,8 +320,11 @@ def run_evaluate(seeds: int = 5, json_path: str | None = None, config_path: str 
         for name in scenarios:
             bar.label = f"seed {seed}: {name}"
             fork = _fork(frozen, seed, name, lo, hi)
-            events = fork.feed(eval_end, bar.tick)
-            tallies[name].add(score(fork.sim.incidents, events, eval_days))
+            counts = IncidentCounts(fork.sim.incidents)
+            events = fork.feed(eval_end, bar.tick, counts)
+            floors = {i.id: floor_minutes(i, fork.sim.model, counts.counts[i.id])
+                      for i in fork.sim.incidents}
+            tallies[name].add(score(fork.sim.incidents, events, eval_days, floors))
     bar.close()
     overall = _Tally()
     for t in tallies.values():
@@ -309,7 +349,10 @@ _COLUMNS = (("incidents", "incidents", "{:d}"), ("detected", "detected", "{:d}")
             ("precision", "precision", "{:.3f}"), ("false_alarms", "false alarms", "{:d}"),
             ("false_alarms_per_day", "FA/day", "{:.3f}"),
             ("median_delay_windows", "median delay", "{:g}"),
-            ("p95_delay_windows", "p95 delay", "{:g}"))
+            ("p95_delay_windows", "p95 delay", "{:g}"),
+            ("median_ttd_minutes", "TTD min", "{:.0f}"),
+            ("p95_ttd_minutes", "p95 TTD", "{:.0f}"),
+            ("floor_ttd_minutes", "floor min", "{:.0f}"))
 
 
 def format_table(result: dict[str, Any]) -> str:

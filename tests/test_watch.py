@@ -6,6 +6,7 @@ import json
 import math
 import pickle
 import random
+from datetime import datetime
 
 import pytest
 
@@ -151,6 +152,29 @@ def test_tiny_evaluate_run(tmp_path):
     assert result["scenarios"]["none"]["incidents"] == 0
     table = format_table(result)
     assert table.splitlines()[-1].startswith("overall") and "payment-outage" in table
+
+
+def test_evaluate_reports_time_to_detect_in_minutes_and_its_floor():
+    result = run_evaluate(seeds=1, progress=False, warmup_days=14, eval_days=3,
+                          scenarios=("payment-outage", "signup-tracking-drop", "none"))
+    keys = {"median_ttd_minutes", "p95_ttd_minutes", "floor_ttd_minutes"}
+    for s in [result["overall"], *result["scenarios"].values()]:
+        assert keys <= set(s)
+    assert result["scenarios"]["none"]["floor_ttd_minutes"] is None
+    rows = [r for name in ("payment-outage", "signup-tracking-drop")
+            for r in result["details"][name]["incidents"]]
+    assert len(rows) == 2 and all(r["floor_minutes"] > 0 for r in rows)
+    caught = [r for r in rows if r["delay_windows"] is not None]
+    assert caught, rows
+    for r in caught:
+        start = datetime.fromisoformat(r["start"].replace("Z", "+00:00")).timestamp()
+        emitted = start + 60 * r["ttd_minutes"]
+        # emitted when a window closed (on the hour), after the incident began
+        assert r["ttd_minutes"] > 0
+        assert min(emitted % HOUR, HOUR - emitted % HOUR) < 1e-6
+        assert r["ttd_minutes"] <= 60 * (r["delay_windows"] + 1)
+    overall = result["overall"]
+    assert overall["median_ttd_minutes"] <= overall["p95_ttd_minutes"]
 
 
 def test_evaluate_rejects_unknown_scenario():
