@@ -22,6 +22,26 @@ def _settings_epilog() -> str:
     return "environment:\n" + "\n".join(rows)
 
 
+def _scale(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number (1 is today's business)") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0 (1 is today's business), got {text}")
+    return value
+
+
+def _add_business_flags(p: argparse.ArgumentParser) -> None:
+    from simulator import DIFFICULTIES
+    p.add_argument("--difficulty", default="normal", choices=DIFFICULTIES,
+                   help="normal: large incidents (default); subtle: 10-25%% payment failures, "
+                        "part of one channel's signups lost, small match drops, 30 min-3 h")
+    p.add_argument("--scale", type=_scale, default=1.0, metavar="X",
+                   help="a business X times bigger: users, signups, subscriptions (default 1)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="pulse", description="JobMetrics Pulse: real-time business-KPI anomaly monitor.",
@@ -45,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="simulated seconds per real second in the live part (1440: a day "
                            "per minute)")
     demo.add_argument("--quiet", action="store_true", help="no live KPI table")
+    _add_business_flags(demo)
 
     worker = sub.add_parser("worker", help="run a stream worker (embedded broker if none set)")
     worker.add_argument("--broker", default="")
@@ -59,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--max", action="store_true", help="as fast as possible (load mode)")
     sim.add_argument("--speed", type=float, default=1440.0)
     sim.add_argument("--out", metavar="DIR", help="also write events.jsonl, incidents.jsonl")
+    _add_business_flags(sim)
 
     detect = sub.add_parser("detect", help="score a timestamp,value CSV for anomalies")
     detect.add_argument("input", metavar="IN.csv")
@@ -77,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=int, default=5, help="seeds per scenario")
     ev.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ev.add_argument("--config", metavar="FILE", help="detector configuration (TOML)")
+    _add_business_flags(ev)
 
     sil = sub.add_parser("silence", help="mute alerts by KPI, segment or channel for a while")
     sil_sub = sil.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -153,7 +176,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(DemoOptions(duration=args.duration, scenario=args.scenario, seed=args.seed,
                                 out=args.out, broker=args.broker,
                                 history_days=args.history_days, speed=args.speed,
-                                quiet=args.quiet), settings)
+                                quiet=args.quiet, difficulty=args.difficulty,
+                                scale=args.scale), settings)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -215,6 +239,7 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     argv = ["--seeds", str(args.seeds)]
     argv += ["--json", args.json] if args.json else []
     argv += ["--config", args.config] if args.config else []
+    argv += ["--difficulty", args.difficulty, "--scale", repr(args.scale)]
     return int(evaluate.main(argv) or 0)
 
 

@@ -22,7 +22,7 @@ import orjson
 from pulse.kpi_view import KpiView
 from pulse.progress import ProgressBar
 from pulse.worker_process import WorkerProcess
-from simulator import Simulation
+from simulator import BusinessModel, Simulation
 from simulator.publisher import EventPublisher, run_clock
 from stream.broker import EmbeddedBroker
 from stream.settings import Settings
@@ -45,6 +45,8 @@ class DemoOptions:
     speed: float = 1440.0              # simulated seconds per real second
     start_ts: float | None = None      # event time where history starts (default: 42 d ago)
     quiet: bool = False
+    difficulty: str = "normal"         # simulator.DIFFICULTIES
+    scale: float = 1.0                 # size of the business (BusinessModel.scaled)
 
 
 def _say(msg: str) -> None:
@@ -82,7 +84,8 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
                                    if out else {})})
     worker.start()
     _say(f"pulse demo: broker {bootstrap}, metrics http://127.0.0.1:{worker.metrics_port}/metrics")
-    sim = Simulation(opts.seed, history_start, "none")
+    sim = Simulation(opts.seed, history_start, "none", model=BusinessModel().scaled(opts.scale),
+                     difficulty=opts.difficulty)
     events_file: IO[bytes] | None = open(out / "events.jsonl", "wb") if out else None  # noqa: SIM115
     view = KpiView(bootstrap, settings.topic("kpis"),
                    out_path=(out / "kpis.jsonl") if out else None,

@@ -48,6 +48,8 @@ from kpis import KpiEngine
 from kpis.messages import group_snapshots
 from simulator import Incident, Simulation, plan_incidents
 from simulator.detectability import IncidentCounts, floor_minutes
+from simulator.model import BusinessModel
+from simulator.scenarios import DIFFICULTIES
 
 __all__ = ["SCENARIOS", "run_evaluate", "format_table", "main"]
 
@@ -99,7 +101,8 @@ class _Run:
         return out
 
 
-def _fork(frozen: bytes, seed: int, scenario: str, lo: float, hi: float) -> _Run:
+def _fork(frozen: bytes, seed: int, scenario: str, lo: float, hi: float,
+          difficulty: str = "normal") -> _Run:
     """The warmed-up run with ``scenario``'s incidents planned in ``[lo, hi]``.
 
     Same plan as ``Simulation(seed, START, scenario, (lo, hi))``: the simulator draws incidents
@@ -107,7 +110,8 @@ def _fork(frozen: bytes, seed: int, scenario: str, lo: float, hi: float) -> _Run
     the clean warm-up is the scenario's own (only event ids differ; tests/test_watch.py checks).
     """
     run: _Run = pickle.loads(frozen)
-    run.sim.incidents = plan_incidents(scenario, lo, hi, random.Random(f"incidents:{seed}"))
+    run.sim.incidents = plan_incidents(scenario, lo, hi, random.Random(f"incidents:{seed}"),
+                                       difficulty)
     return run
 
 
@@ -289,13 +293,18 @@ def _clock(seconds: float) -> str:
 def run_evaluate(seeds: int = 5, json_path: str | None = None, config_path: str | None = None,
                  progress: bool = True, *, warmup_days: float = 42.0, eval_days: float = 7.0,
                  scenarios: Sequence[str] = SCENARIOS,
-                 config: DetectorConfig | None = None) -> dict[str, Any]:
+                 config: DetectorConfig | None = None, difficulty: str = "normal",
+                 scale: float = 1.0) -> dict[str, Any]:
     """Run every scenario for seeds 1..``seeds``; the summary (and ``json_path`` written).
 
     ``config_path`` is a detector configuration file merged over the defaults (as
     ``PULSE_DETECTORS_CONFIG``); ``config`` an already loaded one. ``progress`` draws a bar on
-    stderr.
+    stderr. ``difficulty`` picks the incidents (``simulator.DIFFICULTIES``), ``scale`` the size
+    of the business (``BusinessModel.scaled``).
     """
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"unknown difficulty {difficulty!r}; valid: {', '.join(DIFFICULTIES)}")
+    model = BusinessModel().scaled(scale)
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     if eval_days * DAY < 2 * INCIDENT_MARGIN + DAY:
@@ -313,13 +322,14 @@ def run_evaluate(seeds: int = 5, json_path: str | None = None, config_path: str 
     tallies = {name: _Tally() for name in scenarios}
     for seed in range(1, seeds + 1):
         bar.label = f"seed {seed}: warm-up"
-        run = _Run(Simulation(seed, START, "none"), KpiEngine(window_s=WINDOW, lateness_s=0),
+        run = _Run(Simulation(seed, START, "none", model=model, difficulty=difficulty),
+                   KpiEngine(window_s=WINDOW, lateness_s=0),
                    KpiWatch(cfg), START)
         run.feed(warm_end, bar.tick)
         frozen = pickle.dumps(run, protocol=pickle.HIGHEST_PROTOCOL)
         for name in scenarios:
             bar.label = f"seed {seed}: {name}"
-            fork = _fork(frozen, seed, name, lo, hi)
+            fork = _fork(frozen, seed, name, lo, hi, difficulty)
             counts = IncidentCounts(fork.sim.incidents)
             events = fork.feed(eval_end, bar.tick, counts)
             floors = {i.id: floor_minutes(i, fork.sim.model, counts.counts[i.id])
@@ -334,6 +344,7 @@ def run_evaluate(seeds: int = 5, json_path: str | None = None, config_path: str 
         "scenarios": {name: _summary(t) for name, t in tallies.items()},
         "details": {name: _details(t) for name, t in tallies.items()},
         "settings": {"seeds": seeds, "warmup_days": warmup_days, "eval_days": eval_days,
+                     "difficulty": difficulty, "scale": scale,
                      "window_s": WINDOW, "config": cfg.source,
                      "runtime_s": round(time.monotonic() - started, 1)},
     }
@@ -391,18 +402,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--eval-days", type=float, default=7.0)
     p.add_argument("--scenario", action="append", choices=SCENARIOS,
                    help="only this scenario (repeatable; default all)")
+    p.add_argument("--difficulty", default="normal", choices=DIFFICULTIES,
+                   help="normal: large incidents (default); subtle: small, short ones")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="size of the business: users, signups, subscriptions x SCALE (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     try:
         result = run_evaluate(args.seeds, args.json_path, args.config_path, not args.quiet,
                               warmup_days=args.warmup_days, eval_days=args.eval_days,
-                              scenarios=args.scenario or SCENARIOS)
+                              scenarios=args.scenario or SCENARIOS,
+                              difficulty=args.difficulty, scale=args.scale)
     except ValueError as e:
         print(f"pulse evaluate: {e}", file=sys.stderr)
         return 2
     print(format_table(result))
-    print(f"{result['settings']['seeds']} seeds, {result['settings']['eval_days']:g} evaluated "
-          f"days per scenario and seed, {result['settings']['runtime_s']:.0f} s")
+    st = result["settings"]
+    print(f"{st['seeds']} seeds, {st['eval_days']:g} evaluated days per scenario and seed, "
+          f"difficulty {st['difficulty']}, scale {st['scale']:g}, {st['runtime_s']:.0f} s")
     return 0
 
 

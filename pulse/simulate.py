@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from simulator import Simulation
+from simulator import BusinessModel, Simulation
 from simulator.publisher import EventPublisher, ensure_topics, run_clock
 from stream.broker import EmbeddedBroker
 from stream.settings import Settings
@@ -22,7 +22,8 @@ DAY = 86400.0
 async def _run(args: argparse.Namespace, settings: Settings, bootstrap: str) -> int:
     start = (time.time() - args.days * DAY) // 3600 * 3600
     end = start + args.days * DAY
-    sim = Simulation(args.seed, start, args.scenario, (start + DAY, end - 3600))
+    sim = Simulation(args.seed, start, args.scenario, (start + DAY, end - 3600),
+                     model=BusinessModel().scaled(args.scale), difficulty=args.difficulty)
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,17 @@ ground-truth labels. Watermarks are the publisher's job, not the simulator's.
 
 from simulator.generator import Simulation
 from simulator.model import CHANNELS, PLANS, SEGMENTS, BusinessModel
-from simulator.scenarios import INCIDENT_KINDS, SCENARIOS, Incident, plan_incidents
+from simulator.scenarios import (
+    DIFFICULTIES,
+    INCIDENT_KINDS,
+    SCENARIOS,
+    Incident,
+    plan_incidents,
+)
 
 __all__ = [
     "CHANNELS",
+    "DIFFICULTIES",
     "INCIDENT_KINDS",
     "PLANS",
     "SCENARIOS",

@@ -73,7 +73,10 @@ class Simulation:
     incident_range
         Where incidents may fall; default days 14 to 35 after ``start_ts``.
     model
-        Rates of the business (default ``BusinessModel()``).
+        Rates of the business (default ``BusinessModel()``; ``BusinessModel().scaled(10)`` for
+        a business ten times bigger).
+    difficulty
+        ``"normal"`` (large incidents) or ``"subtle"`` (small, short ones): see ``DIFFICULTIES``.
 
     >>> sim = Simulation(seed=7, start_ts=1795255200.0)
     >>> events = sim.advance(1795255200.0 + 3600)
@@ -85,16 +88,19 @@ class Simulation:
 
     def __init__(self, seed: int, start_ts: float, scenario: str = "none",
                  incident_range: tuple[float, float] | None = None,
-                 model: BusinessModel | None = None) -> None:
+                 model: BusinessModel | None = None, difficulty: str = "normal") -> None:
         self.seed = seed
         self.start_ts = start_ts
         self.scenario = scenario
         self.incident_range = incident_range
         self.model = model if model is not None else BusinessModel()
+        self.difficulty = difficulty
         lo, hi = incident_range or (start_ts + 14 * _DAY, start_ts + 35 * _DAY)
         self.incidents: list[Incident] = plan_incidents(
-            scenario, lo, hi, random.Random(f"incidents:{seed}"))
-        tag = repr((seed, start_ts, scenario, incident_range, self.model)).encode()
+            scenario, lo, hi, random.Random(f"incidents:{seed}"), difficulty)
+        # event ids of a normal run stay what they were before difficulties existed
+        key: tuple = (seed, start_ts, scenario, incident_range, self.model)
+        tag = repr(key if difficulty == "normal" else (*key, difficulty)).encode()
         self._tag = hashlib.blake2b(tag, digest_size=4).hexdigest()
         self._rng = random.Random(seed)
         self._generated_until = start_ts
@@ -139,7 +145,7 @@ class Simulation:
             raise ValueError("incidents must start after the events generated so far")
         self.scenario, self.incident_range = scenario, incident_range
         self.incidents = plan_incidents(scenario, *incident_range,
-                                        random.Random(f"incidents:{self.seed}"))
+                                        random.Random(f"incidents:{self.seed}"), self.difficulty)
         return self.incidents
 
     def advance(self, until_ts: float) -> list[Event]:

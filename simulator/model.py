@@ -8,6 +8,7 @@ Every number the generator draws from lives here, so a test or a demo can change
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, fields
 
@@ -86,6 +87,29 @@ class BusinessModel:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.initial_subscriptions > self.initial_users:
             raise ValueError("initial_subscriptions cannot exceed initial_users")
+
+    def scaled(self, scale: float) -> BusinessModel:
+        """The same business ``scale`` times bigger: users, subscriptions, signups, the free
+        base's conversions and paid spend (so CAC stays); rates per user stay as they are.
+
+        >>> big = BusinessModel().scaled(10)
+        >>> big.initial_users, big.signups_per_day, big.channel_daily_spend[1]
+        (100000, 1500.0, 6500.0)
+        >>> BusinessModel().scaled(0)
+        Traceback (most recent call last):
+        ...
+        ValueError: scale must be > 0 (1 is today's business), got 0
+        """
+        if not scale > 0 or math.isinf(scale):
+            raise ValueError(f"scale must be > 0 (1 is today's business), got {scale}")
+        if scale == 1:
+            return self
+        return dataclasses.replace(
+            self, initial_users=round(self.initial_users * scale),
+            initial_subscriptions=round(self.initial_subscriptions * scale),
+            signups_per_day=self.signups_per_day * scale,
+            free_base_conversions_per_day=self.free_base_conversions_per_day * scale,
+            channel_daily_spend=tuple(v * scale for v in self.channel_daily_spend))
 
     def conversion_probability(self, segment: int, channel: int) -> float:
         """Chance that a new signup of this segment and channel pays within the window."""

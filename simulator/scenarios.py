@@ -16,7 +16,8 @@ from typing import Any
 from simulator.model import CHANNELS, SEGMENTS, BusinessModel
 
 __all__ = [
-    "INCIDENT_KINDS", "SCENARIOS", "TRACKED_CHANNELS", "Incident", "plan_incidents", "iso_utc",
+    "DIFFICULTIES", "INCIDENT_KINDS", "SCENARIOS", "TRACKED_CHANNELS", "Incident",
+    "plan_incidents", "iso_utc",
 ]
 
 _QUARTER = 900  # seconds; incident boundaries fall on this grid
@@ -25,24 +26,43 @@ _MIXED_GAP_QUARTERS = 48  # 12 h between incidents of a mixed scenario
 
 @dataclass(frozen=True)
 class _KindSpec:
-    hours: tuple[int, int]
+    quarters: tuple[int, int]      # duration range, in quarter hours
     magnitude: tuple[float, float]
     kpis: tuple[str, ...]
 
 
-_SPECS: dict[str, _KindSpec] = {
-    "payment-outage": _KindSpec(
-        (2, 6), (0.70, 0.90),
-        ("payment_failure_rate", "payments", "revenue", "paid_conversions", "conversion_rate")),
-    # a dead tracking pixel loses (nearly) every signup it should record
-    "signup-tracking-drop": _KindSpec((3, 8), (1.0, 1.0), ("signups", "conversion_rate")),
-    "match-rate-regression": _KindSpec((4, 12), (0.15, 0.25), ("match_rate",)),
-    "channel-traffic-surge": _KindSpec((2, 6), (3.0, 6.0), ("signups", "scans", "conversion_rate")),
-    "churn-spike": _KindSpec(
-        (6, 24), (8.0, 15.0), ("churn_rate", "mrr", "mrr_growth", "ltv", "ltv_cac")),
+_KPIS = {
+    "payment-outage": ("payment_failure_rate", "payments", "revenue", "paid_conversions",
+                       "conversion_rate"),
+    "signup-tracking-drop": ("signups", "conversion_rate"),
+    "match-rate-regression": ("match_rate",),
+    "channel-traffic-surge": ("signups", "scans", "conversion_rate"),
+    "churn-spike": ("churn_rate", "mrr", "mrr_growth", "ltv", "ltv_cac"),
 }
+_SPECS: dict[str, dict[str, _KindSpec]] = {
+    # large, unmistakable incidents
+    "normal": {
+        "payment-outage": _KindSpec((8, 24), (0.70, 0.90), _KPIS["payment-outage"]),
+        # a dead tracking pixel loses (nearly) every signup it should record
+        "signup-tracking-drop": _KindSpec((12, 32), (1.0, 1.0), _KPIS["signup-tracking-drop"]),
+        "match-rate-regression": _KindSpec((16, 48), (0.15, 0.25), _KPIS["match-rate-regression"]),
+        "channel-traffic-surge": _KindSpec((8, 24), (3.0, 6.0), _KPIS["channel-traffic-surge"]),
+        "churn-spike": _KindSpec((24, 96), (8.0, 15.0), _KPIS["churn-spike"]),
+    },
+    # the incidents that hurt quietly: 30 minutes to a few hours, a fraction of the damage
+    "subtle": {
+        "payment-outage": _KindSpec((2, 12), (0.10, 0.25), _KPIS["payment-outage"]),
+        # a pixel broken on one channel's pages: part of its signups unrecorded
+        "signup-tracking-drop": _KindSpec((2, 16), (0.30, 0.60), _KPIS["signup-tracking-drop"]),
+        "match-rate-regression": _KindSpec((4, 16), (0.04, 0.08), _KPIS["match-rate-regression"]),
+        "channel-traffic-surge": _KindSpec((2, 12), (1.5, 2.0), _KPIS["channel-traffic-surge"]),
+        "churn-spike": _KindSpec((4, 24), (2.0, 4.0), _KPIS["churn-spike"]),
+    },
+}
+DIFFICULTIES: tuple[str, ...] = tuple(_SPECS)
+"""``normal`` (large incidents, the default) or ``subtle`` (small and short ones)."""
 
-INCIDENT_KINDS: tuple[str, ...] = tuple(_SPECS)
+INCIDENT_KINDS: tuple[str, ...] = tuple(_SPECS["normal"])
 _DEFAULT_SHARES = dict(zip(CHANNELS, BusinessModel().channel_shares, strict=True))
 TRACKED_CHANNELS: tuple[str, ...] = tuple(
     sorted(CHANNELS, key=lambda c: -_DEFAULT_SHARES[c])[:2])
@@ -114,15 +134,16 @@ def _describe(kind: str, magnitude: float, segment: str, channel: str) -> str:
     return f"Cancellations run {magnitude:.1f}x above normal."
 
 
-def _draw(kind: str, index: int, start_q: int, dur_q: int, rng: random.Random) -> Incident:
-    spec = _SPECS[kind]
+def _draw(kind: str, index: int, start_q: int, dur_q: int, rng: random.Random,
+          difficulty: str = "normal") -> Incident:
+    spec = _SPECS[difficulty][kind]
     magnitude = round(rng.uniform(*spec.magnitude), 2)
     segment, channel = "all", "all"
     if kind == "match-rate-regression":
         segment = rng.choice(SEGMENTS)
     elif kind == "channel-traffic-surge":
         channel = rng.choice(CHANNELS)
-    elif kind == "signup-tracking-drop" and rng.random() < 0.5:
+    elif kind == "signup-tracking-drop" and (difficulty == "subtle" or rng.random() < 0.5):
         channel = rng.choice(TRACKED_CHANNELS)
     return Incident(
         id=f"inc{index:02d}-{kind}", kind=kind,
@@ -132,11 +153,15 @@ def _draw(kind: str, index: int, start_q: int, dur_q: int, rng: random.Random) -
 
 
 def plan_incidents(scenario: str, start_ts: float, end_ts: float,
-                   rng: random.Random) -> list[Incident]:
+                   rng: random.Random, difficulty: str = "normal") -> list[Incident]:
     """Place the incidents of ``scenario`` inside ``[start_ts, end_ts]``, sorted by start.
 
     A single-kind scenario gives one incident; ``mixed`` gives as many different kinds (up to all
-    five) as fit with 12 h gaps, in random order.
+    five) as fit with 12 h gaps, in random order. ``difficulty`` is one of :data:`DIFFICULTIES`.
+
+    >>> [round(i.magnitude, 2) <= 0.25 for i in plan_incidents(
+    ...     "payment-outage", 0, 5 * 86400, random.Random(1), "subtle")]
+    [True]
 
     >>> [i.kind for i in plan_incidents("churn-spike", 0, 5 * 86400, random.Random(1))]
     ['churn-spike']
@@ -148,11 +173,14 @@ match-rate-regression, channel-traffic-surge, churn-spike, mixed
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; valid: {', '.join(SCENARIOS)}")
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"unknown difficulty {difficulty!r}; valid: {', '.join(DIFFICULTIES)}")
+    specs = _SPECS[difficulty]
     if scenario == "none":
         return []
     lo_q, hi_q = math.ceil(start_ts / _QUARTER), math.floor(end_ts / _QUARTER)
     kinds = rng.sample(INCIDENT_KINDS, len(INCIDENT_KINDS)) if scenario == "mixed" else [scenario]
-    durations = [rng.randint(_SPECS[k].hours[0] * 4, _SPECS[k].hours[1] * 4) for k in kinds]
+    durations = [rng.randint(*specs[k].quarters) for k in kinds]
 
     def needed(n: int) -> int:
         return sum(durations[:n]) + _MIXED_GAP_QUARTERS * (n - 1)
@@ -167,6 +195,6 @@ match-rate-regression, channel-traffic-surge, churn-spike, mixed
     cuts = sorted(rng.randint(0, slack) for _ in range(n))
     incidents, offset = [], lo_q
     for i in range(n):
-        incidents.append(_draw(kinds[i], i + 1, offset + cuts[i], durations[i], rng))
+        incidents.append(_draw(kinds[i], i + 1, offset + cuts[i], durations[i], rng, difficulty))
         offset += durations[i] + _MIXED_GAP_QUARTERS
     return incidents

@@ -323,3 +323,43 @@ def test_thirty_clean_days_match_the_seed_business():
     noon = sum(1 for e in events if int(e["ts"] % DAY // HOUR) == 15)
     assert night < 0.5 * noon
     assert re.fullmatch(r"[0-9a-f]{8}-\d+-\d+", events[0]["event_id"])
+
+
+# ------------------------------------------------------------------ bigger business, subtle incidents
+
+
+def test_scale_multiplies_the_business_and_keeps_its_rates():
+    small = Counter(e["kind"] for e in Simulation(5, T0).advance(T0 + 2 * DAY))
+    big = Counter(e["kind"] for e in Simulation(5, T0, model=BusinessModel().scaled(4))
+                  .advance(T0 + 2 * DAY))
+    for kind in ("signup", "scan", "activity", "payment"):
+        assert 3.0 <= big[kind] / small[kind] <= 5.0, (kind, small[kind], big[kind])
+    assert big["spend"] == small["spend"]   # one spend event per paid channel and hour, 4x bigger
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        BusinessModel().scaled(-1)
+
+
+@pytest.mark.parametrize("kind", INCIDENT_KINDS)
+def test_subtle_incidents_are_small_and_short(kind: str):
+    limits = {"payment-outage": (0.10, 0.25), "signup-tracking-drop": (0.30, 0.60),
+              "match-rate-regression": (0.04, 0.08), "channel-traffic-surge": (1.5, 2.0),
+              "churn-spike": (2.0, 4.0)}
+    for seed in range(12):
+        (inc,) = plan_incidents(kind, T0, T0 + 5 * DAY, random.Random(seed), "subtle")
+        lo, hi = limits[kind]
+        assert lo <= inc.magnitude <= hi
+        assert 30 * 60 <= inc.end - inc.start <= 6 * HOUR
+        if kind == "signup-tracking-drop":
+            assert inc.channel in TRACKED_CHANNELS   # one channel's pages, not the whole site
+
+
+def test_normal_difficulty_is_todays_stream_and_subtle_differs():
+    default = Simulation(9, T0, "payment-outage", (T0 + DAY, T0 + 2 * DAY))
+    normal = Simulation(9, T0, "payment-outage", (T0 + DAY, T0 + 2 * DAY), difficulty="normal")
+    subtle = Simulation(9, T0, "payment-outage", (T0 + DAY, T0 + 2 * DAY), difficulty="subtle")
+    end = T0 + 3 * DAY
+    assert default.incidents == normal.incidents
+    assert default.advance(end) == normal.advance(end)
+    assert subtle.incidents[0].magnitude <= 0.25 < normal.incidents[0].magnitude
+    with pytest.raises(ValueError, match="unknown difficulty 'hard'"):
+        Simulation(9, T0, "payment-outage", difficulty="hard")

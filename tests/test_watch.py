@@ -181,6 +181,10 @@ def test_evaluate_rejects_unknown_scenario():
     assert "none" in SCENARIOS
     with pytest.raises(ValueError, match="unknown scenario"):
         run_evaluate(seeds=1, progress=False, scenarios=("outage",))
+    with pytest.raises(ValueError, match="unknown difficulty"):
+        run_evaluate(seeds=1, progress=False, difficulty="hard")
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        run_evaluate(seeds=1, progress=False, scale=0.0)
 
 
 def test_json_state_round_trip_mid_stream_gives_identical_anomalies() -> None:
