@@ -325,7 +325,7 @@ def test_thirty_clean_days_match_the_seed_business():
     assert re.fullmatch(r"[0-9a-f]{8}-\d+-\d+", events[0]["event_id"])
 
 
-# ------------------------------------------------------------------ bigger business, subtle incidents
+# ------------------------------------------------------------ bigger business, subtle incidents
 
 
 def test_scale_multiplies_the_business_and_keeps_its_rates():
