@@ -7,7 +7,7 @@ from statistics import NormalDist
 
 __all__ = [
     "surprise", "z_tail", "z_for_score", "anscombe", "inverse_anscombe", "log10_z_tail",
-    "score_of_log10", "log10_of_score", "z_of_log10",
+    "score_of_log10", "z_of_log10",
 ]
 
 _LOG_FLOOR = math.log(1e-10)
@@ -79,8 +79,7 @@ def log10_z_tail(z: float) -> float:
     """
     z = abs(z)
     if z < 30.0:
-        p = math.erfc(z * 0.7071067811865476)
-        return -math.log10(p) if p > 0.0 else 300.0  # unreachable below 30: erfc > 1e-197
+        return -math.log10(math.erfc(z * 0.7071067811865476))   # > 1e-197 below 30
     # Mills ratio: erfc(z / sqrt 2) ~ sqrt(2 / pi) exp(-z^2 / 2) / z
     return (0.5 * z * z + math.log(z) + 0.5 * math.log(math.pi / 2.0)) / _LN10
 
@@ -96,16 +95,6 @@ def score_of_log10(lg: float) -> float:
     """
     lg = max(lg, 0.0)
     return lg / (lg + HALF_SCORE_LOG10)
-
-
-def log10_of_score(score: float) -> float:
-    """The inverse of :func:`score_of_log10`.
-
-    >>> log10_of_score(0.5), log10_of_score(0.0)
-    (5.0, 0.0)
-    """
-    score = min(max(score, 0.0), 1.0 - 1e-12)
-    return HALF_SCORE_LOG10 * score / (1.0 - score)
 
 
 def z_of_log10(lg: float) -> float:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from detectors.forecast import KINDS, SeasonalForecast
+from detectors.registry import DETECTOR_NAMES
 from detectors.rules import TargetRule
 from detectors.series import DIRECTIONS, SeriesWatcher
 from detectors.surprise import RobustSurprise
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
-CSV_DETECTORS = ("surprise", "robust", "forecast", "hst")
+CSV_DETECTORS = DETECTOR_NAMES
 ALERT_SERIES = ("all", "overall")
 _RULE_KEYS = {"op": "above", "warning": 0.0, "critical": 0.0, "min_n": 0.0, "smooth": 1}
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from detectors.registry import DETECTOR_NAMES, make_detector
 from detectors.scoring import Scored, delay_for_cadence, nab_score, point_adjusted_f1
 
 __all__ = ["LabelledSeries", "load_labelled", "load_dir", "score_series", "benchmark",
-           "format_report", "run"]
+           "format_report"]
 
 
 @dataclass
@@ -115,14 +114,13 @@ def score_series(series: LabelledSeries, factory: Callable[[], Any]) -> np.ndarr
 
 
 def benchmark(series: Sequence[LabelledSeries], detectors: Iterable[str] = (DETECTOR_NAMES[0],),
-              factories: dict[str, Callable[[], Any]] | None = None,
               progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Both scorings of each detector over ``series``; a dict ready for JSON."""
     out: dict[str, Any] = {"files": len(series), "rows": sum(len(s.values) for s in series),
                            "anomalous_rows": int(sum(int(s.labels.sum()) for s in series)),
                            "detectors": {}}
     for name in detectors:
-        factory = (factories or {}).get(name) or partial(make_detector, name)
+        factory = partial(make_detector, name)
         started = time.perf_counter()
         scored = []
         for s in series:
@@ -159,41 +157,3 @@ def format_report(result: dict[str, Any], per_file: bool = True) -> str:
     lines.append(f"{result['files']} files, {result['rows']:,} rows, "
                  f"{result['anomalous_rows']:,} labelled anomalous")
     return "\n".join(lines)
-
-
-def run(root: str, detectors: Sequence[str] = (), json_path: str | None = None,
-        per_file: bool = True, quiet: bool = False) -> int:
-    """``pulse benchmark``: load, score, print the tables, write ``json_path``; an exit code."""
-    from pulse.progress import ProgressBar
-
-    names = list(detectors) or [DETECTOR_NAMES[0]]
-    if names == ["all"]:
-        names = list(DETECTOR_NAMES)
-    unknown = [n for n in names if n not in DETECTOR_NAMES]
-    if unknown:
-        print(f"pulse benchmark: error: unknown detector {unknown[0]!r}: choose from "
-              f"{', '.join(DETECTOR_NAMES)} or all", file=sys.stderr)
-        return 2
-    try:
-        series = load_dir(root)
-    except (CsvError, OSError) as e:
-        print(f"pulse benchmark: error: {e}", file=sys.stderr)
-        return 2
-    total = len(series) * len(names)
-    bar = ProgressBar("scoring", unit="files", quiet=quiet)
-    done = [0]
-
-    def progress(label: str) -> None:
-        bar.update(done[0] / total, done[0], label[-40:])
-        done[0] += 1
-
-    result = benchmark(series, names, progress=progress)
-    bar.update(1.0, total, force=True)
-    bar.close()
-    print(format_report(result, per_file=per_file))
-    if json_path:
-        import json
-
-        Path(json_path).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        print(f"wrote {json_path}", file=sys.stderr)
-    return 0

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from detectors.config import load_config
-from detectors.registry import DETECTOR_NAMES, make_detector
+from detectors.registry import DEFAULT_DETECTOR, DETECTOR_NAMES, make_detector
 
 __all__ = ["CsvError", "DEFAULT", "parse_timestamp", "parse_value", "score_csv", "main"]
 
-DEFAULT = "surprise"
+DEFAULT = DEFAULT_DETECTOR
 
 
 class CsvError(ValueError):

@@ -9,6 +9,7 @@ from typing import Any
 from river.base import AnomalyDetector
 
 from detectors._math import surprise, z_tail
+from detectors.robust import RollingRobustZ
 
 __all__ = ["AnomalyLikelihood", "METHODS"]
 
@@ -78,8 +79,6 @@ class AnomalyLikelihood(AnomalyDetector):
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1], got {alpha}")
         if detector is None:
-            from detectors.robust import RollingRobustZ
-
             detector = RollingRobustZ()
         self.detector = detector
         self.method = method

@@ -116,14 +116,11 @@ def point_adjusted_f1(files: Sequence[Scored]) -> dict:
         th, tp, fp = float(cands[k]), int(tps[k]), int(fps[k])
         f1, prec, rec = float(f1s[k]), float(precs[k]), float(recs[k])
     per_file = []
-    for f, ln, bs in zip(files, seg_len, seg_best, strict=True):
-        sc = np.nan_to_num(np.asarray(f.scores, dtype=float), nan=0.0)
-        lab = np.asarray(f.labels, dtype=bool)
+    for f, ln, bs, nm in zip(files, seg_len, seg_best, normal, strict=True):
         ftp = int(ln[bs >= th].sum()) if ln.size else 0
-        ffp = int((sc[~lab] >= th).sum())
-        fpos = int(lab.sum())
-        per_file.append({"file": f.name, "tp": ftp, "fp": ffp, "fn": fpos - ftp,
-                         "segments": int(ln.size), "caught": int((bs >= th).sum())})
+        per_file.append({"file": f.name, "tp": ftp, "fp": int((nm >= th).sum()),
+                         "fn": int(ln.sum()) - ftp, "segments": int(ln.size),
+                         "caught": int((bs >= th).sum())})
     return {"threshold": th, "f1": f1, "precision": prec, "recall": rec, "tp": tp, "fp": fp,
             "fn": positives - tp, "files": per_file}
 

@@ -239,15 +239,16 @@ class RobustSurprise(AnomalyDetector):
         self.recent.append(self._sized(v, lg))
         for name, z in scores.items():
             self.tails[name].learn(abs(z), lg)
-        if "level" in scores and self.run_length >= 2:
-            self.distances.append(self._clip(scores["level"]))
-        if self.last:
-            self.errors.add(v - _median(self.last))
-            d = abs(v - self.last[-1])
-            if d > 1e-9 * max(abs(v), 1.0):
-                self.step = min(self.step, d)
-        self.values.add(v)
-        self.last.append(v)
+        if self.robust_scores:   # the windows behind the robust scores and the size step
+            if "level" in scores and self.run_length >= 2:
+                self.distances.append(self._clip(scores["level"]))
+            if self.last:
+                self.errors.add(v - _median(self.last))
+                d = abs(v - self.last[-1])
+                if d > 1e-9 * max(abs(v), 1.0):
+                    self.step = min(self.step, d)
+            self.values.add(v)
+            self.last.append(v)
         if self.forecaster is not None:
             self.forecaster.learn_one(x)
         self.n += 1

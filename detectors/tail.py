@@ -71,6 +71,7 @@ class TailSurprise:
         self.learn_below = learn_below
         self.max_gain = max_gain
         self.history = SortedWindow(window)
+        self._learn_below_log10 = -math.log10(learn_below) if learn_below > 0 else math.inf
 
     def log10_surprise(self, z: float) -> float:
         """``-log10 P(Z >= z)`` for this series; 0 for the smallest values.
@@ -114,6 +115,6 @@ class TailSurprise:
 
     def learn(self, z: float, log10_surprise: float) -> None:
         """Remember ``z`` unless the point it belongs to was too rare (``-log10 p`` given)."""
-        if z != z or math.isinf(z) or 10.0 ** -log10_surprise < self.learn_below:
+        if z != z or math.isinf(z) or log10_surprise > self._learn_below_log10:
             return
         self.history.add(z)

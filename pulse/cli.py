@@ -229,8 +229,8 @@ def _detect(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _benchmark(args: argparse.Namespace, settings: Settings) -> int:
-    from detectors import corpus
-    return corpus.run(args.dir, args.detector, args.json, per_file=not args.totals,
+    from pulse.benchmark import run
+    return run(args.dir, args.detector, args.json, per_file=not args.totals,
                       quiet=args.quiet)
 
 
