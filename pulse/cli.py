@@ -23,13 +23,14 @@ def _settings_epilog() -> str:
 
 
 def _scale(text: str) -> float:
+    """``--scale``: a number that ``BusinessModel.scaled`` takes (its check, its message)."""
+    from simulator import BusinessModel
     try:
         value = float(text)
-    except ValueError:
+        BusinessModel().scaled(value)
+    except ValueError as e:
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a number (1 is today's business)") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be > 0 (1 is today's business), got {text}")
+            str(e) if "scale" in str(e) else f"{text!r} is not a number") from None
     return value
 
 
@@ -230,8 +231,7 @@ def _detect(args: argparse.Namespace, settings: Settings) -> int:
 
 def _benchmark(args: argparse.Namespace, settings: Settings) -> int:
     from pulse.benchmark import run
-    return run(args.dir, args.detector, args.json, per_file=not args.totals,
-                      quiet=args.quiet)
+    return run(args.dir, args.detector, args.json, per_file=not args.totals, quiet=args.quiet)
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
