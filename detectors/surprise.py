@@ -34,9 +34,9 @@ class RobustSurprise(AnomalyDetector):
        ``window`` points, the error of a naive forecast (the median of the last ``lag`` points)
        against the last ``window`` such errors, both in inter-quartile spreads (floored at
        ``step_floor`` times the smallest step the series has taken: a count or a rounded value
-       cannot make one step infinitely surprising), and the mean of the last ``run_length``
-       distances (clipped at ``run_clip``), times ``sqrt(run_length)``, so that two unusual
-       points in a row count for more than either. With a ``forecaster`` (the seasonal model of a
+       cannot make one step infinitely surprising), and the sum of the last ``run_length``
+       distances (the earlier ones clipped at ``run_clip``) over ``sqrt(run_length)``, so that
+       a few unusual points in a row count for more than any of them. With a ``forecaster`` (the seasonal model of a
        live KPI), its standardised residual too, or alone (``robust_scores=False``).
     2. **Calibration.** Each score is judged by a :class:`~detectors.tail.TailSurprise` of its
        own: how often this series produced one as large (empirical tail, generalised Pareto
@@ -71,7 +71,7 @@ class RobustSurprise(AnomalyDetector):
     run_length
         Points in the run score (0 or 1: none).
     run_clip
-        Distances are clipped at this many spreads before they enter the run score.
+        Earlier distances are clipped at this many spreads in the run score.
     rel_scale, rel_power
         Step 3: relative size below which the surprise is scaled down, and how steeply.
     step_floor
@@ -105,7 +105,7 @@ class RobustSurprise(AnomalyDetector):
         lag: int = 3,
         grace_period: int = 10,
         refractory: int = 5,
-        run_length: int = 2,
+        run_length: int = 4,
         run_clip: float = 10.0,
         rel_scale: float = 0.5,
         rel_power: float = 2.0,
@@ -186,7 +186,9 @@ class RobustSurprise(AnomalyDetector):
             out["error"] = (v - guess - emed) / max((q3 - q1) * _SPREAD, 1e-6 * abs(guess),
                                                     1e-9, step)
             if self.run_length >= 2 and len(self.distances) >= self.run_length - 1:
-                total = self._clip(out["level"]) + sum(self.distances)
+                # earlier distances clipped (one outlier does not make its successors
+                # unusual), the current one not (the score keeps growing with the point)
+                total = out["level"] + sum(self.distances)
                 out["run"] = total / math.sqrt(self.run_length)
         if fc is not None and fc.z:
             out["forecast"] = fc.z
