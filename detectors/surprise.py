@@ -36,8 +36,9 @@ class RobustSurprise(AnomalyDetector):
        ``step_floor`` times the smallest step the series has taken: a count or a rounded value
        cannot make one step infinitely surprising), and the sum of the last ``run_length``
        distances (the earlier ones clipped at ``run_clip``) over ``sqrt(run_length)``, so that
-       a few unusual points in a row count for more than any of them. With a ``forecaster`` (the seasonal model of a
-       live KPI), its standardised residual too, or alone (``robust_scores=False``).
+       a few unusual points in a row count for more than any of them. With a ``forecaster``
+       (the seasonal model of a live KPI), its standardised residual too, or alone
+       (``robust_scores=False``).
     2. **Calibration.** Each score is judged by a :class:`~detectors.tail.TailSurprise` of its
        own: how often this series produced one as large (empirical tail, generalised Pareto
        beyond, at most ``max_gain`` above a Gaussian tail). The rarest, Bonferroni-corrected
