@@ -43,6 +43,7 @@ from alerting.escape import clean_event_text
 from alerting.evidence import format_value, kpi_label, where
 from alerting.explain import Explainer, check_answer, evidence_block
 from kpis.formulas import ALL, DAY_S, KPI_BY_ID, KPIS, KpiDef
+from kpis.messages import is_running
 
 __all__ = [
     "CHART_KPIS",
@@ -200,8 +201,8 @@ class DigestBuilder:
         """A ``kpis`` topic message; returns the digests of the days it finished (oldest first)."""
         if msg.get("kind") == "window_closed":
             return self.close_until(float(msg["window_end_ts"]))
-        if msg.get("cohort") is not None or "series" not in msg:
-            return []
+        if msg.get("cohort") is not None or "series" not in msg or is_running(msg):
+            return []   # a cohort, a marker, or an open window's running values
         ws = _ts(msg.get("window_start_ts", msg.get("window_start")))
         complete = bool(msg.get("complete", True))
         for s in msg["series"]:

@@ -128,7 +128,9 @@ class AlertManager:
 
     def on_anomaly(self, anomaly: dict, now_event_ts: float | None = None) -> list[AlertChange]:
         """Take one anomaly event (docs/anomalies.md); ``now_event_ts`` defaults to its end."""
-        now = float(anomaly["window_end_ts"]) if now_event_ts is None else now_event_ts
+        if now_event_ts is None:
+            now_event_ts = anomaly.get("as_of_ts") or anomaly["window_end_ts"]
+        now = float(now_event_ts)
         key = series_key(anomaly)
         dedupe_key = f"{key}|{anomaly['window_start_ts']}|{anomaly.get('detector', '')}"
         if not self.dedupe.first_time(dedupe_key, float(anomaly["window_end_ts"])):
@@ -269,7 +271,10 @@ class AlertManager:
                       else f" ({anomaly['segment']}/{anomaly['channel']})")
             alert.joined.append(f"{anomaly['kpi']}{slice_}")
         elif float(old["window_start_ts"]) == ws:  # a second detector on the same point
-            if significance(anomaly) <= significance(old):
+            if old.get("early") and not anomaly.get("early"):
+                # the window's final numbers replace its running ones, whatever their score
+                alert.reasons.append(f"{anomaly['kpi']}: the window closed, final numbers")
+            elif significance(anomaly) <= significance(old):
                 return
         else:
             follows = abs(float(old["window_end_ts"]) - ws) < 1e-6
@@ -321,6 +326,11 @@ class AlertManager:
             "unit": lead.get("unit", ""),
             "detector": lead.get("detector", ""),
             "n": lead.get("n"),
+            # an early anomaly: the open window's running numbers after elapsed_minutes
+            "early": bool(lead.get("early")),
+            "as_of_ts": lead.get("as_of_ts"),
+            "elapsed_minutes": lead.get("elapsed_minutes"),
+            "calendar": list(lead.get("calendar") or []),   # known events during its window
             "since": _iso(alert.started_ts),
             "since_ts": alert.started_ts,
             "duration_windows": max(round((alert.last_end_ts - alert.started_ts)

@@ -130,7 +130,9 @@ class AlertService:
         if message.get("kind") == "window_closed":
             changes = self.manager.on_window_closed(float(message["window_end_ts"]))
         else:
-            changes = self.manager.on_anomaly(message, float(message["window_end_ts"]))
+            # an early anomaly is news at the event time of its running counts
+            now = message.get("as_of_ts") or message["window_end_ts"]
+            changes = self.manager.on_anomaly(message, float(now))
         for change in changes:
             self._apply(change)
         if message.get("kind") == "window_closed" and self.slack_enabled:

@@ -120,6 +120,13 @@ def _headline(alert: dict) -> str:
     return f"{str(alert['severity']).capitalize()}: {head}"
 
 
+def _so_far(alert: dict) -> str:
+    """`` so far (first 25 min of the window)`` for an early alert's running numbers."""
+    if not alert.get("early") or alert.get("elapsed_minutes") is None:
+        return ""
+    return f" in the first {float(alert['elapsed_minutes']):g} min of its hour"
+
+
 def alert_message(alert: dict, grafana_url: str) -> tuple[str, list[dict]]:
     """(top-level text, blocks) of an alert's parent message."""
     kpi = alert["kpi"]
@@ -129,7 +136,8 @@ def alert_message(alert: dict, grafana_url: str) -> tuple[str, list[dict]]:
     resolved = alert["status"] == "resolved"
     icon = ":white_check_mark:" if resolved else _ICON.get(alert["severity"], ":warning:")
     headline = _headline(alert)
-    text = _e(f"{headline} ({slice_}): {format_value(value, kpi)} vs expected "
+    so_far = _so_far(alert)
+    text = _e(f"{headline} ({slice_}): {format_value(value, kpi)}{so_far} vs expected "
               f"{format_value(expected, kpi)}", 2900)
     lower, upper = alert.get("lower"), alert.get("upper")
     band = (f"{format_value(float(lower), kpi)} – {format_value(float(upper), kpi)}"
@@ -140,7 +148,8 @@ def alert_message(alert: dict, grafana_url: str) -> tuple[str, list[dict]]:
         + ("" if r["segment"] == r["channel"] == "all" else f" ({r['segment']}/{r['channel']})")
         for r in related[:6]) + (f" and {len(related) - 6} more" if len(related) > 6 else "")
     fields = [
-        ("Observed", f"{format_value(value, kpi)} (expected {format_value(expected, kpi)})"),
+        ("Observed", f"{format_value(value, kpi)}{so_far} (expected "
+                     f"{format_value(expected, kpi)})"),
         ("Change", f"{change} ({rel})"),
         ("Normal band", band),
         ("Since", f"{format_ts(float(alert['since_ts']))} · {alert['duration_windows']} window(s)"),
@@ -150,12 +159,15 @@ def alert_message(alert: dict, grafana_url: str) -> tuple[str, list[dict]]:
     ]
     if related:
         fields.append(("Related (same windows)", related_text))
+    if alert.get("calendar"):   # the calendar's words, from the operators' own file: escaped
+        fields.append(("During a known event", "; ".join(str(c) for c in alert["calendar"][:3])))
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "emoji": True,
                                     "text": truncate(f"{headline}", 150)}},
         {"type": "section", "text": {"type": "mrkdwn", "text": truncate(
             f"{icon} *{_e(kpi_label(kpi), 100)}* ({_e(slice_)}) is "
-            f"*{format_value(value, kpi)}* against an expected {format_value(expected, kpi)}.",
+            f"*{format_value(value, kpi)}*{_e(so_far)} against an expected "
+            f"{format_value(expected, kpi)}.",
             3000)}},
         {"type": "section", "fields": [
             {"type": "mrkdwn", "text": truncate(f"*{name}*\n{_e(val, 1900)}", 2000)}

@@ -40,6 +40,7 @@ class AlertConfig:
     rules_scope: str
     sustained_min_z: float
     hold_score: float
+    early_looks: int
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ class DetectorConfig:
             relearn_after=k.relearn_after or a.relearn_after,
             min_abs_change=k.min_abs_change, min_rel_change=k.min_rel_change, min_n=k.min_n,
             sustained_windows=k.sustained_windows, sustained_min_z=a.sustained_min_z,
-            hold_score=a.hold_score, core=dict(self.core))
+            hold_score=a.hold_score, core=dict(self.core), early_looks=a.early_looks)
 
     def alerts_on(self, kpi: str, segment: str = "all", channel: str = "all") -> bool:
         """Whether anomalies of this series are published (``alert_series`` of the KPI).
@@ -189,6 +190,9 @@ def _build(raw: dict[str, Any], source: str) -> DetectorConfig:
     for k in ("warning_persistence", "relearn_after"):
         if a[k] < 1:
             raise ValueError(f"detector config key 'alert.{k}' must be >= 1, got {a[k]}")
+    if a["early_looks"] < 0:
+        raise ValueError("detector config key 'alert.early_looks' must be >= 0 (0: no early "
+                         f"alerts), got {a['early_looks']}")
     if a["rules_scope"] not in ("overall", "all"):
         raise ValueError("detector config key 'alert.rules_scope' must be 'overall' or 'all', "
                          f"got {a['rules_scope']!r}")

@@ -223,6 +223,38 @@ class SeasonalForecast(AnomalyDetector):
         return Forecast(self._inverse(y_hat), self._inverse(y_hat - self.band_z * std),
                         self._inverse(y_hat + self.band_z * std), z, std)
 
+    def forecast_partial(self, x: dict, share: float) -> Forecast:
+        """Like :meth:`forecast_one` for the part ``share`` (0..1] of a window seen so far.
+
+        A count so far is judged against ``share`` of the window's forecast, on the Anscombe
+        scale with the window's own residual spread: Poisson noise is 1 there at any share,
+        and events that come in bursts (a session's several scans) keep their extra spread
+        however short the part seen, so it is not shrunk. A ratio so far is a ratio over fewer
+        events: its own ``n`` already widens the band. A level has no running value (z = 0).
+        """
+        if self.kind not in ("count", "ratio") or self.n == 0 or not 0.0 < share <= 1.0:
+            return Forecast(math.nan, math.nan, math.nan, 0.0)
+        ts = x.get("ts", 0.0) or 0.0
+        cached = self.__dict__.get("_window_forecast")
+        if cached is None or cached[:2] != (self.n, ts):   # once per window, not per look
+            y_full = self._predict(*self._slots_of(ts))
+            cached = self._window_forecast = (self.n, ts, y_full, self._std(y_full, None))
+        y_full, full = cached[2], cached[3]
+        if self.kind == "ratio":
+            std = self._std(y_full, x.get("n"))
+            z = (x["value"] - y_full) / std if self.n >= self.grace_period and self._valid(x) \
+                else 0.0
+            return Forecast(y_full, y_full - self.band_z * std, y_full + self.band_z * std, z,
+                            std)
+        mean = share * inverse_anscombe(y_full)
+        y_hat = anscombe(mean)
+        std = max(full, 1.0)
+        z = 0.0
+        if self.n >= self.grace_period and self._valid(x):
+            z = (self._transform(x["value"]) - y_hat) / std
+        return Forecast(mean, self._inverse(y_hat - self.band_z * std),
+                        self._inverse(y_hat + self.band_z * std), z, std)
+
     def score_one(self, x: dict) -> float:
         z = self.forecast_one(x).z
         return surprise(z_tail(z)) if z else 0.0

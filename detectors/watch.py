@@ -27,9 +27,11 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import replace
 from typing import Any, TypeGuard
 
 from detectors import state as state_codec
+from detectors.calendar import Calendar
 from detectors.config import DetectorConfig
 from detectors.series import SeriesWatcher, Verdict
 
@@ -37,6 +39,9 @@ __all__ = ["ADDITIVE_KPIS", "HISTORY_POINTS", "KpiSeriesWatch", "KpiWatch"]
 
 ADDITIVE_KPIS = frozenset({"signups", "scans", "paid_conversions", "payments", "revenue", "mrr"})
 """KPIs whose overall value is the sum of their per-segment (and per-channel) values."""
+MIN_EFFECT = 0.05
+"""A known event expecting less than this share of a series' value (a stopped event pipe)
+leaves the series unjudged while it lasts."""
 HISTORY_POINTS = 48
 """Points of a series kept for the ``history`` of its anomaly events (two days of hours)."""
 ALL = "all"
@@ -44,6 +49,16 @@ ALL = "all"
 Series = tuple[str, str]
 Point = tuple[float, float, float | None, float | None, float | None]
 """(window_start_ts, value, expected, lower, upper) of one series in one window."""
+
+
+def _moved(v: Verdict, effect: float) -> Verdict:
+    """A verdict on ``value / effect`` told in the units of ``value``."""
+    if effect == 1.0:
+        return v
+    def times(x: float | None) -> float | None:
+        return None if x is None else x * effect
+
+    return replace(v, expected=times(v.expected), lower=times(v.lower), upper=times(v.upper))
 
 
 def _finite(v: Any) -> TypeGuard[float]:
@@ -81,18 +96,27 @@ class KpiSeriesWatch:
         self.kpi = kpi
         self.watchers: dict[Series, SeriesWatcher] = {}
         self.history: dict[Series, deque[Point]] = {}
+        self.early: dict[Series, float] = {}   # series -> window of its last early anomaly
 
-    def observe(self, msg: dict[str, Any], config: DetectorConfig) -> list[dict[str, Any]]:
+    def observe(self, msg: dict[str, Any], config: DetectorConfig,
+                calendar: Calendar | None = None) -> list[dict[str, Any]]:
         """Score and learn every series of one ``kpis`` message; the anomaly events it gives.
 
         A series point whose window is not after the last one seen for that series (a replay
-        after a restart) is skipped: it is neither scored nor learned again.
+        after a restart) is skipped: it is neither scored nor learned again. With a
+        ``calendar``, a known event's expected effect on a series (the time-weighted factor over
+        the window, :meth:`~detectors.calendar.Calendar.effect`) moves its expected value: the
+        value divided by it is judged and learned (a holiday neither alerts nor teaches the
+        forecaster a dip), and the anomalies of windows during known events name them
+        (``calendar``).
         """
         if msg["kpi"] != self.kpi:
             raise ValueError(f"message of KPI {msg['kpi']!r} given to the watch of {self.kpi!r}")
         if msg.get("complete") is False or msg.get("cohort") is not None:
             return []   # not covered the KPI's horizon yet / one value per cohort: not a series
-        ts = float(msg["window_start_ts"])
+        if msg.get("as_of_ts") is not None:
+            return self._observe_running(msg, config, calendar)
+        ts, end = float(msg["window_start_ts"]), float(msg["window_end_ts"])
         seen: dict[Series, tuple[dict[str, Any], Verdict]] = {}
         for s in msg["series"]:
             key = (s["segment"], s["channel"])
@@ -107,24 +131,102 @@ class KpiSeriesWatch:
                 watcher = self.watchers[key] = config.make_watcher(self.kpi, *key)
                 hist = self.history[key] = deque(maxlen=HISTORY_POINTS)
             assert hist is not None
-            verdict = watcher.update(ts, value + 0.0, n + 0.0 if _finite(n) else None)
+            effect = self._effect(calendar, ts, end, key) if calendar else 1.0
+            if effect < MIN_EFFECT:
+                continue   # a known stop (a maintenance of the event pipe): nothing to judge
+            verdict = _moved(watcher.update(ts, value / effect, n + 0.0 if _finite(n) else None),
+                             effect)
             hist.append((ts, value + 0.0, verdict.expected, verdict.lower, verdict.upper))
             seen[key] = (s, verdict)
         out = []
         for key, (s, verdict) in seen.items():
             if verdict.is_anomaly and config.alerts_on(self.kpi, *key):
-                out.append(self._event(msg, key, s, verdict, seen))
+                out.append(self._event(msg, key, s, verdict, seen, calendar, end))
+        return out
+
+    def _effect(self, calendar: Calendar, ts: float, until: float, key: Series) -> float:
+        """The calendar's expected factor on series ``key`` over ``[ts, until)``.
+
+        A known event's own series (a campaign's channel) take its effect; for an additive KPI
+        the series that hold it (every channel, overall or in one segment) take it diluted by
+        the event's share of the whole: 1 + (effect - 1) * share, where share is what this KPI's
+        forecasts expect of the event's series over what they expect overall (a segment is
+        taken to hold the channel as the whole does). Anything else it touches is not moved.
+        """
+        effect = calendar.effect(ts, self.kpi, *key, until=until)
+        if self.kpi not in ADDITIVE_KPIS:
+            return effect
+        whole = None
+        for event in calendar.active(ts, self.kpi, *key, until=until):
+            if event.effect is None or event.moves(self.kpi, *key):
+                continue
+            own = (event.segment or ALL, event.channel or ALL)
+            part = self._expected(own, ts)
+            if whole is None:
+                whole = self._expected((ALL, ALL), ts)
+            if part is None or not whole:
+                continue
+            share = min(max(part / whole, 0.0), 1.0)
+            effect *= 1.0 + (calendar.effect(ts, self.kpi, *own, until=until) - 1.0) * share
+        return effect
+
+    def _expected(self, key: Series, ts: float) -> float | None:
+        """What the forecaster of series ``key`` expects for window ``ts`` (None: unknown)."""
+        watcher = self.watchers.get(key)
+        if watcher is None:
+            return None
+        e = watcher.model.forecast_one({"ts": ts, "value": math.nan}).expected
+        return e if e == e else None
+
+    def _observe_running(self, msg: dict[str, Any], config: DetectorConfig,
+                         calendar: Calendar | None = None) -> list[dict[str, Any]]:
+        """Judge an open window's running values (:meth:`SeriesWatcher.peek`); learn nothing.
+
+        A series gives at most one early anomaly per window: the first look that is critical.
+        Series not seen in a closed window yet are skipped (nothing to compare with).
+        """
+        ts, end, as_of = (float(msg["window_start_ts"]), float(msg["window_end_ts"]),
+                          float(msg["as_of_ts"]))
+        share = (as_of - ts) / (end - ts) if end > ts else 0.0
+        early = self.__dict__.setdefault("early", {})   # states saved before early alerts
+        seen: dict[Series, tuple[dict[str, Any], Verdict]] = {}
+        for s in msg["series"]:
+            key = (s["segment"], s["channel"])
+            value, n = s.get("value"), s.get("n")
+            watcher = self.watchers.get(key)
+            hist = self.history.get(key)
+            if watcher is None or not _finite(value) or key in seen or (hist and hist[-1][0] >= ts):
+                continue
+            effect = self._effect(calendar, ts, as_of, key) if calendar else 1.0
+            if effect < MIN_EFFECT:
+                continue
+            seen[key] = (s, _moved(watcher.peek(ts, value / effect, n + 0.0 if _finite(n) else None,
+                                                share), effect))
+        out = []
+        for key, (s, verdict) in seen.items():
+            if (verdict.is_anomaly and early.get(key) != ts
+                    and config.alerts_on(self.kpi, *key)):
+                early[key] = ts
+                event = self._event(msg, key, s, verdict, seen, calendar, as_of)
+                event.update(early=True, as_of=msg["as_of"], as_of_ts=float(msg["as_of_ts"]),
+                             elapsed_minutes=round((float(msg["as_of_ts"]) - ts) / 60.0, 1))
+                out.append(event)
+        for key in [k for k, w in early.items() if w < ts - 86400.0]:
+            del early[key]   # keep the map small: a day is far past any window still open
         return out
 
     def _event(self, msg: dict[str, Any], key: Series, s: dict[str, Any], v: Verdict,
-               seen: dict[Series, tuple[dict[str, Any], Verdict]]) -> dict[str, Any]:
+               seen: dict[Series, tuple[dict[str, Any], Verdict]],
+               calendar: Calendar | None = None, until: float = 0.0) -> dict[str, Any]:
         value = float(s["value"])
         expected = v.expected if v.expected is not None else value
         n = s.get("n")
         contributors: list[dict[str, Any]] = []
         if key == (ALL, ALL):
             contributors = self._contributors(value - expected, n, seen)
-        return {
+        known = calendar.active(float(msg["window_start_ts"]), self.kpi, *key,
+                                until=until) if calendar else []
+        event: dict[str, Any] = {
             "kpi": self.kpi, "segment": key[0], "channel": key[1],
             "window_start": msg["window_start"], "window_end": msg["window_end"],
             "window_start_ts": msg["window_start_ts"], "window_end_ts": msg["window_end_ts"],
@@ -138,6 +240,9 @@ class KpiSeriesWatch:
             "history": [{"window_start_ts": p[0], "value": p[1], "expected": p[2],
                          "lower": p[3], "upper": p[4]} for p in self.history[key]],
         }
+        if known:   # a window during known events: the alert says which
+            event["calendar"] = [e.describe() for e in known]
+        return event
 
     def _contributors(self, total: float, n_all: Any,
                       seen: dict[Series, tuple[dict[str, Any], Verdict]]) -> list[dict[str, Any]]:
@@ -172,6 +277,10 @@ class KpiWatch:
     ----------
     config
         The detector configuration (:func:`~detectors.config.load_config`).
+    calendar
+        Known events (``PULSE_CALENDAR``, :mod:`detectors.calendar`): their expected effects
+        move expected values, and anomalies during them name them. Configuration, not state:
+        it is not saved with the detectors.
 
     Examples
     --------
@@ -192,8 +301,9 @@ class KpiWatch:
     [('critical', 'down', 'forecast', 48)]
     """
 
-    def __init__(self, config: DetectorConfig):
+    def __init__(self, config: DetectorConfig, calendar: Calendar | None = None):
         self.config = config
+        self.calendar = calendar if calendar is not None and len(calendar) else None
         self.kpis: dict[str, KpiSeriesWatch] = {}
 
     def watch_for(self, kpi: str) -> KpiSeriesWatch:
@@ -205,7 +315,8 @@ class KpiWatch:
 
     def observe(self, msg: dict[str, Any]) -> list[dict[str, Any]]:
         """Anomaly events (docs/anomalies.md) of one ``kpis`` message, after learning it."""
-        return self.watch_for(msg["kpi"]).observe(msg, self.config)
+        return self.watch_for(msg["kpi"]).observe(msg, self.config,
+                                                  getattr(self, "calendar", None))
 
     def state_for(self, kpi: str) -> bytes:
         """The state of one KPI as JSON (detectors/state.py), for :meth:`restore`."""

@@ -47,8 +47,8 @@ from kpis.formulas import (
 )
 from kpis.funnel import FunnelTracker
 
-__all__ = ["KpiEngine", "KpiMerger", "KpiSnapshot", "PartitionWindows", "WindowInputs",
-           "snapshots_by_window"]
+__all__ = ["EARLY_KPIS", "KpiEngine", "KpiMerger", "KpiSnapshot", "PartitionWindows", "Peek",
+           "WindowInputs", "snapshots_by_window"]
 
 Key = tuple[str | None, str | None]
 """(segment, channel) as found on an event; spend has no segment (None)."""
@@ -71,6 +71,8 @@ _FIXED_SERIES: tuple[tuple[str, str], ...] = (
 _FIXED_SET = frozenset(_FIXED_SERIES)
 _NOT_PER_SEGMENT = frozenset(k.id for k in KPIS if not k.per_segment)
 _WARMUP = {k.id: k.warmup_s for k in KPIS}
+EARLY_KPIS = frozenset(k.id for k in KPIS if k.early)
+"""KPIs also judged on an open window's running counts (``KpiDef.early``)."""
 # Positions in KpiInputs of what the engine sums per series.
 _N_INPUTS = len(KpiInputs._fields)
 _I = {name: i for i, name in enumerate(KpiInputs._fields)}
@@ -100,6 +102,7 @@ class KpiSnapshot(NamedTuple):
     n: float
     complete: bool = True   # False while the stream is shorter than the KPI's warm-up
     cohort: str | None = None   # cohort KPIs: the signup week (ISO date of its Monday)
+    as_of: float | None = None   # an open window's running value: its events before this time
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict; window bounds as ISO-8601 UTC strings plus ``*_ts`` epoch floats."""
@@ -111,6 +114,8 @@ class KpiSnapshot(NamedTuple):
         }
         if self.cohort is not None:
             doc["cohort"] = self.cohort
+        if self.as_of is not None:
+            doc["as_of"], doc["as_of_ts"] = _iso(self.as_of), self.as_of
         return doc
 
 
@@ -147,6 +152,16 @@ def _bump(d: dict[Any, int], key: Any, delta: int) -> None:
         d.pop(key, None)
 
 
+def _window_rows(rows: dict[Key, list[int]]) -> dict[Key, list[int]]:
+    """Only the window's own fields of closed-window rows (what a :class:`Peek` holds)."""
+    out = {}
+    for key, r in rows.items():
+        w = out[key] = [0] * _N_INPUTS
+        for _slot, i in _WINDOW_INPUTS:
+            w[i] = r[i]
+    return out
+
+
 class _Window:
     """What ``add`` gathered for one open window."""
 
@@ -176,6 +191,19 @@ class WindowInputs(NamedTuple):
     cohorts: list[Cohort]
 
 
+class Peek(NamedTuple):
+    """The running counts of one partition's open window at an event-time tick.
+
+    ``rows`` holds, per event key, the window's own :class:`~kpis.formulas.KpiInputs` fields
+    (signups, scans, match sum, conversions, payments, revenue, failed; every other field 0) of
+    the events read before the partition's event time first reached ``as_of``.
+    """
+
+    window: int
+    as_of: float
+    rows: dict[Key, list[int]]
+
+
 class PartitionWindows:
     """The counting half of :class:`KpiEngine`: the events of one input partition.
 
@@ -185,15 +213,26 @@ class PartitionWindows:
     user's events are in one partition) are summed by :class:`KpiMerger` before the formulas.
     Distinct referrers are the exception (one referrer's referrals may be in several
     partitions), so referrals are handed on and counted by the merger.
+
+    With ``peek_s > 0``, every time the partition's event time (the newest event ``add`` took)
+    crosses a multiple of ``peek_s``, the running counts of the window it was in are kept as a
+    :class:`Peek` at the last tick crossed (at most the window's end), for :meth:`take_peeks`:
+    what an early alert is judged on. Peeks follow the events alone (not ``advance``, which a
+    wall clock may drive), so a replay at any speed makes the same ones.
     """
 
-    def __init__(self, window_s: float = 3600, lateness_s: float = 600):
+    def __init__(self, window_s: float = 3600, lateness_s: float = 600, peek_s: float = 0.0):
         if not window_s > 0:
             raise ValueError(f"window_s must be > 0, got {window_s!r}")
         if not lateness_s >= 0:
             raise ValueError(f"lateness_s must be >= 0, got {lateness_s!r}")
+        if not 0 <= peek_s < window_s:
+            raise ValueError(f"peek_s must be >= 0 and shorter than the window, got {peek_s!r}")
         self.window_s = window_s
         self.lateness_s = lateness_s
+        self.peek_s = float(peek_s)
+        self._peek_mark = -math.inf              # newest event time taken by add()
+        self._peeks: list[Peek] = []
         self._width = float(window_s)
         self.count_by_kind: dict[str, int] = {}
         self._n30 = max(1, round(TRAILING_ACTIVE_S / window_s))
@@ -237,6 +276,8 @@ class PartitionWindows:
         if kind not in _KINDS:
             raise ValueError(f"unknown event kind {kind!r}; expected one of {sorted(_KINDS)}")
         ts = ev["ts"]
+        if self.peek_s and ts > self._peek_mark:
+            self._maybe_peek(ts)
         w = int(ts // self._width)
         if self._next_close is not None and w < self._next_close:
             return "late"
@@ -288,6 +329,39 @@ class PartitionWindows:
             self._funnel.observe(ev)
             self._cohorts.observe(ev)   # type: ignore[union-attr]
         return None
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # checkpoints written before early alerts (the worker sets peek_s when it resumes one)
+        state.setdefault("peek_s", 0.0)
+        state.setdefault("_peek_mark", -math.inf)
+        state.setdefault("_peeks", [])
+        self.__dict__.update(state)
+
+    def _maybe_peek(self, ts: float) -> None:
+        """Keep a :class:`Peek` when event time moves past a tick (before ``ts`` is counted)."""
+        old, self._peek_mark = self._peek_mark, ts
+        if not math.isfinite(old) or math.floor(ts / self.peek_s) <= math.floor(old / self.peek_s):
+            return
+        w = int(old // self._width)
+        last = math.floor(ts / self.peek_s) * self.peek_s
+        if self._next_close is None or w >= self._next_close:   # else its final counts are out
+            win = self._open.get(w)
+            rows: dict[Key, list[int]] = {}
+            if win is not None:
+                for key, c in win.counts.items():
+                    r = rows[key] = [0] * _N_INPUTS
+                    for slot, i in _WINDOW_INPUTS:
+                        r[i] = c[slot]
+            self._peeks.append(Peek(w, min(last, (w + 1) * self._width), rows))
+        w_new = int(ts // self._width)
+        if w_new > w and last > w_new * self._width:
+            # jumped into a later window past one of its ticks: nothing of it read before then
+            self._peeks.append(Peek(w_new, last, {}))
+
+    def take_peeks(self) -> list[Peek]:
+        """The peeks kept since the last call, oldest first."""
+        out, self._peeks = self._peeks, []
+        return out
 
     def advance(self, watermark: float, close_empty: bool = False) -> list[WindowInputs]:
         """Close, in order, every window ending at or before ``watermark - lateness_s``.
@@ -472,6 +546,13 @@ class KpiMerger:
     then its inputs are summed per series, distinct referrers counted, and the formulas of
     kpis/formulas.py applied. A window given twice for one partition (a partition that moved
     to another worker re-closes what it closed after its last checkpoint) counts once.
+
+    Peeks (:class:`Peek`, an open window's running counts) of the window after the last one
+    emitted give snapshots with ``as_of`` (early KPIs only, :data:`EARLY_KPIS`): the tick
+    ``(w, t)`` comes out once every partition has peeked at or past it (a partition that
+    peeked only later windows had no events in ``w`` before ``t``), and only after window
+    ``w - 1`` has come out, so an open window is always judged after the one before it. Peeks of
+    a window that has come out are dropped.
     """
 
     def __init__(self, window_s: float = 3600, partitions: int = 1):
@@ -489,12 +570,17 @@ class KpiMerger:
         self._ref_last: dict[tuple[tuple[str, str], str], int] = {}
         self._ref_buckets: dict[int, set[tuple[tuple[str, str], str]]] = {}
         self._referrers: dict[tuple[str, str], int] = {}
+        self._peeks: dict[int, list[Peek]] = {}   # partition -> its peeks not yet merged
+        self._peeked: tuple[int, float] | None = None    # the last tick merged
 
     def add(self, partition: int, closed_before: int | None,
-            windows: list[WindowInputs]) -> list[KpiSnapshot]:
-        """Take one partition's closed windows; the snapshots of windows now complete."""
+            windows: list[WindowInputs], peeks: list[Peek] | None = None) -> list[KpiSnapshot]:
+        """Take one partition's closed windows (and peeks); the snapshots now complete, in
+        event-time order: each window's running values, then its final ones."""
         if not 0 <= partition < self.partitions:
             raise ValueError(f"partition {partition} of a merger of {self.partitions}")
+        if peeks:
+            self._peeks.setdefault(partition, []).extend(peeks)
         for win in windows:
             if (self._next is not None and win.window < self._next) or not (
                     win.rows or win.referrals or win.cohorts):
@@ -511,9 +597,61 @@ class KpiMerger:
             self._next = min(self._pending)
             self._first_window = self._next
         out: list[KpiSnapshot] = []
-        while self._next < ready:
+        while True:
+            if self._peeks:
+                out.extend(self._ticks(self._next))
+            if self._next >= ready:
+                return out
             out.extend(self._emit(self._next, self._pending.pop(self._next, {})))
             self._next += 1
+
+    # -- open windows --------------------------------------------------------------------------
+    def _ticks(self, w: int) -> list[KpiSnapshot]:
+        """The running snapshots of window ``w``'s ticks that every partition has reached.
+
+        A partition reaches tick ``t`` of ``w`` with its first peek at or past it (its own
+        counts then, or none if that peek is of a later window), or by having closed ``w``
+        without such a peek: it read no event of ``w`` at or after ``t``, so its final counts
+        are its counts at ``t``. Peeks of earlier windows are dropped.
+        """
+        for p in list(self._peeks):
+            kept = [pk for pk in self._peeks[p] if pk.window >= w]
+            if kept:
+                self._peeks[p] = kept
+            else:
+                del self._peeks[p]
+        ticks = sorted({(pk.window, pk.as_of) for pks in self._peeks.values() for pk in pks
+                        if pk.window == w and (self._peeked is None
+                                               or (pk.window, pk.as_of) > self._peeked)})
+        out: list[KpiSnapshot] = []
+        for tick in ticks:
+            rows: dict[Key, list[int]] = {}
+            for p in range(self.partitions):
+                first = next((pk for pk in self._peeks.get(p, ())
+                              if (pk.window, pk.as_of) >= tick), None)
+                if first is not None:
+                    part = first.rows if first.window == w else {}
+                elif self._progress.get(p, -2**62) > w:
+                    closed = self._pending.get(w, {}).get(p)
+                    part = _window_rows(closed.rows) if closed is not None else {}
+                else:
+                    return out   # this partition has not reached the tick yet
+                for key, r in part.items():
+                    total = rows.get(key)
+                    rows[key] = r[:] if total is None else list(map(operator.add, total, r))
+            out.extend(self._running(w, tick[1], rows))
+            self._peeked = tick
+        return out
+
+    def _running(self, w: int, as_of: float, rows: dict[Key, list[int]]) -> list[KpiSnapshot]:
+        start, end = w * self._width, (w + 1) * self._width
+        out = []
+        for (segment, channel), x in self._series_inputs(rows, referrers=False).items():
+            for kpi, (value, n) in evaluate(x).items():
+                if kpi not in EARLY_KPIS or (segment != ALL and kpi in _NOT_PER_SEGMENT):
+                    continue
+                out.append(KpiSnapshot(kpi, segment, channel, start, end, value, n, True,
+                                       None, as_of))
         return out
 
     def _emit(self, w: int, parts: dict[int, WindowInputs]) -> list[KpiSnapshot]:
@@ -586,14 +724,15 @@ class KpiMerger:
             s = self._series_of[key] = tuple(found)
         return s
 
-    def _series_inputs(self, rows: dict[Key, list[int]]) -> dict[tuple[str, str], KpiInputs]:
+    def _series_inputs(self, rows: dict[Key, list[int]],
+                       referrers: bool = True) -> dict[tuple[str, str], KpiInputs]:
         """Sum the per-key rows into the series they belong to; fixed series always."""
         acc: dict[tuple[str, str], list[Any]] = {s: [0] * _N_INPUTS for s in _FIXED_SERIES}
         for key, row in rows.items():
             for series in self._series(key):
                 total = acc.get(series)
                 acc[series] = row[:] if total is None else list(map(operator.add, total, row))
-        for series, n in self._referrers.items():
+        for series, n in (self._referrers.items() if referrers else ()):
             acc.setdefault(series, [0] * _N_INPUTS)[_I_REFERRERS] = n
         order = list(_FIXED_SERIES) + sorted((s for s in acc if s not in _FIXED_SET), key=str)
         out = {}
@@ -620,15 +759,20 @@ class KpiEngine:
         A window ``[start, end)`` closes once the watermark reaches ``end + lateness_s``; events
         for a closed window are reported ``"late"``.
 
+    peek_s
+        With ``> 0``, :meth:`advance` also gives the open window's running values of the early
+        KPIs every ``peek_s`` of event time (snapshots with ``as_of``, see :class:`Peek`).
+
     Trailing horizons (24 h, 30 d) are counted in whole windows ending at ``window_end``
     (``round(horizon / window_s)``, at least one), exact when ``window_s`` divides them.
     """
 
-    def __init__(self, window_s: float = 3600, lateness_s: float = 600):
-        self.windows = PartitionWindows(window_s, lateness_s)
+    def __init__(self, window_s: float = 3600, lateness_s: float = 600, peek_s: float = 0.0):
+        self.windows = PartitionWindows(window_s, lateness_s, peek_s)
         self.merger = KpiMerger(window_s, partitions=1)
         self.window_s = window_s
         self.lateness_s = lateness_s
+        self.peek_s = peek_s
 
     @property
     def watermark(self) -> float:
@@ -644,8 +788,10 @@ class KpiEngine:
         return self.windows.add(ev)
 
     def advance(self, watermark: float) -> list[KpiSnapshot]:
-        """Close, in order, every window ending at or before ``watermark - lateness_s``."""
+        """Close, in order, every window ending at or before ``watermark - lateness_s``; with
+        ``peek_s``, the running values since the last call too (in event-time order)."""
         closed = self.windows.advance(watermark)
-        if not closed:
+        peeks = self.windows.take_peeks()
+        if not closed and not peeks:
             return []
-        return self.merger.add(0, self.windows.closed_before, closed)
+        return self.merger.add(0, self.windows.closed_before, closed, peeks)

@@ -90,6 +90,10 @@ class KpiDef:
         Event time a stream must have covered before the value means what it says: a trailing
         30-day KPI computed over 5 days of stream, or an MRR that has not yet seen every
         subscription renew, is still filling up. Snapshots before that are marked incomplete.
+    early
+        Whether the KPI is also judged on an open window's running counts (``kpis`` documents
+        with ``as_of``): a count or a share of the window's own events, whose value so far says
+        something before the window closes (not a level or a trailing KPI).
     """
 
     id: str
@@ -101,22 +105,24 @@ class KpiDef:
     target: float | None = None
     per_segment: bool = True
     warmup_s: float = 0.0
+    early: bool = False
 
 
 KPIS: tuple[KpiDef, ...] = (
-    KpiDef("signups", "Signups", "users", "window", "Count of signup events."),
-    KpiDef("scans", "Scans", "scans", "window", "Count of scan events."),
+    KpiDef("signups", "Signups", "users", "window", "Count of signup events.", early=True),
+    KpiDef("scans", "Scans", "scans", "window", "Count of scan events.", early=True),
     KpiDef("match_rate", "Match rate", "ratio 0-1", "window",
-           "Mean match_score of the window's scans; undefined without scans."),
+           "Mean match_score of the window's scans; undefined without scans.", early=True),
     KpiDef("paid_conversions", "Paid conversions", "users", "window",
            "Count of succeeded first payments (free-to-paid conversions)."),
     KpiDef("conversion_rate", "Conversion rate", "ratio", "window",
            "paid_conversions / signups; undefined without signups.", target=0.15),
-    KpiDef("payments", "Payments", "payments", "window", "Count of succeeded payments."),
+    KpiDef("payments", "Payments", "payments", "window", "Count of succeeded payments.",
+           early=True),
     KpiDef("revenue", "Revenue", "USD", "window", "Sum of amount of succeeded payments."),
     KpiDef("payment_failure_rate", "Payment failure rate", "ratio 0-1", "window",
            "failed / (failed + succeeded) payment attempts; undefined without attempts.",
-           higher_is_better=False),
+           higher_is_better=False, early=True),
     KpiDef("mrr", "MRR", "USD / month", "level at window end",
            "Sum of the monthly value of active subscriptions at window end "
            "(annual plans count amount / 12).", warmup_s=TRAILING_ACTIVE_S),

@@ -5,6 +5,11 @@ KPI's segments and channels together (for root-cause hints); a ``window_closed``
 the last KPI of each window. On the topic, one Kafka message holds one window: a JSON array of
 its KPI documents, marker last. (Faust's cost is per message, about as much as detecting one
 KPI: a message per KPI made the Kafka hops of a window cost more than its detection.)
+
+An open window's running values (snapshots with ``as_of``, the early KPIs only) make documents
+with ``"as_of"`` and ``"as_of_ts"`` (its events before that event time), one message per tick
+and no marker: the window is not closed. Consumers that want final values skip documents that
+carry ``as_of`` (:func:`is_running`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ import orjson
 from kpis.engine import KpiSnapshot
 from kpis.formulas import KPI_BY_ID
 
-__all__ = ["group_snapshots", "window_closed", "window_messages", "docs_in"]
+__all__ = ["group_snapshots", "is_running", "window_closed", "window_messages", "docs_in"]
+
+
+def is_running(doc: dict[str, Any]) -> bool:
+    """Whether a ``kpis`` document holds an open window's running values (not final ones)."""
+    return doc.get("as_of_ts") is not None
 
 
 def group_snapshots(snaps: Iterable[KpiSnapshot]) -> list[dict[str, Any]]:
@@ -28,9 +38,9 @@ def group_snapshots(snaps: Iterable[KpiSnapshot]) -> list[dict[str, Any]]:
     >>> msg["window_end"], msg["complete"], msg["series"]
     ('1970-01-01T01:00:00Z', True, [{'segment': 'all', 'channel': 'all', 'value': 4.0, 'n': 4.0}])
     """
-    grouped: dict[tuple[float, str, str | None], dict[str, Any]] = {}
+    grouped: dict[tuple[float, float | None, str, str | None], dict[str, Any]] = {}
     for s in snaps:
-        key = (s.window_start, s.kpi, s.cohort)
+        key = (s.window_start, s.as_of, s.kpi, s.cohort)
         doc = grouped.get(key)
         if doc is None:
             j = s.to_json()
@@ -43,6 +53,8 @@ def group_snapshots(snaps: Iterable[KpiSnapshot]) -> list[dict[str, Any]]:
             }
             if s.cohort is not None:
                 doc["cohort"] = s.cohort
+            if s.as_of is not None:
+                doc["as_of"], doc["as_of_ts"] = j["as_of"], s.as_of
         doc["series"].append({"segment": s.segment, "channel": s.channel,
                               "value": s.value, "n": s.n})
     return list(grouped.values())
@@ -66,14 +78,18 @@ def window_messages(docs: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     [['signups', 'window_closed'], ['signups', 'window_closed']]
     """
     out: list[list[dict[str, Any]]] = []
+
+    def close_last() -> None:
+        if out and not is_running(out[-1][-1]):
+            out[-1].append(window_closed(out[-1][-1]))
+
     for doc in docs:
-        if not out or out[-1][-1]["window_start_ts"] != doc["window_start_ts"]:
-            if out:
-                out[-1].append(window_closed(out[-1][-1]))
+        if not out or (out[-1][-1]["window_start_ts"], out[-1][-1].get("as_of_ts")) != (
+                doc["window_start_ts"], doc.get("as_of_ts")):
+            close_last()
             out.append([])
         out[-1].append(doc)
-    if out:
-        out[-1].append(window_closed(out[-1][-1]))
+    close_last()
     return out
 
 

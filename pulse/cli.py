@@ -100,6 +100,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seeds", type=int, default=5, help="seeds per scenario")
     ev.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ev.add_argument("--config", metavar="FILE", help="detector configuration (TOML)")
+    ev.add_argument("--no-calendar", action="store_true",
+                    help="do not tell the detectors the none scenario's known events")
+    ev.add_argument("--quiet", action="store_true", help="no progress bar")
+    ev.add_argument("--scenario", action="append", metavar="NAME",
+                    help="only this scenario (repeatable; default all)")
     _add_business_flags(ev)
 
     sil = sub.add_parser("silence", help="mute alerts by KPI, segment or channel for a while")
@@ -240,6 +245,10 @@ def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
     argv += ["--json", args.json] if args.json else []
     argv += ["--config", args.config] if args.config else []
     argv += ["--difficulty", args.difficulty, "--scale", repr(args.scale)]
+    argv += ["--no-calendar"] if args.no_calendar else []
+    argv += ["--quiet"] if args.quiet else []
+    for name in args.scenario or ():
+        argv += ["--scenario", name]
     return int(evaluate.main(argv) or 0)
 
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import IO
 
 import orjson
 
+from detectors.calendar import write_calendar
 from pulse.kpi_view import KpiView
 from pulse.progress import ProgressBar
 from pulse.worker_process import WorkerProcess
@@ -32,6 +34,8 @@ __all__ = ["DemoOptions", "run_demo"]
 
 HOUR, DAY = 3600.0, 86400.0
 STOP_MARGIN_S = 6.0   # wall seconds kept at the end of --duration to close windows and stop
+_CALENDAR_HEADER = ("Known events the demo's simulator placed (docs/calendar.md); the worker reads "
+                    "this file\n(PULSE_CALENDAR) and re-reads it when it changes.")
 
 
 @dataclass
@@ -72,12 +76,19 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
     history_start = opts.start_ts if opts.start_ts is not None else (
         (now - opts.history_days * DAY) // HOUR * HOUR)
     live_start = history_start + opts.history_days * DAY
+    # the calendar of the known events the simulator places (scenario none); empty until then,
+    # the worker re-reads it when it changes
+    cal_dir = out if out else Path(tempfile.mkdtemp(prefix="pulse-demo-"))
+    calendar_path = cal_dir / "calendar.toml"
+    write_calendar(calendar_path, [], _CALENDAR_HEADER)
     worker = WorkerProcess(bootstrap, metrics_port=settings.metrics_port or None,
                            log_path=(out / "worker.log") if out else None,
                            env={"PULSE_TOPIC_PREFIX": settings.topic_prefix,
                                 "PULSE_EVENTS_PARTITIONS": str(settings.events_partitions),
                                 "PULSE_WINDOW_SECONDS": str(settings.window_seconds),
                                 "PULSE_LATENESS_SECONDS": str(settings.lateness_seconds),
+                                "PULSE_EARLY_SECONDS": str(settings.early_seconds),
+                                "PULSE_CALENDAR": str(calendar_path),
                                 "PULSE_NOTIFY_AFTER": str(int(live_start)),
                                 **({"PULSE_ALERTS_FILE": str(out / "alerts.jsonl"),
                                     "PULSE_DIGEST_FILE": str(out / "digest.jsonl")}
@@ -125,6 +136,12 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
             live_span = max(0.0, deadline - time.monotonic() - STOP_MARGIN_S) * opts.speed
             live_end = live_start + live_span
         _plan_incidents(sim, opts.scenario, live_start, live_span)
+        if sim.benign:
+            write_calendar(calendar_path, sim.calendar(), _CALENDAR_HEADER)
+            for b in sim.benign:
+                doc = b.to_json()
+                what = f"{b.name or b.kind}" + (f" on {b.channel}" if b.channel != "all" else "")
+                _say(f"  not an incident, ahead: {b.kind} {what} ({doc['start']} .. {doc['end']})")
         view.live = True
         reached = await run_clock(
             sim, publisher, live_start, live_end, speed=opts.speed,
@@ -156,14 +173,18 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
          f"first KPIs {view.first_kpi_after:.1f} s after start." if view.first_kpi_after
          else f"pulse demo: {publisher.sent:,} events; no KPI window closed.")
     if out:
-        _say(f"pulse demo: wrote {out}/events.jsonl, incidents.jsonl, kpis.jsonl, "
+        _say(f"pulse demo: wrote {out}/events.jsonl, incidents.jsonl, calendar.toml, kpis.jsonl, "
              "anomalies.jsonl, alerts.jsonl, digest.jsonl")
     return 0 if view.windows_seen else 1
 
 
 def _plan_incidents(sim: Simulation, scenario: str, live_start: float, live_span: float) -> None:
-    """Incidents go in the live part, after two clean hours and an hour before its end."""
+    """Incidents go in the live part, after two clean hours and an hour before its end; so do
+    the ``none`` scenario's things that look like incidents but are not (a holiday, a campaign,
+    a trend, a gap, late events)."""
     if scenario == "none":
+        if live_span > 3 * HOUR:
+            sim.plan("none", (live_start + 2 * HOUR, live_start + live_span - HOUR))
         return
     try:
         incidents = sim.plan(scenario, (live_start + 2 * HOUR, live_start + live_span - HOUR))

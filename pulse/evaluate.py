@@ -42,14 +42,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from detectors.calendar import Calendar
 from detectors.config import DetectorConfig, load_config
 from detectors.watch import KpiWatch
 from kpis import KpiEngine
 from kpis.messages import group_snapshots
 from simulator import Incident, Simulation, plan_incidents
+from simulator.benign import plan_benign
 from simulator.detectability import IncidentCounts, floor_minutes
 from simulator.model import BusinessModel
 from simulator.scenarios import DIFFICULTIES
+from stream.settings import Settings
 
 __all__ = ["SCENARIOS", "run_evaluate", "format_table", "main"]
 
@@ -57,6 +60,7 @@ SCENARIOS = ("payment-outage", "signup-tracking-drop", "match-rate-regression",
              "channel-traffic-surge", "churn-spike", "none")
 START = 1_767_571_200.0  # 2026-01-05 00:00 UTC, a Monday
 WINDOW = 3600.0
+STEP = 300.0   # event time between watermarks: an alert's time is known to 5 minutes
 DAY = 86400.0
 MATCH_AFTER_WINDOWS = 2
 INCIDENT_MARGIN = 12 * 3600.0
@@ -73,16 +77,20 @@ class _Run:
 
     def feed(self, until: float, tick: Any = None,
              counts: IncidentCounts | None = None) -> list[dict[str, Any]]:
-        """Simulate up to ``until`` hour by hour; every anomaly event the watch gives.
+        """Simulate up to ``until`` in steps of ``STEP``; every anomaly event the watch gives.
 
-        Each event gets ``emitted_ts``: the event time (watermark) when it was emitted, the end
-        of the window that closed (this engine has no lateness; the worker adds its own).
+        Each event gets ``emitted_ts``: the event time (watermark) when it was emitted, as in
+        the worker (same ``PULSE_LATENESS_SECONDS`` and ``PULSE_EARLY_SECONDS``): a closed
+        window's lateness after its end, an early anomaly when the running counts of its open
+        window came out (its ticks, the first ones once the window before it has closed). A
+        series and window flagged early and again at close is one event, with the early time.
         ``counts`` (if given) tallies the incidents' affected events for their floors.
         """
         out: list[dict[str, Any]] = []
+        flagged: set[tuple[str, str, str, float]] = set()
         day_mark = self.reached
         while self.reached < until:
-            t = min(until, (math.floor(self.reached / WINDOW) + 1) * WINDOW)
+            t = min(until, (math.floor(self.reached / STEP) + 1) * STEP)
             events = self.sim.advance(t)
             if counts is not None:
                 counts.add(events)
@@ -90,6 +98,11 @@ class _Run:
                 self.engine.add(ev)
             for msg in group_snapshots(self.engine.advance(t)):
                 for anomaly in self.watch.observe(msg):
+                    key = (anomaly["kpi"], anomaly["segment"], anomaly["channel"],
+                           anomaly["window_start_ts"])
+                    if key in flagged:
+                        continue
+                    flagged.add(key)
                     anomaly["emitted_ts"] = t
                     out.append(anomaly)
             self.reached = t
@@ -102,16 +115,22 @@ class _Run:
 
 
 def _fork(frozen: bytes, seed: int, scenario: str, lo: float, hi: float,
-          difficulty: str = "normal") -> _Run:
+          difficulty: str = "normal", calendar: bool = True) -> _Run:
     """The warmed-up run with ``scenario``'s incidents planned in ``[lo, hi]``.
 
     Same plan as ``Simulation(seed, START, scenario, (lo, hi))``: the simulator draws incidents
     from their own ``Random(f"incidents:{seed}")`` and uses them only in hours they overlap, so
     the clean warm-up is the scenario's own (only event ids differ; tests/test_watch.py checks).
+    ``none`` gets its benign events (a holiday, a campaign, a trend, a gap, late events) and,
+    with ``calendar``, the watch gets the calendar of the known ones.
     """
     run: _Run = pickle.loads(frozen)
     run.sim.incidents = plan_incidents(scenario, lo, hi, random.Random(f"incidents:{seed}"),
                                        difficulty)
+    if scenario == "none":   # the things that look like incidents but are not
+        run.sim.benign = plan_benign(seed, lo, hi)
+        if calendar:   # what people know of them, as the demo's worker reads it
+            run.watch.calendar = Calendar(run.sim.calendar(), "simulator")
     return run
 
 
@@ -294,13 +313,14 @@ def run_evaluate(seeds: int = 5, json_path: str | None = None, config_path: str 
                  progress: bool = True, *, warmup_days: float = 42.0, eval_days: float = 7.0,
                  scenarios: Sequence[str] = SCENARIOS,
                  config: DetectorConfig | None = None, difficulty: str = "normal",
-                 scale: float = 1.0) -> dict[str, Any]:
+                 scale: float = 1.0, calendar: bool = True) -> dict[str, Any]:
     """Run every scenario for seeds 1..``seeds``; the summary (and ``json_path`` written).
 
     ``config_path`` is a detector configuration file merged over the defaults (as
     ``PULSE_DETECTORS_CONFIG``); ``config`` an already loaded one. ``progress`` draws a bar on
     stderr. ``difficulty`` picks the incidents (``simulator.DIFFICULTIES``), ``scale`` the size
-    of the business (``BusinessModel.scaled``).
+    of the business (``BusinessModel.scaled``). ``calendar=False`` keeps the calendar of the
+    ``none`` scenario's known events from the detectors (what they do without one).
     """
     if difficulty not in DIFFICULTIES:
         raise ValueError(f"unknown difficulty {difficulty!r}; valid: {', '.join(DIFFICULTIES)}")
@@ -313,6 +333,8 @@ def run_evaluate(seeds: int = 5, json_path: str | None = None, config_path: str 
         if name not in SCENARIOS:
             raise ValueError(f"unknown scenario {name!r}; valid: {', '.join(SCENARIOS)}")
     cfg = config if config is not None else load_config(config_path)
+    worker = Settings.from_env()   # the worker's lateness and early looks
+    lateness = float(worker.lateness_seconds)
     warm_end = START + warmup_days * DAY
     eval_end = warm_end + eval_days * DAY
     lo, hi = warm_end + INCIDENT_MARGIN, eval_end - INCIDENT_MARGIN
@@ -323,15 +345,16 @@ def run_evaluate(seeds: int = 5, json_path: str | None = None, config_path: str 
     for seed in range(1, seeds + 1):
         bar.label = f"seed {seed}: warm-up"
         run = _Run(Simulation(seed, START, "none", model=model, difficulty=difficulty),
-                   KpiEngine(window_s=WINDOW, lateness_s=0),
+                   KpiEngine(window_s=WINDOW, lateness_s=lateness, peek_s=worker.early_seconds),
                    KpiWatch(cfg), START)
         run.feed(warm_end, bar.tick)
         frozen = pickle.dumps(run, protocol=pickle.HIGHEST_PROTOCOL)
         for name in scenarios:
             bar.label = f"seed {seed}: {name}"
-            fork = _fork(frozen, seed, name, lo, hi, difficulty)
+            fork = _fork(frozen, seed, name, lo, hi, difficulty, calendar)
             counts = IncidentCounts(fork.sim.incidents)
-            events = fork.feed(eval_end, bar.tick, counts)
+            events = [e for e in fork.feed(eval_end + lateness, bar.tick, counts)
+                      if warm_end <= e["window_start_ts"] < eval_end]   # scored windows only
             floors = {i.id: floor_minutes(i, fork.sim.model, counts.counts[i.id])
                       for i in fork.sim.incidents}
             tallies[name].add(score(fork.sim.incidents, events, eval_days, floors))
@@ -344,8 +367,9 @@ def run_evaluate(seeds: int = 5, json_path: str | None = None, config_path: str 
         "scenarios": {name: _summary(t) for name, t in tallies.items()},
         "details": {name: _details(t) for name, t in tallies.items()},
         "settings": {"seeds": seeds, "warmup_days": warmup_days, "eval_days": eval_days,
-                     "difficulty": difficulty, "scale": scale,
-                     "window_s": WINDOW, "config": cfg.source,
+                     "difficulty": difficulty, "scale": scale, "calendar": calendar,
+                     "window_s": WINDOW, "lateness_s": lateness,
+                     "early_s": worker.early_seconds, "config": cfg.source,
                      "runtime_s": round(time.monotonic() - started, 1)},
     }
     if json_path:
@@ -406,20 +430,25 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="normal: large incidents (default); subtle: small, short ones")
     p.add_argument("--scale", type=float, default=1.0,
                    help="size of the business: users, signups, subscriptions x SCALE (default 1)")
+    p.add_argument("--no-calendar", dest="calendar", action="store_false",
+                   help="do not tell the detectors the calendar of the none scenario's known "
+                        "events (holiday, campaign, gap)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = p.parse_args(argv)
     try:
         result = run_evaluate(args.seeds, args.json_path, args.config_path, not args.quiet,
                               warmup_days=args.warmup_days, eval_days=args.eval_days,
                               scenarios=args.scenario or SCENARIOS,
-                              difficulty=args.difficulty, scale=args.scale)
+                              difficulty=args.difficulty, scale=args.scale,
+                              calendar=args.calendar)
     except ValueError as e:
         print(f"pulse evaluate: {e}", file=sys.stderr)
         return 2
     print(format_table(result))
     st = result["settings"]
     print(f"{st['seeds']} seeds, {st['eval_days']:g} evaluated days per scenario and seed, "
-          f"difficulty {st['difficulty']}, scale {st['scale']:g}, {st['runtime_s']:.0f} s")
+          f"difficulty {st['difficulty']}, scale {st['scale']:g}, "
+          f"calendar {'on' if st['calendar'] else 'off'}, {st['runtime_s']:.0f} s")
     return 0
 
 

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer
 
 from alerting.evidence import format_value, series_names
 from kpis import KPIS
-from kpis.messages import docs_in
+from kpis.messages import docs_in, is_running
 from pulse.kpi_state import series_rows
 
 __all__ = ["KpiView", "alert_line"]
@@ -107,7 +107,7 @@ class KpiView:
             self._show_window()
 
     def _on_message(self, doc: dict[str, Any], out: IO[bytes] | None) -> None:
-        if "series" not in doc:   # a window_closed marker
+        if "series" not in doc or is_running(doc):   # a marker / an open window's running values
             return
         if self.first_kpi_after is None:
             self.first_kpi_after = time.monotonic() - self.started

@@ -200,6 +200,9 @@ def worker_env(settings: Settings, rid: str, out: Path, config: str | None,
            "PULSE_EVENTS_PARTITIONS": str(partitions),
            "PULSE_WINDOW_SECONDS": str(settings.window_seconds),
            "PULSE_LATENESS_SECONDS": str(settings.lateness_seconds),
+           "PULSE_EARLY_SECONDS": str(settings.early_seconds),
+           "PULSE_CALENDAR": str(Path(settings.calendar_file).resolve())
+           if settings.calendar_file else "",
            "PULSE_ALERTS_FILE": str((out / "alerts.jsonl").resolve()),
            "PULSE_DETECTORS_CONFIG": str(Path(config).resolve()) if config else "",
            "PULSE_FEEDBACK_PORT": "0"}

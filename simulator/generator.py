@@ -2,9 +2,12 @@
 
 The simulation only ever advances in whole UTC hours (the first one may start late), in order,
 from one seeded ``random.Random``; ``advance`` hands out buffered events up to the requested time.
-So the stream depends only on (seed, start_ts, scenario, incident_range, model), never on how
-callers slice time. Users and subscriptions are plain parallel lists and events plain dicts,
-because the demo generates weeks of history at full speed before going live.
+So the stream depends only on (seed, start_ts, scenario, incident_range, model, benign plan),
+never on how callers slice time. The ``none`` scenario's benign events (simulator/benign.py)
+include late ones: they arrive up to 8 minutes after their ``ts``, so ``advance`` hands out
+events in order of arrival, which is ``ts`` order for all others. Users and subscriptions are
+plain parallel lists and events plain dicts, because the demo generates weeks of history at full
+speed before going live.
 """
 
 from __future__ import annotations
@@ -19,6 +22,17 @@ from itertools import accumulate
 from operator import itemgetter
 from typing import Any
 
+from detectors.calendar import CalendarEvent
+from simulator.benign import (
+    DELAYED_KINDS,
+    LATE_DELAY_S,
+    Benign,
+    HourEffects,
+    after_gap,
+    benign_calendar,
+    hour_effects,
+    plan_benign,
+)
 from simulator.model import CHANNELS, PLANS, SEGMENTS, BusinessModel, diurnal_weights, weekly_factor
 from simulator.scenarios import Incident, plan_incidents
 
@@ -54,6 +68,42 @@ def poisson(rnd: Callable[[], float], gauss: Callable[[float, float], float], la
     return k
 
 
+def _benign_on(scenario: str, benign: bool | None, explicit_range: bool) -> bool:
+    if benign and scenario != "none":
+        raise ValueError(f"benign events are for the none scenario, not {scenario!r}")
+    return scenario == "none" and explicit_range if benign is None else benign
+
+
+def _benign_signups(times: list[float], channel: str, lam: float, t0: float, t1: float,
+                    ben: HourEffects, rnd: Callable[[], float],
+                    gauss: Callable[[float, float], float]) -> list[float]:
+    """One channel's signup times of ``[t0, t1)`` with campaigns, trends and holidays."""
+    for ch, a, b, mag in ben.campaigns:
+        if ch in ("all", channel):
+            n = poisson(rnd, gauss, lam * (mag - 1.0) * (b - a) / _HOUR)
+            times.extend(a + (b - a) * rnd() for _ in range(n))
+    if ben.trend_s > 0:
+        n = poisson(rnd, gauss, lam * ben.trend_s / _HOUR)
+        times.extend(t0 + (t1 - t0) * rnd() for _ in range(n))
+    if ben.holidays:
+        times = [ts for ts in times if rnd() < ben.traffic(ts)]
+    return times
+
+
+def _through_gaps(events: list[Event], ben: HourEffects) -> list[Event]:
+    """The events that get through the gaps: tracking events in one are lost, the others
+    (:data:`~simulator.benign.DELAYED_KINDS`) arrive just after it."""
+    out = []
+    for e in events:
+        gap = ben.in_gap(e["ts"])
+        if gap is None:
+            out.append(e)
+        elif e["kind"] in DELAYED_KINDS:
+            e["ts"] = after_gap(e["ts"], gap)
+            out.append(e)
+    return out
+
+
 def _overlaps(incidents: list[Incident], t0: float, t1: float) -> list[Window]:
     """Incidents touching [t0, t1), each with the overlapping interval."""
     return [(i, max(t0, i.start), min(t1, i.end)) for i in incidents if i.start < t1 and i.end > t0]
@@ -77,6 +127,12 @@ class Simulation:
         a business ten times bigger).
     difficulty
         ``"normal"`` (large incidents) or ``"subtle"`` (small, short ones): see ``DIFFICULTIES``.
+    benign
+        Place the ``none`` scenario's benign events (:func:`~simulator.benign.plan_benign`) in
+        ``incident_range``; they are in ``.benign``, what people know of them in
+        :meth:`calendar`. Default: when the scenario is ``none`` and ``incident_range`` is given
+        (not for the default range, which lies in the clean history most callers want).
+        ``.benign`` is read hour by hour, so it can be set after a pickled warm-up.
 
     >>> sim = Simulation(seed=7, start_ts=1795255200.0)
     >>> events = sim.advance(1795255200.0 + 3600)
@@ -88,7 +144,8 @@ class Simulation:
 
     def __init__(self, seed: int, start_ts: float, scenario: str = "none",
                  incident_range: tuple[float, float] | None = None,
-                 model: BusinessModel | None = None, difficulty: str = "normal") -> None:
+                 model: BusinessModel | None = None, difficulty: str = "normal",
+                 benign: bool | None = None) -> None:
         self.seed = seed
         self.start_ts = start_ts
         self.scenario = scenario
@@ -98,6 +155,8 @@ class Simulation:
         lo, hi = incident_range or (start_ts + 14 * _DAY, start_ts + 35 * _DAY)
         self.incidents: list[Incident] = plan_incidents(
             scenario, lo, hi, random.Random(f"incidents:{seed}"), difficulty)
+        on = _benign_on(scenario, benign, incident_range is not None)
+        self.benign: list[Benign] = plan_benign(seed, lo, hi) if on else []
         # event ids of a normal run stay what they were before difficulties existed
         key: tuple = (seed, start_ts, scenario, incident_range, self.model)
         tag = repr(key if difficulty == "normal" else (*key, difficulty)).encode()
@@ -107,6 +166,9 @@ class Simulation:
         self._buffer: list[Event] = []
         self._pos = 0
         self._carry: list[Event] = []  # events already drawn that belong to a later hour
+        self._late: list[tuple[float, int, Event]] = []  # heap of (arrival, seq, late event)
+        self._late_seq = 0
+        self._late_rng = random.Random(f"late:{seed}")  # which events are late: no other draws
         self._heap: list[tuple[float, int, int, int, int, int, int]] = []
         self._seq = 0
         self._day = -1
@@ -135,21 +197,37 @@ class Simulation:
 
     # ------------------------------------------------------------------ public
 
-    def plan(self, scenario: str, incident_range: tuple[float, float]) -> list[Incident]:
+    def plan(self, scenario: str, incident_range: tuple[float, float],
+             benign: bool | None = None) -> list[Incident]:
         """Place ``scenario``'s incidents in ``incident_range``, from now on.
 
         For runs whose live span is only known once their history has been generated (the
-        demo); only hours not generated yet can hold them.
+        demo); only hours not generated yet can hold them. ``none`` gets its benign events
+        there (``benign``: as for the constructor, default on for ``none``).
         """
         if incident_range[0] < self._generated_until:
             raise ValueError("incidents must start after the events generated so far")
         self.scenario, self.incident_range = scenario, incident_range
         self.incidents = plan_incidents(scenario, *incident_range,
                                         random.Random(f"incidents:{self.seed}"), self.difficulty)
+        on = _benign_on(scenario, benign, True)
+        self.benign = plan_benign(self.seed, *incident_range) if on else []
         return self.incidents
 
+    def calendar(self) -> list[CalendarEvent]:
+        """What people would know of ``.benign`` (holiday, campaign, gap): the entries of the
+        calendar file (:func:`detectors.calendar.write_calendar`)."""
+        return benign_calendar(self.benign)
+
     def advance(self, until_ts: float) -> list[Event]:
-        """Every event with ``ts`` in [previous ``until_ts``, ``until_ts``), sorted by ``ts``."""
+        """Every event that arrives in [previous ``until_ts``, ``until_ts``), in arrival order.
+
+        An event arrives at its ``ts``, so this is every event with ``ts`` in that interval,
+        sorted by ``ts``; except the benign late events, which arrive 1 to 8 minutes after
+        their ``ts`` and so come out of order, possibly in a later call. Their ``ts`` is then
+        at most 8 minutes before the previous ``until_ts``: a KPI engine whose watermark is
+        that time and whose lateness is 10 minutes (the worker's) still counts them.
+        """
         while self._generated_until < until_ts:
             t0 = self._generated_until
             t1 = (math.floor(t0 / _HOUR) + 1) * _HOUR
@@ -161,6 +239,13 @@ class Simulation:
         if self._pos > 4096:
             del self._buffer[:self._pos]
             self._pos = 0
+        if self._late and self._late[0][0] < until_ts:
+            keyed = [(e["ts"], 0, i, e) for i, e in enumerate(out)]
+            while self._late and self._late[0][0] < until_ts:
+                arrival, seq, e = heapq.heappop(self._late)
+                keyed.append((arrival, 1, seq, e))
+            keyed.sort(key=itemgetter(0, 1, 2))
+            out = [k[3] for k in keyed]
         return out
 
     # ------------------------------------------------------------- population
@@ -261,17 +346,20 @@ class Simulation:
         level = self._diurnal[int((hour_start - day * _DAY) // _HOUR)] * weekly_factor(
             day, m.weekend_factor)
         incs = _overlaps(self.incidents, t0, t1)
+        ben = hour_effects(self.benign, t0, t1) if self.benign else None
         events: list[Event] = [e for e in self._carry if e["ts"] < t1]
         self._carry = [e for e in self._carry if e["ts"] >= t1]
-        self._signups(t0, t1, level, incs, events)
-        self._sessions(t0, t1, incs, events)
-        self._payments(t0, t1, incs, events)
+        self._signups(t0, t1, level, incs, events, ben)
+        self._sessions(t0, t1, incs, events, ben)
+        self._payments(t0, t1, incs, events, ben)
         self._cancels(t0, t1, incs, events)
         for c, daily in enumerate(m.channel_daily_spend):
             if daily > 0:
                 amount = daily / 24 * level * (t1 - t0) / _HOUR * rng.uniform(0.85, 1.15)
                 events.append({"event_id": "", "kind": "spend", "ts": max(t1 - 1.0, t0),
                                "channel": CHANNELS[c], "amount": round(amount, 2)})
+        if ben is not None and ben.gaps:
+            events = _through_gaps(events, ben)
         late = [e for e in events if e["ts"] >= t1]
         if late:
             self._carry.extend(late)
@@ -282,10 +370,31 @@ class Simulation:
             e["event_id"] = prefix + str(i)
             if e["ts"] < t0:  # rounding to ms may step below a first hour that starts mid-ms
                 e["ts"] = t0
+        if ben is not None and ben.late:
+            events = self._delay_some(events, ben)
         return events
 
+    def _delay_some(self, events: list[Event], ben: HourEffects) -> list[Event]:
+        """Move the late share of ``events`` to the heap of late arrivals; the rest, in order.
+
+        Draws from its own generator, so the events are the same with or without lateness;
+        an event that would arrive during a gap (the pipe is down) arrives on time.
+        """
+        rnd, uniform = self._late_rng.random, self._late_rng.uniform
+        kept = []
+        for e in events:
+            share = ben.late_share(e["ts"])
+            if share and rnd() < share:
+                arrival = e["ts"] + uniform(*LATE_DELAY_S)
+                if ben.in_gap(arrival) is None:
+                    self._late_seq += 1
+                    heapq.heappush(self._late, (arrival, self._late_seq, e))
+                    continue
+            kept.append(e)
+        return kept
+
     def _signups(self, t0: float, t1: float, level: float,
-                 incs: list[Window], out: list[Event]) -> None:
+                 incs: list[Window], out: list[Event], ben: HourEffects | None = None) -> None:
         m, rng = self.model, self._rng
         rnd, gauss = rng.random, rng.gauss
         per_hour = m.signups_per_day / 24 * level
@@ -298,6 +407,8 @@ class Simulation:
                 if inc.kind == "channel-traffic-surge" and inc.channel == CHANNELS[c]:
                     n = poisson(rnd, gauss, lam * (inc.magnitude - 1) * (b - a) / _HOUR)
                     times.extend(a + (b - a) * rnd() for _ in range(n))
+            if ben is not None:
+                times = _benign_signups(times, CHANNELS[c], lam, t0, t1, ben, rnd, gauss)
             for ts in times:
                 self._signup(ts, c, drops, incs, out)
 
@@ -325,10 +436,14 @@ class Simulation:
         self._session(ts + 5.0 + 115.0 * rnd(), u, incs, out)
 
     def _sessions(self, t0: float, t1: float, incs: list[Window],
-                  out: list[Event]) -> None:
+                  out: list[Event], ben: HourEffects | None = None) -> None:
         hour = int((math.floor(t0 / _HOUR) * _HOUR - self._day * _DAY) // _HOUR)
+        traffic = ben.traffic if ben is not None and ben.holidays else None
+        rnd = self._rng.random
         for ts, u in self._plan[hour]:
             if ts >= t0:
+                if traffic is not None and rnd() >= traffic(ts):  # fewer sessions on a holiday
+                    continue
                 self._session(ts, u, incs, out)
 
     def _session(self, ts: float, u: int, incs: list[Window],
@@ -358,7 +473,7 @@ class Simulation:
                         "match_score": round(score, 4)})
 
     def _payments(self, t0: float, t1: float, incs: list[Window],
-                  out: list[Event]) -> None:
+                  out: list[Event], ben: HourEffects | None = None) -> None:
         """Trickle conversions from the free base, then every attempt due before ``t1``."""
         m, rng = self.model, self._rng
         rnd = rng.random
@@ -371,9 +486,15 @@ class Simulation:
                 self._schedule(t0 + (t1 - t0) * rnd(), _FIRST, u, 0,
                                1 if rnd() < m.annual_share else 0)
         outages = [(a, b, i.magnitude) for i, a, b in incs if i.kind == "payment-outage"]
+        in_gap = ben.in_gap if ben is not None and ben.gaps else None
         heap = self._heap
         while heap and heap[0][0] < t1:
             due, _, kind, u, gen, attempt, plan = heapq.heappop(heap)
+            gap = None if in_gap is None else in_gap(due)
+            if gap is not None:  # billing waits for the pipe: the attempt right after the gap
+                self._seq += 1
+                heapq.heappush(heap, (after_gap(due, gap), self._seq, kind, u, gen, attempt, plan))
+                continue
             if kind == _FIRST and self._paid_ever[u]:
                 self._pending[u] = False
                 continue

@@ -45,6 +45,10 @@ class Settings:
     lateness_seconds: int = _setting(
         600, "PULSE_LATENESS_SECONDS",
         "How long after its end (event time) a window waits for late events before it closes.")
+    early_seconds: int = _setting(
+        300, "PULSE_EARLY_SECONDS",
+        "Every this many seconds of event time an open window's running counts are judged, so "
+        "a clear incident alerts before the window closes (0: only at window close).")
     session_timeout_s: int = _setting(
         10, "PULSE_SESSION_TIMEOUT",
         "Consumer-group session timeout in seconds: how soon a dead worker's partitions move "
@@ -77,6 +81,10 @@ class Settings:
         "", "SLACK_SIGNING_SECRET", "Verifies button clicks sent by Slack.", secret=True)
     detectors_config: str = _setting(
         "", "PULSE_DETECTORS_CONFIG", "Path of a detector configuration file (empty: defaults).")
+    calendar_file: str = _setting(
+        "", "PULSE_CALENDAR",
+        "Path of a calendar of known events (TOML, docs/calendar.md; empty: none), re-read when "
+        "it changes.")
     slack_token: str = _setting(
         "", "SLACK_BOT_TOKEN", "Slack bot token; with a channel, alerts go to Slack.", secret=True)
     slack_channel: str = _setting("", "PULSE_SLACK_CHANNEL", "Slack channel id for alerts.")

@@ -522,11 +522,11 @@ def test_partitions_merged_equal_one_engine(partitions: int) -> None:
             wm = e["ts"] if i + 1 < len(events) else e["ts"] + 2 * H
             sent = [(p, partitions, parts[p].advance(wm, close_empty=True))
                     for p in reversed(range(partitions))]   # partitions report in any order
-            message = encode_partials([(p, n, parts[p].closed_before, closed)
+            message = encode_partials([(p, n, parts[p].closed_before, closed, [])
                                        for p, n, closed in sent])
-            for p, n, closed_before, closed in decode_partials(message):
-                assert n == partitions
-                merged += merger.add(p, closed_before, closed)
+            for p, n, closed_before, closed, peeks in decode_partials(message):
+                assert n == partitions and peeks == []
+                merged += merger.add(p, closed_before, closed, peeks)
     expected = one.advance(events[-1]["ts"] + 2 * H)
     assert len(expected) > 17 * 9 * 24 * 30
     assert merged == expected

@@ -27,7 +27,7 @@ from pulse.eventfile import scan_file, sorted_events
 from pulse.record import parse_time, record_range, run_record
 from pulse.replay import ReplayOptions, ReplayResult, replay_file, run_compare, worker_env
 from pulse.replay_report import summarize
-from simulator import Simulation
+from simulator import BusinessModel, Simulation
 from simulator.publisher import EventPublisher, ensure_topics, partition_of, run_clock
 from stream.broker import EmbeddedBroker, free_port
 from stream.settings import Settings
@@ -66,8 +66,11 @@ async def _topics(bootstrap: str) -> set[str]:
 def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four simulated days (three of warm-up) with a payment outage on the last one."""
     d = tmp_path_factory.mktemp("sim")
+    # a business 4 times today's: the outage shows in the running counts, so the replays
+    # below compare early alerts too
     sim = Simulation(5, START, "payment-outage",
-                     (START + (DAYS - 1) * DAY, START + DAYS * DAY - 3 * HOUR))
+                     (START + (DAYS - 1) * DAY, START + DAYS * DAY - 3 * HOUR),
+                     model=BusinessModel().scaled(4))
     events = sim.advance(START + DAYS * DAY)
     (d / "events.jsonl").write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
     (d / "incidents.jsonl").write_bytes(
@@ -127,6 +130,8 @@ def test_max_replays_and_a_speed_replay_write_the_same_bytes(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     first, _ = first_max
     assert _alerts(first.out), "the test file should raise alerts"
+    # the outage is caught early too: those anomalies are in every replay's bytes below
+    assert any(a.get("early") for a in _lines(first.out / "anomalies.jsonl"))
     # --compare: A is the defaults (an empty file), B raises the bar for a critical alert
     (tmp_path / "defaults.toml").write_text("# nothing changed\n")
     (tmp_path / "strict.toml").write_text("[alert]\ncritical_score = 0.95\n")

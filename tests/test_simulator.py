@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
+import pickle
 import random
 import re
 from collections import Counter
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 import orjson
 import pytest
 
+from detectors.calendar import load_calendar, write_calendar
+from kpis import KpiEngine
 from simulator import (
     CHANNELS,
     INCIDENT_KINDS,
@@ -21,6 +27,7 @@ from simulator import (
     Simulation,
     plan_incidents,
 )
+from simulator.benign import BENIGN_KINDS, Benign, plan_benign
 from simulator.scenarios import TRACKED_CHANNELS
 
 T0 = 1795219200.0  # 2026-11-21T00:00:00Z
@@ -42,8 +49,8 @@ Event = dict[str, Any]
 def run(seed: int = 1, days: float = 3.6, scenario: str = "none", start: float = T0,
         incident_range: tuple[float, float] | None = (T0 + DAY, T0 + 2.5 * DAY),
         ) -> tuple[list[Incident], list[Event]]:
-    """The incidents and the events of ``days`` simulated days."""
-    sim = Simulation(seed, start, scenario, incident_range=incident_range)
+    """The incidents and the events of ``days`` simulated days (``none``: the clean stream)."""
+    sim = Simulation(seed, start, scenario, incident_range=incident_range, benign=False)
     return sim.incidents, sim.advance(start + days * DAY)
 
 
@@ -363,3 +370,314 @@ def test_normal_difficulty_is_todays_stream_and_subtle_differs():
     assert subtle.incidents[0].magnitude <= 0.25 < normal.incidents[0].magnitude
     with pytest.raises(ValueError, match="unknown difficulty 'hard'"):
         Simulation(9, T0, "payment-outage", difficulty="hard")
+
+
+# ------------------------------------------------------- benign events of the none scenario
+
+# sha256 (first 16 hex digits) of seed 3's first three days, generated before benign events
+# existed: (scenario, difficulty) -> digest; incident range (T0 + 1 d, T0 + 2.5 d)
+STREAMS_BEFORE_BENIGN = {
+    ("none", "normal"): "0572a216a92f992e",
+    ("payment-outage", "normal"): "19895eb8f805091a",
+    ("signup-tracking-drop", "normal"): "b866cb246da0a881",
+    ("match-rate-regression", "normal"): "d133cda1141c6fe6",
+    ("channel-traffic-surge", "normal"): "3686a29192fd3498",
+    ("churn-spike", "normal"): "7e5bdcd0444d77e0",
+    ("mixed", "normal"): "d2ec888a69c436f5",
+    ("payment-outage", "subtle"): "1d3e83d5eeb8e809",
+}
+NONE_DEFAULT_RANGE_16_DAYS = "aef528a1a0a2b02f"  # Simulation(3, T0): no range given
+LO, HI = T0 + 8 * DAY, T0 + 14 * DAY  # the benign run's range: a clean week before it
+
+
+def digest(events: list[Event]) -> str:
+    h = hashlib.sha256()
+    for e in events:
+        h.update(orjson.dumps(e, option=orjson.OPT_SORT_KEYS) + b"\n")
+    return h.hexdigest()[:16]
+
+
+def test_other_scenarios_streams_are_byte_for_byte_what_they_were():
+    for (scenario, difficulty), expected in STREAMS_BEFORE_BENIGN.items():
+        sim = Simulation(3, T0, scenario, (T0 + DAY, T0 + 2.5 * DAY), difficulty=difficulty,
+                         benign=False if scenario == "none" else None)
+        assert sim.benign == []
+        assert digest(sim.advance(T0 + 3 * DAY)) == expected, scenario
+    clean = Simulation(3, T0)  # no range given: no benign events, even in the default range
+    assert clean.benign == [] and digest(clean.advance(T0 + 16 * DAY)) == \
+        NONE_DEFAULT_RANGE_16_DAYS
+    benign = Simulation(3, T0, "none", (T0 + DAY, T0 + 2.5 * DAY))
+    assert benign.benign and digest(benign.advance(T0 + 3 * DAY)) != \
+        STREAMS_BEFORE_BENIGN[("none", "normal")]
+
+
+def test_plan_benign_places_every_kind_inside_the_range_from_the_seed():
+    lo, hi = T0 + 0.5 * DAY, T0 + 6.5 * DAY
+    plans = [plan_benign(seed, lo, hi) for seed in range(12)]
+    assert plans[0] == plan_benign(0, lo, hi)
+    assert len({tuple(p) for p in plans}) == len(plans)
+    for plan in plans:
+        by = {b.kind: b for b in plan}
+        assert sorted(by) == sorted(BENIGN_KINDS) and len(plan) == 5
+        assert [b.start for b in plan] == sorted(b.start for b in plan)
+        hol, camp, gap, trend, late = (by[k] for k in ("holiday", "campaign", "gap", "trend",
+                                                       "late"))
+        for day in (hol, camp):  # whole UTC days, apart, inside the range
+            assert day.start % DAY == 0 and day.end - day.start == DAY
+            assert lo <= day.start and day.end <= hi
+        assert hol.start != camp.start and hol.magnitude == 0.6 and camp.magnitude == 2.0
+        assert camp.channel in CHANNELS and hol.channel == "all"
+        assert gap.end - gap.start == 20 * 60 and lo <= gap.start and gap.end <= hi
+        assert gap.start % 300 == 0
+        assert not any(b.covers(gap.start) or b.covers(gap.end - 1) for b in (hol, camp))
+        assert lo <= trend.start < lo + DAY and trend.start % HOUR == 0
+        assert trend.end - trend.start == 28 * DAY and trend.magnitude == 1.2
+        assert (late.start, late.end) == (lo, hi) and 0.01 <= late.magnitude <= 0.02
+    # switching kinds off leaves the others where they were
+    assert plan_benign(4, lo, hi, kinds=("gap", "holiday")) == [
+        b for b in plan_benign(4, lo, hi) if b.kind in ("gap", "holiday")]
+    with pytest.raises(ValueError, match="unknown benign kind.*valid: holiday, campaign"):
+        plan_benign(4, lo, hi, kinds=("eclipse",))
+    # a short range holds what fits, an empty one nothing
+    short = {b.kind for b in plan_benign(4, T0 + 2 * HOUR, T0 + 8 * HOUR)}
+    assert short == {"trend", "late", "gap"}
+    assert plan_benign(4, T0 + 2 * HOUR, T0 + 2 * HOUR) == []
+    assert plan_benign(4, T0 + 3 * HOUR, T0 + 2 * HOUR) == []
+
+
+def test_only_the_none_scenario_with_a_range_gets_benign_events():
+    rng = (T0 + DAY, T0 + 3 * DAY)
+    assert {b.kind for b in Simulation(1, T0, "none", rng).benign} == set(BENIGN_KINDS)
+    assert Simulation(1, T0, "none", rng).benign == plan_benign(1, *rng)
+    assert Simulation(1, T0, "none", rng, benign=False).benign == []
+    assert Simulation(1, T0).benign == []
+    assert Simulation(1, T0, "churn-spike", rng).benign == []
+    assert Simulation(1, T0, benign=True).benign == plan_benign(1, T0 + 14 * DAY, T0 + 35 * DAY)
+    with pytest.raises(ValueError, match="benign events are for the none scenario"):
+        Simulation(1, T0, "churn-spike", rng, benign=True)
+    sim = Simulation(1, T0)
+    sim.advance(T0 + HOUR)
+    sim.plan("none", rng)
+    assert sim.benign == plan_benign(1, *rng) and sim.incidents == []
+    sim.plan("payment-outage", rng)
+    assert sim.benign == [] and len(sim.incidents) == 1
+
+
+class BenignRun:
+    """Seed 3 with every benign event in [LO, HI], advanced hour by hour (call by call kept),
+    and the same seed's clean stream."""
+
+    def __init__(self) -> None:
+        self.sim = Simulation(3, T0, "none", (LO, HI))
+        self.clean = Simulation(3, T0, "none", (LO, HI), benign=False)
+        self.calls: list[tuple[float, float, list[Event]]] = []
+        self.reference: list[Event] = []
+        t = T0
+        while t < T0 + 15 * DAY:
+            self.calls.append((t, t + HOUR, self.sim.advance(t + HOUR)))
+            self.reference += self.clean.advance(t + HOUR)
+            t += HOUR
+        self.events = [e for _, _, evs in self.calls for e in evs]
+        self.by = {b.kind: b for b in self.sim.benign}
+
+
+@pytest.fixture(scope="module")
+def benign_run() -> BenignRun:
+    return BenignRun()
+
+
+def kinds_between(events: list[Event], a: float, b: float) -> Counter[str]:
+    return Counter(e["kind"] for e in between(events, a, b))
+
+
+def test_benign_events_begin_inside_their_range_only(benign_run: BenignRun):
+    assert min(b.start for b in benign_run.sim.benign) >= LO
+    assert without_ids(between(benign_run.events, T0, LO)) == without_ids(
+        between(benign_run.reference, T0, LO))
+    ids = [e["event_id"] for e in benign_run.events]
+    assert len(ids) == len(set(ids))
+
+
+def test_holiday_cuts_all_traffic_to_about_60_percent(benign_run: BenignRun):
+    hol = benign_run.by["holiday"]
+    day = kinds_between(benign_run.events, hol.start, hol.end)
+    week_before = kinds_between(benign_run.events, hol.start - 7 * DAY, hol.end - 7 * DAY)
+    clean = kinds_between(benign_run.reference, hol.start, hol.end)
+    assert 0.45 <= day["signup"] / week_before["signup"] <= 0.75
+    for kind in ("scan", "activity"):
+        assert 0.54 <= day[kind] / week_before[kind] <= 0.68, kind
+        assert 0.54 <= day[kind] / clean[kind] <= 0.66, kind
+    assert day["payment"] >= 0.8 * clean["payment"]  # renewals are due anyway
+    # hour by hour: the median hour against the same hour a week before, every busy hour
+    # against the clean run's
+    hours = [hol.start + h * HOUR for h in range(24)]
+    ratios = sorted(kinds_between(benign_run.events, a, a + HOUR)["scan"]
+                    / kinds_between(benign_run.events, a - 7 * DAY, a - 7 * DAY + HOUR)["scan"]
+                    for a in hours)
+    assert 0.5 <= ratios[12] <= 0.72
+    assert all(kinds_between(benign_run.events, a, a + HOUR)["scan"]
+               < 0.75 * kinds_between(benign_run.reference, a, a + HOUR)["scan"]
+               for a in hours[10:21])
+
+
+def test_campaign_doubles_its_channel_signups() -> None:
+    """Summed over six seeds: the campaign channel's signups on its day, against the clean run's,
+    and the other channels'."""
+    tally: Counter[tuple[str, bool]] = Counter()
+    rng = (T0 + DAY, T0 + 3 * DAY)
+    for seed in range(1, 7):
+        sim = Simulation(seed, T0, "none", rng)
+        (camp,) = [b for b in sim.benign if b.kind == "campaign"]
+        runs = {"benign": sim, "clean": Simulation(seed, T0, "none", rng, benign=False)}
+        for name, s in runs.items():
+            for e in between(s.advance(T0 + 3 * DAY), camp.start, camp.end):
+                if e["kind"] == "signup":
+                    tally[name, e["channel"] == camp.channel] += 1
+    assert 1.6 <= tally["benign", True] / tally["clean", True] <= 2.5
+    assert 0.8 <= tally["benign", False] / tally["clean", False] <= 1.25
+
+
+def test_trend_ramps_signups_up_and_stays_there():
+    clean = Simulation(5, T0).advance(T0 + 4 * DAY)
+    sim = Simulation(5, T0)
+    sim.benign = [Benign("trend", T0 + DAY, T0 + 2 * DAY, 3.0)]  # x3 after a one-day ramp
+    events = sim.advance(T0 + 4 * DAY)
+    assert events[:len(between(clean, T0, T0 + DAY))] == between(clean, T0, T0 + DAY)
+    signups = count("signup")
+    ramp = signups(between(events, T0 + DAY, T0 + 2 * DAY)) / signups(
+        between(clean, T0 + DAY, T0 + 2 * DAY))
+    after = signups(between(events, T0 + 2 * DAY, T0 + 4 * DAY)) / signups(
+        between(clean, T0 + 2 * DAY, T0 + 4 * DAY))
+    assert 1.6 <= ramp <= 2.4 and 2.5 <= after <= 3.5
+    # the planned one: +20 % over four weeks from inside the range; a week in, about +5 %
+    trend = plan_benign(5, LO, HI, kinds=("trend",))[0]
+    assert trend.magnitude == 1.2 and trend.end - trend.start == 28 * DAY
+
+
+def test_gap_has_no_events_for_20_minutes(benign_run: BenignRun):
+    gap = benign_run.by["gap"]
+    assert gap.end - gap.start == 20 * 60
+    assert between(benign_run.events, gap.start, gap.end) == []
+    assert between(benign_run.reference, gap.start, gap.end)  # there would have been some
+    assert between(benign_run.events, gap.start - 300, gap.start)
+    assert between(benign_run.events, gap.end, gap.end + 300)
+
+
+def test_gap_delays_billing_events_to_just_after_it_and_loses_tracking_events():
+    clean = Simulation(6, T0).advance(T0 + 2 * DAY)
+    # the 20 minutes of day 1 with the most payments (on the 5-minute grid)
+    g0 = max((T0 + DAY + 300 * k for k in range(284)),
+             key=lambda a: count("payment")(between(clean, a, a + 1200)))
+    g1 = g0 + 1200
+    sim = Simulation(6, T0)
+    sim.benign = [Benign("gap", g0, g1)]
+    events = sim.advance(T0 + 2 * DAY)
+    assert events[:len(between(clean, T0, g0))] == between(clean, T0, g0)
+    assert between(events, g0, g1) == []
+    billing = [e for e in between(clean, g0, g1) if e["kind"] in ("payment", "cancel")]
+    assert sum(e["kind"] == "payment" for e in billing) >= 3
+    after = [e for e in between(events, g1, g1 + 1.0) if e["kind"] in ("payment", "cancel")]
+    key = itemgetter("kind", "user_id", "plan")
+    assert [key(e) for e in after] == [key(e) for e in billing]  # same attempts, same order
+    lost = Counter(e["kind"] for e in between(clean, g0, g1)) - Counter(
+        e["kind"] for e in between(events, g1, g1 + 1.0))
+    assert set(lost) <= {"signup", "scan", "activity"} and lost["scan"] > 0
+
+
+def test_late_events_arrive_out_of_order_within_8_minutes(benign_run: BenignRun):
+    late = benign_run.by["late"]
+    out_of_order, newest = [], -math.inf
+    for prev, until, events in benign_run.calls:
+        assert all(prev - 480 <= e["ts"] < until for e in events)
+        for e in events:
+            if e["ts"] < newest:
+                out_of_order.append(e)
+            newest = max(newest, e["ts"])
+    crossed = [e for prev, _, evs in benign_run.calls for e in evs if e["ts"] < prev]
+    assert crossed  # some arrive in the next hour's call, still within lateness
+    assert all(late.covers(e["ts"]) for e in out_of_order)
+    in_range = len(between(benign_run.events, late.start, late.end))
+    assert 0.6 * late.magnitude <= len(out_of_order) / in_range <= 1.2 * late.magnitude
+    # lateness moves events, it changes none: the same run without it has the same events
+    sim = Simulation(3, T0, "none", (LO, HI))
+    sim.benign = [b for b in sim.benign if b.kind != "late"]
+    on_time = sim.advance(T0 + 15 * DAY)
+    def by_time(e: Event) -> tuple[float, int, int]:  # ts, then the hour and index of the id
+        _, hour, index = e["event_id"].split("-")
+        return e["ts"], int(hour), int(index)
+
+    assert on_time == sorted(benign_run.events, key=by_time) != benign_run.events
+    assert on_time == sorted(on_time, key=itemgetter("ts"))
+
+
+@pytest.mark.parametrize(("lateness", "dropped"), [(600.0, False), (0.0, True)])
+def test_late_events_fit_the_kpi_engine_lateness(lateness: float, dropped: bool):
+    """Fed in 5-minute steps, as the worker and pulse evaluate do, a 10-minute lateness loses
+    none of the late events; no lateness loses some."""
+    sim = Simulation(3, T0, "none", (T0 + DAY, T0 + 3 * DAY))
+    engine = KpiEngine(window_s=HOUR, lateness_s=lateness)
+    sim.advance(T0 + DAY - HOUR)
+    results: Counter[str | None] = Counter()
+    for step in range(1, 12 * 50 + 1):
+        until = T0 + DAY - HOUR + 300.0 * step
+        results.update(engine.add(e) for e in sim.advance(until))
+        engine.advance(until)
+    assert (results["late"] > 0) is dropped and results["duplicate"] == 0
+    assert results[None] > 10_000
+
+
+def test_step_sizes_do_not_change_a_benign_stream():
+    start, rng_ = T0 + 1234.5678, (T0 + DAY, T0 + 3 * DAY)
+    reference = Simulation(9, start, "none", rng_).advance(T0 + 3.2 * DAY)
+    pieces, got, t = Simulation(9, start, "none", rng_), [], start
+    draw = random.Random(1)
+    while t < T0 + 3.2 * DAY:
+        t = min(t + draw.choice([0.5, 7.0, 60.0, 400.0, 1800.0, 3600.0, 20000.0]),
+                T0 + 3.2 * DAY)
+        got.extend(pieces.advance(t))
+    assert got == reference and reference != sorted(reference, key=itemgetter("ts"))
+
+
+def test_benign_plan_set_after_a_pickled_warm_up_gives_the_fresh_run():
+    """As pulse evaluate forks its clean warm-up: set ``.benign`` and go on."""
+    lo, hi = T0 + 3.5 * DAY, T0 + 5.5 * DAY
+    base = Simulation(2, T0, "none")
+    warm = base.advance(T0 + 3 * DAY)
+    fork = pickle.loads(pickle.dumps(base))
+    fork.benign = plan_benign(2, lo, hi)
+    fresh = Simulation(2, T0, "none", (lo, hi))
+    assert without_ids(fresh.advance(T0 + 3 * DAY)) == without_ids(warm)
+    assert without_ids(fresh.advance(T0 + 6 * DAY)) == without_ids(fork.advance(T0 + 6 * DAY))
+    assert fresh.calendar() == fork.calendar() and fresh.calendar()
+
+
+def test_calendar_lists_what_was_placed_and_reads_back(benign_run: BenignRun, tmp_path):
+    by, entries = benign_run.by, benign_run.sim.calendar()
+    hol, camp, gap = by["holiday"], by["campaign"], by["gap"]
+    assert {e.kind for e in entries} == {"holiday", "campaign", "maintenance"}
+    assert [(e.start, e.end) for e in entries if e.kind == "maintenance"] == [
+        (gap.start, gap.end)]
+    assert all(e.start == hol.start for e in entries if e.kind == "holiday")
+    assert all((e.start, e.end, e.channel) == (camp.start, camp.end, camp.channel)
+               for e in entries if e.kind == "campaign")
+    path = tmp_path / "calendar.toml"
+    write_calendar(path, entries)
+    cal = load_calendar(path)
+    assert list(cal) == entries
+    noon = hol.start + 12 * HOUR
+    assert cal.effect(noon, "signups") == cal.effect(noon, "scans") == 0.6
+    assert cal.effect(noon, "conversion_rate") == pytest.approx(1 / 0.6, rel=1e-3)
+    assert cal.effect(noon, "payments") == 1.0 and cal.active(noon, "payments") == []
+    assert [e.kind for e in cal.active(noon, "daily_active_ratio")] == ["holiday"]
+    assert cal.effect(camp.start + HOUR, "signups", "all", camp.channel) == 2.0
+    assert [e.kind for e in cal.active(gap.start, "scans", until=gap.end)] == ["maintenance"]
+    assert cal.effect(gap.start, "signups", until=gap.end) == 0.0      # nothing arrives
+    hour = gap.start // HOUR * HOUR
+    assert cal.effect(hour, "scans", until=hour + HOUR) == pytest.approx(
+        1 - (min(gap.end, hour + HOUR) - gap.start) / HOUR)
+    assert cal.active(gap.start, "mrr", until=gap.end) == []
+    assert cal.active(LO - DAY, "signups", until=LO) == []
+    # the calendar's factor is the one measured on the holiday (scans vs the clean run)
+    measured = kinds_between(benign_run.events, hol.start, hol.end)["scan"] / kinds_between(
+        benign_run.reference, hol.start, hol.end)["scan"]
+    assert measured == pytest.approx(cal.effect(noon, "scans"), abs=0.05)

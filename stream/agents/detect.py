@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from detectors import load_config, state
+from detectors.calendar import CalendarError, CalendarFile
 from detectors.watch import KpiWatch
 from kpis.messages import docs_in
 from stream import metrics
@@ -54,6 +55,8 @@ class DetectorStates:
     def __init__(self, table: Any) -> None:
         self.table = table
         self.watch = KpiWatch(load_config(settings.detectors_config or None))
+        self.calendar = (CalendarFile(settings.calendar_file, on_error=_calendar_error)
+                         if settings.calendar_file else None)
         self.due: dict[str, int] = {}      # KPI -> first kpis offset its state has not learned
         self.restored = False
 
@@ -76,6 +79,9 @@ class DetectorStates:
         return offset < self.due.get(kpi, 0)
 
     def observe(self, doc: dict[str, Any], offset: int) -> list[dict[str, Any]]:
+        if self.calendar is not None:
+            cal = self.calendar.current()
+            self.watch.calendar = cal if len(cal) else None
         anomalies = self.watch.observe(doc)
         self.due[doc["kpi"]] = offset + 1
         return anomalies
@@ -89,6 +95,11 @@ class DetectorStates:
 
     def oldest_due(self) -> int | None:
         return min(self.due.values(), default=None)
+
+
+def _calendar_error(error: CalendarError) -> None:
+    log.error("calendar not used: %s (the detectors keep the last good calendar, if any; fix "
+              "the file and it is read again)", error)
 
 
 async def _catch_up(states: DetectorStates, topic: str, partition: int, offset: int) -> None:

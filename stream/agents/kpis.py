@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from faust.types import TP
 
-from kpis.engine import PartitionWindows, WindowInputs
+from kpis.engine import PartitionWindows, Peek, WindowInputs
 from stream import metrics
 from stream.app import app, commit, settings
 from stream.backfill import fetch_range, partition_count, start_offsets
@@ -203,10 +203,12 @@ class Partitions:
             if isinstance(saved, PartitionState):
                 log.info("resumed KPI windows of %s[%d] from its checkpoint (event time %s)",
                          self.topic, p, saved.windows.watermark)
+                saved.windows.peek_s = float(settings.early_seconds)   # as configured now
                 self.open[p] = saved
             else:
                 self.open[p] = PartitionState(PartitionWindows(
-                    window_s=settings.window_seconds, lateness_s=settings.lateness_seconds), None)
+                    window_s=settings.window_seconds, lateness_s=settings.lateness_seconds,
+                    peek_s=settings.early_seconds), None)
         unknown = [p for p in new if self.open[p].next_offset is None]
         if unknown:   # no checkpoint: due from where the group starts
             starts = await start_offsets(settings.kafka_bootstrap, settings.app_id, self.topic,
@@ -235,7 +237,8 @@ class Partitions:
         for p, st in self.open.items():
             closed = st.windows.advance(watermark, close_empty=True)
             closed_before = st.windows.closed_before
-            if not closed and closed_before == self.reported.get(p):
+            peeks = st.windows.take_peeks()   # running counts of the open window, every tick
+            if not closed and not peeks and closed_before == self.reported.get(p):
                 continue
             self.reported[p] = closed_before
             i = 0
@@ -243,7 +246,8 @@ class Partitions:
                 chunk = closed[i:i + room]
                 i += len(chunk)
                 done = i >= len(closed)
-                message.append((p, total, closed_before if done else chunk[-1].window + 1, chunk))
+                message.append((p, total, closed_before if done else chunk[-1].window + 1, chunk,
+                                peeks if done else []))
                 room -= len(chunk)
                 if room <= 0:
                     await kpi_partials_topic.send(key=b"partials", value=encode_partials(message))
@@ -274,13 +278,14 @@ async def _partitions_of(topic: str) -> int:
     return settings.events_partitions
 
 
-Partial = tuple[int, int, int | None, list[WindowInputs]]
-"""(partition, partitions of the topic, closed_before, closed windows) of one input partition."""
+Partial = tuple[int, int, int | None, list[WindowInputs], list[Peek]]
+"""(partition, partitions of the topic, closed_before, closed windows, peeks of its open
+window) of one input partition."""
 
 
 def encode_partials(partials: list[Partial]) -> bytes:
-    """One ``kpi-partials`` message: a JSON array with, per partition, its closed windows and how
-    far it has closed."""
+    """One ``kpi-partials`` message: a JSON array with, per partition, its closed windows, how
+    far it has closed, and the running counts of its open window (``peeks``)."""
     return orjson.dumps([
         {"partition": partition, "partitions": partitions, "closed_before": closed_before,
          "windows": [{"window": w.window,
@@ -288,8 +293,11 @@ def encode_partials(partials: list[Partial]) -> bytes:
                       "referrals": [[ref, seg, ch] for ref, (seg, ch) in w.referrals],
                       "cohorts": [[kpi, cohort, seg, ch, num, den]
                                   for kpi, cohort, (seg, ch), num, den in w.cohorts]}
-                     for w in windows]}
-        for partition, partitions, closed_before, windows in partials])
+                     for w in windows],
+         "peeks": [{"window": pk.window, "as_of": pk.as_of,
+                    "rows": [[seg, ch, row] for (seg, ch), row in pk.rows.items()]}
+                   for pk in peeks]}
+        for partition, partitions, closed_before, windows, peeks in partials])
 
 
 def decode_partials(raw: bytes) -> list[Partial]:
@@ -302,7 +310,10 @@ def decode_partials(raw: bytes) -> list[Partial]:
                                 [(kpi, cohort, (seg, ch), num, den)
                                  for kpi, cohort, seg, ch, num, den in w.get("cohorts", ())])
                    for w in d["windows"]]
-        out.append((d["partition"], d["partitions"], d["closed_before"], windows))
+        peeks = [Peek(int(pk["window"]), float(pk["as_of"]),
+                      {(seg, ch): row for seg, ch, row in pk["rows"]})
+                 for pk in d.get("peeks", ())]
+        out.append((d["partition"], d["partitions"], d["closed_before"], windows, peeks))
     return out
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from kpis.engine import KpiMerger, KpiSnapshot
-from kpis.messages import group_snapshots, window_messages
+from kpis.messages import group_snapshots, is_running, window_messages
 from stream import metrics
 from stream.agents.kpis import decode_partials, kpi_partials_topic
 from stream.app import app, commit, owns, settings
@@ -52,7 +52,7 @@ class MergeState:
                       exc, raw)
             return []
         out: list[KpiSnapshot] = []
-        for partition, partitions, closed_before, windows in partials:
+        for partition, partitions, closed_before, windows, peeks in partials:
             if self.merger is None:
                 self.merger = KpiMerger(settings.window_seconds, partitions)
             elif partitions != self.merger.partitions:
@@ -61,7 +61,7 @@ class MergeState:
                           "state is rebuilt; start from an empty PULSE_DATA_DIR and new topics",
                           partitions, self.merger.partitions)
                 self.merger.partitions = max(partitions, self.merger.partitions)
-            out += self.merger.add(partition, closed_before, windows)
+            out += self.merger.add(partition, closed_before, windows, peeks)
         return out
 
 
@@ -112,9 +112,12 @@ async def publish(snaps: list[KpiSnapshot]) -> None:
     if not snaps:
         return
     messages = window_messages(group_snapshots(snaps))
-    newest = messages[-1][-1]["window_start_ts"]
+    newest = max(m[-1]["window_start_ts"] for m in messages if not is_running(m[-1])) \
+        if any(not is_running(m[-1]) for m in messages) else None
     for docs in messages:
         await kpis_topic.send(key=b"window", value=orjson.dumps(docs))
+        if is_running(docs[-1]):
+            continue   # an open window's running values: for the detectors, not the gauges
         marker = docs[-1]
         for doc in docs[:-1]:
             cohort = doc.get("cohort")
