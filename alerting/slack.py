@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import time
 from urllib.parse import urlencode
 
 import aiohttp
@@ -124,7 +125,10 @@ def _so_far(alert: dict) -> str:
     """`` so far (first 25 min of the window)`` for an early alert's running numbers."""
     if not alert.get("early") or alert.get("elapsed_minutes") is None:
         return ""
-    return f" in the first {float(alert['elapsed_minutes']):g} min of its hour"
+    start = time.strftime("%H:%M", time.gmtime(float(alert["window_start_ts"])))
+    end = time.strftime("%H:%M", time.gmtime(float(alert["window_end_ts"])))
+    return (f" in the first {float(alert['elapsed_minutes']):g} min of the {start}–{end} UTC "
+            "window (so far)")
 
 
 def alert_message(alert: dict, grafana_url: str) -> tuple[str, list[dict]]:

@@ -204,3 +204,21 @@ def test_evaluate_reports_early_alerts_in_minutes(scenario: str) -> None:
     row = r["details"][scenario]["incidents"][0]
     assert row["ttd_minutes"] < 45.0, row
     assert s["median_ttd_minutes"] == row["ttd_minutes"]
+
+
+def test_an_early_alert_says_in_slack_that_its_numbers_are_so_far() -> None:
+    from alerting.slack import alert_message
+
+    anomaly = {"kpi": "payment_failure_rate", "segment": "all", "channel": "all",
+               "window_start": "2026-02-20T12:00:00Z", "window_end": "2026-02-20T13:00:00Z",
+               "window_start_ts": 1771588800.0, "window_end_ts": 1771592400.0, "value": 0.6,
+               "expected": 0.035, "lower": 0.0, "upper": 0.2, "score": 0.9,
+               "severity": "critical", "direction": "up", "detector": "early",
+               "unit": "ratio 0-1", "n": 20.0, "contributors": [], "history": [],
+               "early": True, "as_of": "2026-02-20T12:15:00Z", "as_of_ts": 1771589700.0,
+               "elapsed_minutes": 15.0, "calendar": ["release 'v2 checkout' (...)"]}
+    [change] = AlertManager().on_anomaly(anomaly)
+    text, blocks = alert_message(change.alert, "http://grafana")
+    assert "in the first 15 min of the 12:00–13:00 UTC window (so far)" in text
+    fields = [f["text"] for b in blocks if b["type"] == "section" for f in b.get("fields", [])]
+    assert any("During a known event" in f and "v2 checkout" in f for f in fields)
