@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
 
 from alerting.evidence import KPIS, format_value, kpi_label, where
 from alerting.explain import Explainer, check_answer, make_explainer
-from stream.settings import Settings
+from core.settings import Settings
+from core.timefmt import human_utc, parse_utc
 
 __all__ = ["ASK_SYSTEM_PROMPT", "answer_question", "find_kpis", "lookup"]
 
@@ -77,7 +77,7 @@ def _end_ts(row: dict) -> float:
         return float(value)
     if isinstance(value, str):
         try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            return parse_utc(value)
         except ValueError:
             pass
     return float(row.get("window_end_ts") or 0.0)
@@ -108,7 +108,7 @@ def lookup(question: str, kpi_state: list[dict]) -> list[dict]:
 def _fact(row: dict) -> str:
     kpi = str(row["kpi"])
     info = KPIS.get(kpi)
-    end = datetime.fromtimestamp(_end_ts(row), UTC).strftime("%Y-%m-%d %H:%M UTC")
+    end = human_utc(_end_ts(row))
     target = f" (target {info.target})" if info and info.target else ""
     slice_ = where(str(row.get("segment", "all")), str(row.get("channel", "all")))
     value = format_value(float(row["value"]), kpi)

@@ -36,13 +36,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 from alerting.escape import clean_event_text
 from alerting.evidence import format_value, kpi_label, where
 from alerting.explain import Explainer, check_answer, evidence_block
-from kpis.formulas import ALL, DAY_S, KPI_BY_ID, KPIS, KpiDef
+from core.timefmt import iso_utc, parse_utc
+from core.vocabulary import ALL
+from kpis.formulas import DAY_S, KPI_BY_ID, KPIS, KpiDef
 from kpis.messages import is_running
 
 __all__ = [
@@ -100,16 +102,6 @@ def day_index(ts: float) -> int:
 def day_iso(day: int) -> str:
     """``2026-11-21`` for a :func:`day_index`."""
     return date.fromordinal(date(1970, 1, 1).toordinal() + day).isoformat()
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _ts(value: Any) -> float:
-    if isinstance(value, (int, float)):
-        return float(value)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
 class _Daily:
@@ -194,7 +186,7 @@ class DigestBuilder:
             return
         self.add_series(str(row.get("kpi")), str(row.get("segment", ALL)),
                         str(row.get("channel", ALL)),
-                        _ts(row.get("window_start_ts", row.get("window_start"))),
+                        parse_utc(row.get("window_start_ts", row.get("window_start"))),
                         row.get("value"), row.get("n"), bool(row.get("complete", True)))
 
     def add_message(self, msg: dict) -> list[dict]:
@@ -203,7 +195,7 @@ class DigestBuilder:
             return self.close_until(float(msg["window_end_ts"]))
         if msg.get("cohort") is not None or "series" not in msg or is_running(msg):
             return []   # a cohort, a marker, or an open window's running values
-        ws = _ts(msg.get("window_start_ts", msg.get("window_start")))
+        ws = parse_utc(msg.get("window_start_ts", msg.get("window_start")))
         complete = bool(msg.get("complete", True))
         for s in msg["series"]:
             self.add_series(str(msg.get("kpi")), str(s.get("segment", ALL)),
@@ -215,7 +207,7 @@ class DigestBuilder:
         happened: a resolution at ``resolved_at``, other changes at their lead window's end."""
         when = alert.get("resolved_at") if alert.get("status") == "resolved" else None
         try:
-            ts = _ts(when or alert.get("window_end_ts") or alert["window_end"])
+            ts = parse_utc(when or alert.get("window_end_ts") or alert["window_end"])
         except (KeyError, TypeError, ValueError):
             return
         day = day_index(ts - 1e-6)      # a window ending at midnight belongs to the day before
@@ -296,7 +288,8 @@ def build_digest(b: DigestBuilder, day: int) -> dict:
                 "at least" if k.higher_is_better else "at most"),
             "met": met, "last_week": last_week, "change": _relative(value, last_week)})
     doc: dict[str, Any] = {
-        "day": day_iso(day), "day_start": _iso(day * DAY_S), "day_end": _iso((day + 1) * DAY_S),
+        "day": day_iso(day), "day_start": iso_utc(day * DAY_S),
+        "day_end": iso_utc((day + 1) * DAY_S),
         "day_end_ts": (day + 1) * DAY_S, "windows": b.windows(day),
         "headline": headline, "movers": _movers(b, day),
         "alerts": sorted(({k: v for k, v in a.items() if k != "_seen"}

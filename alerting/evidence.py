@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from alerting.escape import clean_event_text
+from core.timefmt import human_utc
 from kpis.formulas import KPI_BY_ID, KpiDef
 from kpis.formulas import KPIS as KPI_DEFS
 
@@ -29,7 +29,6 @@ __all__ = [
     "build_evidence",
     "families_of",
     "format_change",
-    "format_ts",
     "format_value",
     "kpi_label",
     "numbers_in",
@@ -142,11 +141,6 @@ def format_change(value: float, expected: float, kpi: str) -> tuple[str, str]:
     return absolute, f"{sign}{abs(diff) / abs(expected) * 100:.0f}%"
 
 
-def format_ts(ts: float) -> str:
-    """Epoch seconds as ``2026-11-21 10:00 UTC``."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def where(segment: str, channel: str) -> str:
     """Plain words for a series' slice: ``all segments, channel ads``."""
     seg = "all segments" if segment == "all" else f"segment {clean_event_text(segment, 60)}"
@@ -211,12 +205,12 @@ def build_evidence(alert: dict) -> dict:
             _f(alert.get("lower")), _f(alert.get("upper")), kpi)],
         "change": change,
         "relative_change": relative,
-        "since": format_ts(_f(alert.get("since_ts"))),
+        "since": human_utc(_f(alert.get("since_ts"))),
         "abnormal_windows": windows,
         "duration": f"{hours:g} h" if hours >= 1 else f"{hours * 60:.0f} min",
         "detector": clean_event_text(alert.get("detector", ""), 40),
         "recent_values": [
-            {"window_start": format_ts(_f(p.get("window_start_ts"))),
+            {"window_start": human_utc(_f(p.get("window_start_ts"))),
              "value": format_value(_f(p.get("value")), kpi),
              "expected": format_value(_f(p.get("expected")), kpi)}
             for p in (alert.get("history") or [])[-8:]

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from alerting.evidence import numbers_in
 from alerting.policies import CallBudget
 from alerting.template import template_explanation
-from stream.settings import Settings
+from core.settings import Settings
 
 if TYPE_CHECKING:   # the SDK takes ~1.5 s to import: only workers with a key pay for it
     import anthropic

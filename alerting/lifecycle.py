@@ -24,10 +24,10 @@ from __future__ import annotations
 import copy
 import hashlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from alerting.evidence import families_of
 from alerting.policies import SEVERITY_RANK, Deduper, FiringRule, relative_change
+from core.timefmt import iso_utc
 
 __all__ = ["Alert", "AlertChange", "AlertManager", "series_key", "significance"]
 
@@ -41,10 +41,6 @@ def significance(anomaly: dict) -> tuple[int, float, int, float]:
     overall = int(anomaly.get("segment") == "all" and anomaly.get("channel") == "all")
     return (SEVERITY_RANK.get(anomaly.get("severity", ""), 0), round(float(anomaly["score"]), 3),
             overall, min(relative_change(anomaly), 1e9))
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 STILL_ABNORMAL_EVERY = 6
@@ -313,8 +309,8 @@ class AlertManager:
             "segment": lead["segment"],
             "channel": lead["channel"],
             "severity": alert.severity,
-            "window_start": lead.get("window_start") or _iso(float(lead["window_start_ts"])),
-            "window_end": lead.get("window_end") or _iso(float(lead["window_end_ts"])),
+            "window_start": lead.get("window_start") or iso_utc(float(lead["window_start_ts"])),
+            "window_end": lead.get("window_end") or iso_utc(float(lead["window_end_ts"])),
             "window_start_ts": float(lead["window_start_ts"]),
             "window_end_ts": float(lead["window_end_ts"]),
             "value": lead["value"],
@@ -331,7 +327,7 @@ class AlertManager:
             "as_of_ts": lead.get("as_of_ts"),
             "elapsed_minutes": lead.get("elapsed_minutes"),
             "calendar": list(lead.get("calendar") or []),   # known events during its window
-            "since": _iso(alert.started_ts),
+            "since": iso_utc(alert.started_ts),
             "since_ts": alert.started_ts,
             "duration_windows": max(round((alert.last_end_ts - alert.started_ts)
                                           / alert.window_s), 1),
@@ -347,7 +343,7 @@ class AlertManager:
             "event_ts": now,
         }
         if status == "resolved":
-            snap["resolved_at"] = _iso(float(alert.resolved_ts or now))
+            snap["resolved_at"] = iso_utc(float(alert.resolved_ts or now))
         return AlertChange(status=status, alert=snap, reason=reason)
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import time
 
-from alerting.evidence import format_ts
 from alerting.policies import Silence, Silences, parse_duration, silences_path
+from core.timefmt import human_utc
 
 __all__ = ["add_silence", "describe_silence", "list_silences", "remove_silence"]
 
@@ -43,4 +43,4 @@ def describe_silence(s: Silence) -> str:
                                                ("channel", s.channel), ("alert", s.alert_id))
                       if v is not None)
     why = f" — {s.reason}" if s.reason else ""
-    return f"{s.id}  {match}  until {format_ts(s.until_ts)}{why}"
+    return f"{s.id}  {match}  until {human_utc(s.until_ts)}{why}"

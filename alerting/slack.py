@@ -27,9 +27,10 @@ from slack_sdk.http_retry.jitter import Jitter
 from slack_sdk.web.async_client import AsyncWebClient
 
 from alerting.escape import escape_mrkdwn, truncate
-from alerting.evidence import format_change, format_ts, format_value, kpi_label, where
+from alerting.evidence import format_change, format_value, kpi_label, where
 from alerting.outbox import DeliveryError
-from stream.settings import Settings
+from core.settings import Settings
+from core.timefmt import human_utc
 
 __all__ = [
     "ACTION_ACK",
@@ -156,7 +157,7 @@ def alert_message(alert: dict, grafana_url: str) -> tuple[str, list[dict]]:
                      f"{format_value(expected, kpi)})"),
         ("Change", f"{change} ({rel})"),
         ("Normal band", band),
-        ("Since", f"{format_ts(float(alert['since_ts']))} · {alert['duration_windows']} window(s)"),
+        ("Since", f"{human_utc(float(alert['since_ts']))} · {alert['duration_windows']} window(s)"),
         ("Where", slice_),
         ("Confidence", f"{float(alert['score']) * 100:.0f}% · {alert['severity']} · "
                        f"{alert.get('detector') or 'detector'}"),

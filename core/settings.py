@@ -4,8 +4,8 @@ Every setting is declared once, here, with its type, default, environment variab
 doc (the way ``faust.types.settings`` does it). Entry points call :func:`Settings.from_env` once and
 pass plain values down; nothing else reads the environment. Defaults run with nothing set.
 
-This module imports only the standard library so that the simulator, detectors and alerting can
-use it without pulling in Kafka.
+It lives in :mod:`core` and imports only the standard library, so the simulator, detectors and
+alerting use it without pulling in Kafka (``stream.settings`` re-exports it for the stream code).
 """
 
 from __future__ import annotations

@@ -30,10 +30,11 @@ import time
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from core.timefmt import iso_utc
 from kpis.formulas import KPI_BY_ID
 
 __all__ = ["ENV_VAR", "KINDS", "Calendar", "CalendarError", "CalendarEvent", "CalendarFile",
@@ -52,8 +53,8 @@ class CalendarError(ValueError):
 
 
 def _utc(ts: float) -> str:
-    """ISO-8601 UTC with a ``Z``; sub-second digits only when there are some."""
-    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+    """Sub-second digits only when there are some, so an entry reads back as it was written."""
+    return iso_utc(ts, fraction="microseconds")
 
 
 @dataclass(frozen=True)

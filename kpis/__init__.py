@@ -3,16 +3,14 @@ engine that computes them from events (:mod:`kpis.engine`) and the per-user trac
 signup funnel (:mod:`kpis.funnel`) and weekly cohorts (:mod:`kpis.cohorts`). Pure Python: no
 Kafka, no Faust."""
 
+from core.vocabulary import ALL, CHANNELS, SEGMENTS
 from kpis.cohorts import CohortTracker, cohort_of
 from kpis.engine import KpiEngine, KpiSnapshot, snapshots_by_window
 from kpis.formulas import (
-    ALL,
-    CHANNELS,
     COHORT_KPIS,
     FUNNEL_INPUTS,
     KPI_BY_ID,
     KPIS,
-    SEGMENTS,
     KpiDef,
     KpiInputs,
     cohort_value,

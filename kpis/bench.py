@@ -17,8 +17,8 @@ import sys
 import time
 from typing import Any
 
+from core.vocabulary import CHANNELS, SEGMENTS
 from kpis.engine import KpiEngine
-from kpis.formulas import CHANNELS, SEGMENTS
 
 __all__ = ["measure", "synthetic_events"]
 

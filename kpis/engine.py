@@ -30,14 +30,13 @@ from collections import deque
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from core.timefmt import iso_utc
+from core.vocabulary import ALL, CHANNELS, EVENT_KINDS, SEGMENTS
 from kpis.cohorts import CohortTracker
 from kpis.formulas import (
-    ALL,
-    CHANNELS,
     DAY_S,
     FUNNEL_INPUTS,
     KPIS,
-    SEGMENTS,
     TRAILING_ACTIVE_S,
     TRAILING_DAILY_S,
     KpiInputs,
@@ -59,7 +58,7 @@ Key = tuple[str | None, str | None]
 _SIGNUPS, _SCANS, _MATCH_SUM, _CONV, _PAYMENTS, _REVENUE_C, _FAILED, _CANCELS, _SPEND_C, \
     _REFERRED = range(10)
 _TRAILING = (_CANCELS, _CONV, _SPEND_C, _REFERRED)
-_KINDS = frozenset({"signup", "scan", "payment", "cancel", "spend", "activity"})
+_KINDS = frozenset(EVENT_KINDS)
 # Subscription values are kept in integer 1/1200 USD (a twelfth of a cent): a monthly plan of
 # `c` cents is worth 12 * c, an annual plan of `c` cents c / 12 cents = c units per month.
 _MRR_UNITS_PER_USD = 1200
@@ -108,14 +107,15 @@ class KpiSnapshot(NamedTuple):
         """JSON-ready dict; window bounds as ISO-8601 UTC strings plus ``*_ts`` epoch floats."""
         doc = {
             "kpi": self.kpi, "segment": self.segment, "channel": self.channel,
-            "window_start": _iso(self.window_start), "window_end": _iso(self.window_end),
+            "window_start": iso_utc(self.window_start, fraction="milliseconds"),
+            "window_end": iso_utc(self.window_end, fraction="milliseconds"),
             "window_start_ts": self.window_start, "window_end_ts": self.window_end,
             "value": self.value, "n": self.n, "complete": self.complete,
         }
         if self.cohort is not None:
             doc["cohort"] = self.cohort
         if self.as_of is not None:
-            doc["as_of"], doc["as_of_ts"] = _iso(self.as_of), self.as_of
+            doc["as_of"], doc["as_of_ts"] = iso_utc(self.as_of, fraction="milliseconds"), self.as_of
         return doc
 
 
@@ -126,13 +126,6 @@ def snapshots_by_window(
     for s in snapshots:
         out.setdefault(s.window_start, []).append(s)
     return out
-
-
-def _iso(ts: float) -> str:
-    dt = datetime.fromtimestamp(ts, UTC)
-    if dt.microsecond:
-        return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _week_start_ts(cohort: str) -> float:

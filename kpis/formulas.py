@@ -24,8 +24,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 __all__ = [
-    "ALL",
-    "CHANNELS",
     "COHORT_KPIS",
     "DAY_S",
     "FUNNEL_INPUTS",
@@ -34,7 +32,6 @@ __all__ = [
     "KPIS",
     "KPI_BY_ID",
     "LIFETIME_CAP_MONTHS",
-    "SEGMENTS",
     "TRAILING_ACTIVE_S",
     "TRAILING_DAILY_S",
     "KpiDef",
@@ -49,12 +46,6 @@ __all__ = [
     "ratio",
     "subscription_days",
 ]
-
-ALL = "all"
-"""The segment or channel value of a series that covers every segment or channel."""
-
-SEGMENTS = ("career_changer", "new_grad", "experienced", "executive")
-CHANNELS = ("organic", "paid_search", "referral", "social")
 
 DAY_S = 86_400.0
 TRAILING_ACTIVE_S = 30 * DAY_S

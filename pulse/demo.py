@@ -20,6 +20,7 @@ from typing import IO
 
 import orjson
 
+from core.timefmt import human_utc
 from detectors.calendar import write_calendar
 from pulse.kpi_view import KpiView
 from pulse.progress import ProgressBar
@@ -114,7 +115,7 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
     reached = history_start
     try:
         _say(f"history: {opts.history_days:g} days of clean events from "
-             f"{_iso(history_start)}, as fast as possible ...")
+             f"{human_utc(history_start)}, as fast as possible ...")
         t_hist = time.monotonic()
 
         bar = ProgressBar("history", stream=sys.stdout, quiet=opts.quiet)
@@ -199,10 +200,6 @@ def _plan_incidents(sim: Simulation, scenario: str, live_start: float, live_span
 def _check_worker(worker: WorkerProcess) -> None:
     if not worker.alive:
         raise RuntimeError("the stream worker exited; its log ends with:\n" + worker.log_tail())
-
-
-def _iso(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
 
 
 def run_demo(opts: DemoOptions, settings: Settings) -> int:

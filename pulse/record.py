@@ -18,7 +18,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,9 +25,9 @@ import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from core.timefmt import iso_utc, parse_utc
 from pulse.eventfile import RECORD_VERSION
 from pulse.progress import ProgressBar
-from simulator.scenarios import iso_utc
 from stream.settings import Settings
 
 __all__ = ["RecordError", "RecordStats", "parse_time", "record_range", "run_record"]
@@ -67,13 +66,10 @@ def parse_time(text: str) -> float:
         if math.isfinite(value):
             return value
     try:
-        dt = datetime.fromisoformat(s)
+        return parse_utc(s)
     except ValueError:
         raise ValueError(f"{text!r} is not a time: give ISO-8601 (2026-11-21T10:00:00Z) or "
                          "epoch seconds") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
 
 
 def _in_range(item: Any, start: float, end: float) -> bool:

@@ -5,8 +5,9 @@
 ground-truth labels. Watermarks are the publisher's job, not the simulator's.
 """
 
+from core.vocabulary import CHANNELS, PLANS, SEGMENTS
 from simulator.generator import Simulation
-from simulator.model import CHANNELS, PLANS, SEGMENTS, BusinessModel
+from simulator.model import BusinessModel
 from simulator.scenarios import (
     DIFFICULTIES,
     INCIDENT_KINDS,

@@ -16,9 +16,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from core.timefmt import iso_utc
+from core.vocabulary import CHANNELS
 from detectors.calendar import CalendarEvent
-from simulator.model import CHANNELS
-from simulator.scenarios import iso_utc
 
 __all__ = ["BENIGN_KINDS", "Benign", "HourEffects", "after_gap", "benign_calendar",
            "hour_effects", "plan_benign"]

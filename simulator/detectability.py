@@ -29,7 +29,8 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from simulator.model import CHANNELS, SEGMENTS, BusinessModel, diurnal_weights, weekly_factor
+from core.vocabulary import CHANNELS, SEGMENTS
+from simulator.model import BusinessModel, diurnal_weights, weekly_factor
 from simulator.scenarios import Incident
 
 __all__ = ["IncidentCounts", "floor_minutes", "WEEK_MINUTES"]

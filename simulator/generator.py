@@ -22,6 +22,7 @@ from itertools import accumulate
 from operator import itemgetter
 from typing import Any
 
+from core.vocabulary import CHANNELS, PLANS, SEGMENTS
 from detectors.calendar import CalendarEvent
 from simulator.benign import (
     DELAYED_KINDS,
@@ -33,7 +34,7 @@ from simulator.benign import (
     hour_effects,
     plan_benign,
 )
-from simulator.model import CHANNELS, PLANS, SEGMENTS, BusinessModel, diurnal_weights, weekly_factor
+from simulator.model import BusinessModel, diurnal_weights, weekly_factor
 from simulator.scenarios import Incident, plan_incidents
 
 __all__ = ["Simulation", "poisson"]

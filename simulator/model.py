@@ -12,11 +12,9 @@ import dataclasses
 import math
 from dataclasses import dataclass, fields
 
-__all__ = ["SEGMENTS", "CHANNELS", "PLANS", "BusinessModel", "diurnal_weights", "weekly_factor"]
+from core.vocabulary import CHANNELS, SEGMENTS
 
-SEGMENTS: tuple[str, ...] = ("career_changer", "new_grad", "experienced", "executive")
-CHANNELS: tuple[str, ...] = ("organic", "paid_search", "referral", "social")
-PLANS: tuple[str, ...] = ("monthly", "annual")
+__all__ = ["BusinessModel", "diurnal_weights", "weekly_factor"]
 
 _PER_SEGMENT = ("segment_shares", "segment_match_means", "segment_conversion")
 _PER_CHANNEL = ("channel_shares", "channel_conversion", "channel_daily_spend")

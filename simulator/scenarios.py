@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from simulator.model import CHANNELS, SEGMENTS, BusinessModel
+from core.timefmt import iso_utc
+from core.vocabulary import CHANNELS, SEGMENTS
+from simulator.model import BusinessModel
 
 __all__ = [
     "DIFFICULTIES", "INCIDENT_KINDS", "SCENARIOS", "TRACKED_CHANNELS", "Incident",
@@ -69,15 +70,6 @@ TRACKED_CHANNELS: tuple[str, ...] = tuple(
 """The two largest channels of the default business (organic, paid_search): a signup tracking drop
 on one channel hits one of these, where the signups lost are enough to matter."""
 SCENARIOS: tuple[str, ...] = ("none", *INCIDENT_KINDS, "mixed")
-
-
-def iso_utc(ts: float) -> str:
-    """ISO-8601 UTC with a ``Z``, to the second.
-
-    >>> iso_utc(1795255200)
-    '2026-11-21T10:00:00Z'
-    """
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ from typing import Any
 import faust
 import orjson
 
+from core.vocabulary import CHANNELS, EVENT_KINDS, PLANS, SEGMENTS, STATUSES
+
 __all__ = [
     "Event", "SignupEvent", "ScanEvent", "PaymentEvent", "CancelEvent", "SpendEvent",
     "ActivityEvent", "RECORDS", "DEAD_LETTER_REASONS", "Rejected", "Decoded", "decode_message",
@@ -30,11 +32,6 @@ MAX_AMOUNT = 100_000.0          # USD; more in one payment or spend event is abs
 MAX_AHEAD_S = 86_400.0          # event time more than a day ahead of both clocks is a clock bug
 MAX_BEHIND_S = 400 * 86_400.0   # ...and more than 400 days behind the newest event, a stale one
 MIN_TS, MAX_TS = 946_684_800.0, 4_102_444_800.0   # 2000-01-01 .. 2100-01-01
-
-SEGMENTS = ("career_changer", "new_grad", "experienced", "executive")
-CHANNELS = ("organic", "paid_search", "referral", "social")
-PLANS = ("monthly", "annual")
-STATUSES = ("succeeded", "failed")
 
 # The closed set of dead-letter reasons (a Prometheus label, so never free text).
 DEAD_LETTER_REASONS = (
@@ -94,10 +91,9 @@ class ActivityEvent(Event):
     session_s: float
 
 
-RECORDS: dict[str, type[Event]] = {
-    "signup": SignupEvent, "scan": ScanEvent, "payment": PaymentEvent,
-    "cancel": CancelEvent, "spend": SpendEvent, "activity": ActivityEvent,
-}
+# One record per kind of core.vocabulary.EVENT_KINDS, in its order.
+RECORDS: dict[str, type[Event]] = dict(zip(EVENT_KINDS, (
+    SignupEvent, ScanEvent, PaymentEvent, CancelEvent, SpendEvent, ActivityEvent), strict=True))
 
 _ENUMS: dict[str, tuple[str, ...]] = {
     "segment": SEGMENTS, "channel": CHANNELS, "plan": PLANS, "status": STATUSES,
