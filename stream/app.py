@@ -12,13 +12,18 @@ not on Faust's timer, so a restart resumes exactly where the saved state stops.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import faust
 from mode.utils.logging import level_number
 
+from stream import metrics
+from stream.backfill import fetch_range, start_offsets
+from stream.resume import Offsets, Resume
 from stream.settings import Settings
 
-__all__ = ["app", "settings", "create_app"]
+__all__ = ["app", "settings", "create_app", "commit", "owns", "make_resume"]
 
 
 GUARANTEES = ("at_least_once", "exactly_once")
@@ -82,3 +87,24 @@ async def commit(*topics: str) -> None:
     tps = {tp for tp in app.consumer.assignment() if tp.topic in topics}
     if tps:
         await app.consumer.commit(tps)
+
+
+def make_resume(topics: tuple[str, ...], save: Callable[[Offsets], Any], every_s: float,
+                due: Offsets | None = None) -> Resume:
+    """The resume protocol (stream/resume.py) of an agent reading ``topics``, wired to this
+    app: gaps fetched and start offsets asked of the broker, the producer flushed and the
+    agent's own topics committed after ``save``."""
+    bootstrap = settings.kafka_bootstrap
+
+    async def fetch(topic: str, partition: int, start: int, end: int) -> list[Any]:
+        return await fetch_range(bootstrap, topic, partition, start, end)
+
+    async def start(topic: str, partition: int) -> int:
+        return (await start_offsets(bootstrap, settings.app_id, topic, [partition]))[partition]
+
+    async def flush() -> None:
+        await app.producer.flush()
+
+    return Resume(fetch=fetch, start=start, flush=flush, save=save,
+                  commit=lambda: commit(*topics), every_s=every_s, due=due,
+                  on_redelivered=metrics.REDELIVERED.inc, on_gap=metrics.OFFSET_GAPS.inc)

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Checkpoint"]
+__all__ = ["Checkpoint", "Resumable"]
 
 _VERSION = 1
 
@@ -49,3 +49,17 @@ class Checkpoint:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+
+class Resumable:
+    """What an agent's checkpoint holds: its state and the next offset due of each (topic,
+    partition) it covers (stream/resume.py)."""
+
+    def __init__(self, state: Any, offsets: dict[tuple[str, int], int] | None = None) -> None:
+        self.state = state
+        self.offsets = dict(offsets or {})
+
+    def at(self, offsets: dict[tuple[str, int], int]) -> Resumable:
+        """Itself, now covering ``offsets``."""
+        self.offsets = dict(offsets)
+        return self
