@@ -9,9 +9,10 @@ learning instead of starting cold (no burst of false alarms). Table values are J
 (detectors/state.py), never pickle: the changelog is a topic anyone on the cluster could write
 to.
 
-Each saved value carries the ``kpis`` offset its state reaches. After a restart Kafka re-delivers
-from the last commit, which may be before or after that offset: messages the state already
-learned are skipped (learning one twice would feed the forecaster a window out of order), and
+Each saved value carries the ``kpis`` offset its state reaches; the agent resumes from the
+oldest of them through stream/resume.py. After a restart Kafka re-delivers from the last
+commit, which may be before or after that offset: messages the state already learned are
+skipped (learning one twice would feed the forecaster a window out of order), per KPI, and
 messages processed after the last save are learned again without publishing their anomalies a
 second time.
 """
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import orjson
@@ -31,8 +31,8 @@ from detectors.watch import KpiWatch
 from kpis.messages import docs_in
 from stream import metrics
 from stream.agents.merge import kpis_topic
-from stream.app import app, commit, settings
-from stream.backfill import fetch_range, start_offsets
+from stream.app import app, make_resume, settings
+from stream.resume import Offsets
 
 __all__ = ["anomalies_topic", "detector_state", "detect_anomalies", "DetectorStates"]
 
@@ -93,6 +93,13 @@ class DetectorStates:
             self.table[kpi] = state.dumps(
                 {"next_offset": self.due[kpi], "watch": watch}).decode()
 
+    async def save_and_flush(self, offsets: Offsets) -> None:
+        """The resume protocol's save: every KPI state to the table, and the table's changelog
+        on the broker before the offset is committed."""
+        if offsets:
+            self.save(max(offsets.values()))
+        await app.producer.flush()
+
     def oldest_due(self) -> int | None:
         return min(self.due.values(), default=None)
 
@@ -100,33 +107,6 @@ class DetectorStates:
 def _calendar_error(error: CalendarError) -> None:
     log.error("calendar not used: %s (the detectors keep the last good calendar, if any; fix "
               "the file and it is read again)", error)
-
-
-async def _catch_up(states: DetectorStates, topic: str, partition: int, offset: int) -> None:
-    """Learn the ``kpis`` messages between the saved states and the first one Faust delivered.
-
-    Those before the group's committed offset were processed before the restart (their anomalies
-    are out): learn them silently. Those after it were never processed (Faust skipped them,
-    faust#596): process them fully.
-    """
-    due = states.oldest_due()
-    if due is None or due >= offset:
-        return
-    committed = (await start_offsets(settings.kafka_bootstrap, settings.app_id, topic,
-                                     [partition]))[partition]
-    missed = await fetch_range(settings.kafka_bootstrap, topic, partition, due, offset)
-    relearned = 0
-    for rec in missed:
-        docs = _docs(rec.value, rec.offset)
-        if rec.offset < committed:
-            for doc in docs:
-                if "kpi" in doc and not states.learned(doc["kpi"], rec.offset):
-                    states.observe(doc, rec.offset)
-                    relearned += 1
-        else:
-            await _process(states, docs, rec.offset)
-    log.info("detectors re-learned %d KPI documents their saved state did not cover; %d "
-             "messages fetched (%d..%d)", relearned, len(missed), due, offset - 1)
 
 
 def _docs(raw: bytes, offset: int) -> list[dict[str, Any]]:
@@ -138,8 +118,16 @@ def _docs(raw: bytes, offset: int) -> list[dict[str, Any]]:
         return []
 
 
-async def _process(states: DetectorStates, docs: list[dict[str, Any]], offset: int) -> None:
-    """Detect on one ``kpis`` message (a window's KPI documents, marker last)."""
+async def _process(states: DetectorStates, docs: list[dict[str, Any]], offset: int,
+                   silent: bool = False) -> None:
+    """Detect on one ``kpis`` message (a window's KPI documents, marker last). ``silent``: it
+    was processed before the restart (fetched from before the group's committed offset) and
+    its anomalies are out: its KPIs the saved states do not cover learn it, nothing is sent."""
+    if silent:
+        for doc in docs:
+            if "kpi" in doc and not states.learned(doc["kpi"], offset):
+                states.observe(doc, offset)
+        return
     # processed before a restart when a state saved since has learned past it: its markers
     # were forwarded then, and every KPI in it is skipped below
     replayed = offset < max(states.due.values(), default=0)
@@ -165,30 +153,19 @@ async def detect_anomalies(stream: Any) -> None:
     state) from becoming the bottleneck at hundreds of windows a second.
     """
     states = DetectorStates(detector_state)
-    last_save = time.monotonic()
-    expected: int | None = None
+    resume = make_resume((settings.topic("kpis"),), states.save_and_flush, SAVE_EVERY_S)
     async for event in stream.events():
-        msg, raw = event.message, event.value
+        msg = event.message
         while app.in_recovery:   # Faust resumes streams before the table is fully recovered
             await asyncio.sleep(0.05)
-        if not states.restored:
+        if not states.restored:   # from the oldest KPI state: the rest is skipped per KPI
             states.restore_all()
-            await _catch_up(states, msg.topic, msg.partition, msg.offset)
-            expected = msg.offset
-        if expected is not None and msg.offset > expected:   # a range Faust skipped (faust#596)
-            metrics.OFFSET_GAPS.inc(msg.offset - expected)
-            for rec in await fetch_range(settings.kafka_bootstrap, msg.topic, msg.partition,
-                                         expected, msg.offset):
-                await _process(states, _docs(rec.value, rec.offset), rec.offset)
-        if expected is not None and msg.offset < expected:
-            metrics.REDELIVERED.inc()
-            continue
-        expected = msg.offset + 1
-        docs = _docs(raw, msg.offset)
-        await _process(states, docs, msg.offset)
-        if any(d.get("kind") == "window_closed" for d in docs) and \
-                time.monotonic() - last_save >= SAVE_EVERY_S:
-            states.save(msg.offset + 1)
-            await app.producer.flush()   # the changelog has the state before the offset moves
-            await commit(msg.topic)
-            last_save = time.monotonic()
+            resume.resumed((msg.topic, msg.partition), states.oldest_due())
+        closed = False
+        async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
+                                        msg.timestamp):
+            docs = _docs(rec.value or b"", rec.offset)
+            await _process(states, docs, rec.offset, silent=rec.replayed)
+            closed = closed or any(d.get("kind") == "window_closed" for d in docs)
+        if closed:   # saved after a whole window
+            await resume.checkpoint()

@@ -7,13 +7,13 @@ KPIs to ``kpis`` — one message per window: a document per KPI carrying every s
 detector agent sees a KPI's segments and channels together, then a ``window_closed`` marker
 (kpis/messages.py) — and sets the
 ``pulse_kpi`` gauges. ``kpi-partials`` has one partition, so one worker of the group merges;
-its state is checkpointed like the KPI agent's (same skip-and-refetch rules on restart).
+its state is checkpointed with the next offset due and resumed through stream/resume.py, like
+every agent's.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +21,12 @@ import orjson
 
 from kpis.engine import KpiMerger, KpiSnapshot
 from kpis.messages import group_snapshots, is_running, window_messages
+from kpis.partials import decode_partials
 from stream import metrics
-from stream.agents.kpis import decode_partials, kpi_partials_topic
-from stream.app import app, commit, owns, settings
-from stream.backfill import fetch_range, start_offsets
+from stream.agents.kpis import kpi_partials_topic
+from stream.app import app, make_resume, owns, settings
 from stream.checkpoint import Checkpoint
+from stream.resume import Offsets
 
 __all__ = ["kpis_topic", "merge_windows", "publish", "MergeState"]
 
@@ -43,6 +44,14 @@ class MergeState:
     def __init__(self) -> None:
         self.merger: KpiMerger | None = None
         self.next_offset: int | None = None
+
+    def offsets(self, topic: str) -> Offsets:
+        return {} if self.next_offset is None else {(topic, 0): self.next_offset}
+
+    def at(self, offsets: Offsets, topic: str) -> MergeState:
+        """Itself, saying it covers ``kpi-partials`` up to the due offset of ``offsets``."""
+        self.next_offset = offsets.get((topic, 0), self.next_offset)
+        return self
 
     def add(self, raw: bytes) -> list[KpiSnapshot]:
         try:
@@ -73,36 +82,23 @@ def _checkpoint() -> Checkpoint:
 @app.agent(kpi_partials_topic)
 async def merge_windows(stream: Any) -> None:
     """Consumes ``kpi-partials``; publishes complete windows' KPIs to ``kpis``."""
+    topic = settings.topic("kpi-partials")
     checkpoint = _checkpoint()
     state = checkpoint.load()
     if not isinstance(state, MergeState):
         state = MergeState()
-    last_save = time.monotonic()
+    resume = make_resume((topic,), lambda offsets: checkpoint.save(state.at(offsets, topic)),
+                         CHECKPOINT_EVERY_S, due=state.offsets(topic))
     try:
         async for event in stream.events():
             msg = event.message
-            if time.monotonic() - last_save >= CHECKPOINT_EVERY_S:
-                await app.producer.flush()   # the windows the state has emitted are out
-                checkpoint.save(state)
-                await commit(msg.topic)
-                last_save = time.monotonic()
-            if state.next_offset is None:
-                state.next_offset = (await start_offsets(
-                    settings.kafka_bootstrap, settings.app_id, msg.topic,
-                    [msg.partition]))[msg.partition]
-            if msg.offset < state.next_offset:
-                metrics.REDELIVERED.inc()
-                continue
-            if msg.offset > state.next_offset:   # a range Faust skipped (faust#596)
-                metrics.OFFSET_GAPS.inc(msg.offset - state.next_offset)
-                for rec in await fetch_range(settings.kafka_bootstrap, msg.topic,
-                                             msg.partition, state.next_offset, msg.offset):
-                    await publish(state.add(rec.value))
-            await publish(state.add(event.value))
-            state.next_offset = msg.offset + 1
+            async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
+                                            msg.timestamp):
+                await publish(state.add(rec.value or b""))
+            await resume.checkpoint()
     finally:
-        if owns(settings.topic("kpi-partials")):   # not if another worker merges now
-            checkpoint.save(state)
+        if owns(topic):   # not if another worker merges now
+            checkpoint.save(state.at(resume.due, topic))
 
 
 async def publish(snaps: list[KpiSnapshot]) -> None:

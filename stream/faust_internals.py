@@ -1,0 +1,28 @@
+"""Every private attribute of Faust (or aiokafka) that Pulse reads, in one place.
+
+Each is read defensively (a missing attribute gives the neutral answer) and names the version
+it was read from: faust-streaming 0.15.3, aiokafka 0.14.0 (``pip show``). Check them when
+either is upgraded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["read_offset"]
+
+
+def read_offset(consumer: Any, tp: Any) -> int | None:
+    """Where Faust's consumer started reading ``tp`` (None: not known yet).
+
+    faust-streaming 0.15.3 ``faust.transport.consumer.Consumer._read_offset`` (a dict of TP to
+    offset, set when the consumer seeks after an assignment). Faust has no public accessor for
+    it; the KPI stage uses it to tell whether a partition that has delivered nothing yet has
+    messages waiting (highwater > start) or is empty, so that an empty partition does not hold
+    every window back (stream/clock.py ``PartitionClock.watermark``).
+    """
+    offsets = getattr(consumer, "_read_offset", None)
+    if not isinstance(offsets, dict):
+        return None
+    value = offsets.get(tp)
+    return int(value) if value is not None else None
