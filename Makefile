@@ -32,7 +32,7 @@ promtool:
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy core stream kpis detectors alerting simulator pulse
+	$(BIN)/mypy core evaluation stream kpis detectors alerting simulator pulse
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(ARGS)

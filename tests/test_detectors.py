@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.detector_suite import evaluate, poisson
 from detectors import (
     AnomalyLikelihood,
     RollingRobustZ,
@@ -22,7 +23,6 @@ from detectors import (
     load_config,
     make_detector,
 )
-from detectors.benchmark import evaluate, poisson
 from detectors.csvscore import CsvError, main, score_csv
 
 HOUR = 3600.0

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from bench.kpi_engine import synthetic_events
 from kpis import ALL, KPI_BY_ID, KPIS, KpiEngine, KpiSnapshot, snapshots_by_window
-from kpis.bench import synthetic_events
 
 H = 3600.0
 D = 86_400.0

@@ -6,7 +6,7 @@ media volume, ad clicks, flat-then-jump), each with labelled anomaly windows. :f
 scores each with a detector, causally, and reports per series whether each window was caught
 (first score >= threshold inside it, and how many points after the window start), and how many
 points outside windows (after a 15% probation) scored >= threshold. Run
-``python -m detectors.benchmark [--detector NAME] [--threshold T]``.
+``python -m bench.detector_suite [--detector NAME] [--threshold T]``.
 """
 
 from __future__ import annotations
@@ -157,7 +157,7 @@ def evaluate(detector: str = DEFAULT_DETECTOR, threshold: float = 0.5, seed: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m detectors.benchmark")
+    p = argparse.ArgumentParser(prog="python -m bench.detector_suite")
     p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=DETECTOR_NAMES)
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--n", type=int, default=4000)

@@ -1,7 +1,7 @@
 """Throughput of :class:`~kpis.engine.KpiEngine` on synthetic events.
 
-``python -m kpis.bench [n]`` prints events per second through ``add`` plus the ``advance`` calls a
-worker makes after each batch (window closing included); building the events is not timed.
+``python -m bench.kpi_engine [n]`` prints events per second through ``add`` plus the ``advance``
+calls a worker makes after each batch (window closing included); building the events is not timed.
 
 >>> events = synthetic_events(1_000, seed=1)
 >>> len(events), events[0]["ts"] <= events[-1]["ts"]
