@@ -17,10 +17,10 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from kpis.messages import docs_in
-from pulse.worker_process import WorkerProcess
 from simulator import Simulation
 from simulator.publisher import EventPublisher, ensure_topics, run_clock
 from stream.topics import SINGLE_PARTITION_TOPICS
+from stream.worker_process import WorkerProcess
 from tests.fakes.slack_server import FakeSlack
 
 __all__ = ["measure_alert_latency"]

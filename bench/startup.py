@@ -12,10 +12,10 @@ import signal
 import time
 
 from bench.scrape import metric_value
-from pulse.worker_process import WorkerProcess
 from simulator import Simulation
 from simulator.publisher import EventPublisher, ensure_topics
 from stream.topics import SINGLE_PARTITION_TOPICS
+from stream.worker_process import WorkerProcess
 
 __all__ = ["measure_startup"]
 

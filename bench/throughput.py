@@ -20,10 +20,10 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.scrape import metric_value
-from pulse.worker_process import WorkerProcess
 from simulator import Simulation
 from simulator.publisher import EventPublisher, ensure_topics, run_clock
 from stream.topics import SINGLE_PARTITION_TOPICS
+from stream.worker_process import WorkerProcess
 
 __all__ = ["measure_throughput", "publish_days", "raw_consume"]
 

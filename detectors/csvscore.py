@@ -18,7 +18,8 @@ from typing import Any
 from detectors.config import load_config
 from detectors.registry import DEFAULT_DETECTOR, DETECTOR_NAMES, make_detector
 
-__all__ = ["CsvError", "DEFAULT", "parse_timestamp", "parse_value", "score_csv", "main"]
+__all__ = ["CsvError", "DEFAULT", "describe_stats", "parse_timestamp", "parse_value", "score_csv",
+           "main"]
 
 DEFAULT = DEFAULT_DETECTOR
 
@@ -167,9 +168,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError) as e:
         print(f"pulse detect: error: {e}", file=sys.stderr)
         return 2
-    print(f"pulse detect: {stats['rows']} rows in {stats['seconds']:.2f} s "
-          f"({stats['rows_per_second']} rows/s), detector {stats['detector']}", file=sys.stderr)
+    print(describe_stats(stats), file=sys.stderr)
     return 0
+
+
+def describe_stats(stats: dict[str, Any]) -> str:
+    """The line ``pulse detect`` ends with, from :func:`score_csv`'s statistics."""
+    return (f"pulse detect: {stats['rows']} rows in {stats['seconds']:.2f} s "
+            f"({stats['rows_per_second']} rows/s), detector {stats['detector']}")
 
 
 if __name__ == "__main__":

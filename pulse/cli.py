@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 
-from stream.settings import Settings, SettingsError, describe_settings
+from core.settings import Settings, SettingsError, describe_settings
 
 __all__ = ["main", "build_parser"]
 
@@ -187,8 +187,8 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from pulse.worker_process import die_with_parent
     from stream.broker import EMBEDDED_SESSION_TIMEOUT_S, EmbeddedBroker
+    from stream.worker_process import die_with_parent
     bootstrap = args.broker or settings.kafka_bootstrap
     broker = None
     if not bootstrap:
@@ -229,9 +229,14 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _detect(args: argparse.Namespace, settings: Settings) -> int:
-    from detectors import csvscore
-    argv = [args.input, args.output] + (["--detector", args.detector] if args.detector else [])
-    return int(csvscore.main(argv) or 0)
+    from detectors.csvscore import describe_stats, score_csv
+    try:
+        stats = score_csv(args.input, args.output, args.detector)
+    except (ValueError, OSError) as e:
+        print(f"pulse detect: error: {e}", file=sys.stderr)
+        return 2
+    print(describe_stats(stats), file=sys.stderr)
+    return 0
 
 
 def _benchmark(args: argparse.Namespace, settings: Settings) -> int:
@@ -240,16 +245,11 @@ def _benchmark(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from pulse import evaluate
-    argv = ["--seeds", str(args.seeds)]
-    argv += ["--json", args.json] if args.json else []
-    argv += ["--config", args.config] if args.config else []
-    argv += ["--difficulty", args.difficulty, "--scale", repr(args.scale)]
-    argv += ["--no-calendar"] if args.no_calendar else []
-    argv += ["--quiet"] if args.quiet else []
-    for name in args.scenario or ():
-        argv += ["--scenario", name]
-    return int(evaluate.main(argv) or 0)
+    from evaluation import SCENARIOS
+    from pulse.evaluate import run
+    return run(args.seeds, args.json, args.config, not args.quiet,
+               scenarios=args.scenario or SCENARIOS, difficulty=args.difficulty,
+               scale=args.scale, calendar=not args.no_calendar)
 
 
 def _silence(args: argparse.Namespace, settings: Settings) -> int:
@@ -282,7 +282,7 @@ def _ask(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
     from alerting.ask import answer_question
-    from pulse.kpi_state import latest_from_file, latest_from_topic
+    from stream.kpi_state import latest_from_file, latest_from_topic
     if args.kpis:
         state = latest_from_file(args.kpis)
     else:

@@ -24,12 +24,12 @@ from core.timefmt import human_utc
 from detectors.calendar import write_calendar
 from pulse.kpi_view import KpiView
 from pulse.progress import ProgressBar
-from pulse.worker_process import WorkerProcess
 from simulator import BusinessModel, Simulation
 from simulator.publisher import EventPublisher, run_clock
 from stream.broker import EmbeddedBroker
 from stream.settings import Settings
 from stream.topics import ensure_topics, pipeline_topics
+from stream.worker_process import WorkerProcess
 
 __all__ = ["DemoOptions", "run_demo"]
 

@@ -15,7 +15,7 @@ from datetime import date
 from pathlib import Path
 
 from alerting.digest import CHART_KPIS, build_digest, builder_from, day_index, day_iso, digest_text
-from pulse.kpi_state import docs_from_topic, rows_from_file, series_rows
+from stream.kpi_state import docs_from_topic, rows_from_file, series_rows
 from stream.settings import Settings
 
 __all__ = ["run_digest"]

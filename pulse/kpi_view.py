@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer
 from alerting.evidence import format_value, series_names
 from kpis import KPIS
 from kpis.messages import docs_in, is_running
-from pulse.kpi_state import series_rows
+from stream.kpi_state import series_rows
 
 __all__ = ["KpiView", "alert_line"]
 

@@ -26,8 +26,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from core.timefmt import iso_utc, parse_utc
-from pulse.eventfile import RECORD_VERSION
 from pulse.progress import ProgressBar
+from stream.eventfile import RECORD_VERSION
 from stream.settings import Settings
 
 __all__ = ["RecordError", "RecordStats", "parse_time", "record_range", "run_record"]

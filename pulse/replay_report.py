@@ -1,9 +1,9 @@
 """What a replay found, as tables: its alerts, and how they line up with ground-truth incidents.
 
-Matching follows ``pulse evaluate`` (pulse/evaluate.py): a series of an alert (its lead or one
-of its related series, in any of its alerts.jsonl records) *matches* an incident when its KPI is
-one of the incident's KPIs, it covers affected users (segment ``all`` or the incident's segment,
-or the incident is on every segment; the same for channels) and its window starts in
+Matching is ``pulse evaluate``'s (:mod:`evaluation.matching`): a series of an alert (its lead or
+one of its related series, in any of its alerts.jsonl records) *matches* an incident when its KPI
+is one of the incident's KPIs, it covers affected users (segment ``all`` or the incident's
+segment, or the incident is on every segment; the same for channels) and its window starts in
 ``[start of the window holding the incident's start, incident end + 2 windows)``.
 
 - **Delay** of a detected incident: windows from the one holding its start to the window of the
@@ -14,22 +14,18 @@ or the incident is on every segment; the same for channels) and its window start
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from pulse.evaluate import MATCH_AFTER_WINDOWS
+from core.timefmt import parse_utc
+from evaluation.matching import IncidentScope, delay_windows, scope_of
 
 __all__ = ["AlertRow", "IncidentRow", "ReplaySummary", "compare_table", "load_jsonl",
            "summarize", "summary_text"]
-
-ALL = "all"
-
 
 def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The JSON objects of a JSON Lines file (blank and broken lines skipped)."""
@@ -45,13 +41,6 @@ def load_jsonl(path: str | Path) -> list[dict[str, Any]]:
         if isinstance(doc, dict):
             out.append(doc)
     return out
-
-
-def _ts(iso: Any) -> float:
-    if isinstance(iso, (int, float)):
-        return float(iso)
-    return datetime.fromisoformat(str(iso).replace("Z", "+00:00")).replace(
-        tzinfo=UTC).timestamp()
 
 
 def _short(iso: str | None) -> str:
@@ -102,17 +91,10 @@ def _entries(rec: dict[str, Any]) -> list[dict[str, Any]]:
     return [lead, *(r for r in rec.get("related") or () if isinstance(r, dict))]
 
 
-def _matches(incident: dict[str, Any], entry: dict[str, Any], window_s: float) -> bool:
-    if entry.get("kpi") not in incident.get("kpis", ()):
-        return False
-    seg, ch = incident.get("segment", ALL), incident.get("channel", ALL)
-    if seg != ALL and entry.get("segment") not in (ALL, seg):
-        return False
-    if ch != ALL and entry.get("channel") not in (ALL, ch):
-        return False
-    lo = math.floor(float(incident["start_ts"]) / window_s) * window_s
-    hi = float(incident["end_ts"]) + MATCH_AFTER_WINDOWS * window_s
-    return lo <= _ts(entry.get("window_start")) < hi
+def _matches(scope: IncidentScope, entry: dict[str, Any]) -> bool:
+    # the series first: a lead's window_start is only read when its series covers the incident
+    return (scope.covers(entry.get("kpi"), entry.get("segment"), entry.get("channel"))
+            and scope.in_windows(parse_utc(entry.get("window_start"))))
 
 
 def summarize(alert_changes: Iterable[dict[str, Any]], incidents: list[dict[str, Any]] | None,
@@ -122,6 +104,7 @@ def summarize(alert_changes: Iterable[dict[str, Any]], incidents: list[dict[str,
     firsts: dict[str, tuple[str, str]] = {}  # incident id -> (alert id, its window)
     changes = list(alert_changes)
     rank = {"warning": 1, "critical": 2}
+    scopes = [(inc, scope_of(inc, window_s)) for inc in incidents or ()]
     for rec in changes:
         aid = str(rec.get("id"))
         row = rows.get(aid)
@@ -135,9 +118,9 @@ def summarize(alert_changes: Iterable[dict[str, Any]], incidents: list[dict[str,
             row.resolved_at = _short(rec.get("resolved_at"))
         elif rec.get("status") == "updated" and row.resolved_at:
             row.resolved_at = ""   # reopened
-        for inc in incidents or ():
+        for inc, scope in scopes:
             for entry in _entries(rec):
-                if not _matches(inc, entry, window_s):
+                if not _matches(scope, entry):
                     continue
                 if inc["id"] not in row.incidents:
                     row.incidents.append(inc["id"])
@@ -147,13 +130,12 @@ def summarize(alert_changes: Iterable[dict[str, Any]], incidents: list[dict[str,
     inc_rows = None
     if incidents is not None:
         inc_rows = []
-        for inc in incidents:
+        for inc, scope in scopes:
             r = IncidentRow(str(inc["id"]), str(inc.get("kind", "")), _short(inc.get("start")))
             if inc["id"] in firsts:
                 aid, window = firsts[inc["id"]]
                 r.alert, r.detected = aid, _short(window)
-                lo = math.floor(float(inc["start_ts"]) / window_s)
-                r.delay_windows = int(math.floor(_ts(window) / window_s) - lo)
+                r.delay_windows = delay_windows(scope, parse_utc(window))
             inc_rows.append(r)
     return ReplaySummary(list(rows.values()), inc_rows, len(changes))
 

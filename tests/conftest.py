@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pulse.worker_process import WorkerProcess
 from stream.broker import EmbeddedBroker
 from stream.topics import SINGLE_PARTITION_TOPICS, ensure_topics
+from stream.worker_process import WorkerProcess
 
 _names = itertools.count(1)
 

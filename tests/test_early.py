@@ -22,10 +22,10 @@ from alerting.lifecycle import AlertManager
 from detectors import load_config
 from detectors.series import SeriesWatcher
 from detectors.watch import KpiWatch
+from evaluation import run_evaluate
 from kpis import KpiEngine
 from kpis.engine import EARLY_KPIS, KpiMerger, PartitionWindows
 from kpis.messages import group_snapshots, is_running, window_messages
-from pulse.evaluate import run_evaluate
 from simulator import Simulation
 from simulator.publisher import partition_of
 from stream.agents.kpis import decode_partials, encode_partials

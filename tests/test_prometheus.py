@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from pulse.worker_process import die_with_parent
 from stream.broker import free_port
+from stream.worker_process import die_with_parent
 from tests.conftest import Pipeline
 from tests.kafka_helpers import read_topic
 from tests.test_deploy import _require, metric_value, publish_day, wait_windows

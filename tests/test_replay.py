@@ -23,13 +23,13 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from pulse.eventfile import scan_file, sorted_events
 from pulse.record import parse_time, record_range, run_record
 from pulse.replay import ReplayOptions, ReplayResult, replay_file, run_compare, worker_env
 from pulse.replay_report import summarize
 from simulator import BusinessModel, Simulation
 from simulator.publisher import EventPublisher, ensure_topics, partition_of, run_clock
 from stream.broker import EmbeddedBroker, free_port
+from stream.eventfile import scan_file, sorted_events
 from stream.settings import Settings
 
 HOUR, DAY = 3600.0, 86400.0

@@ -7,10 +7,10 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from pulse.worker_process import WorkerProcess
 from simulator import Simulation
 from simulator.publisher import EventPublisher, run_clock
 from stream.broker import EmbeddedBroker
+from stream.worker_process import WorkerProcess
 from tests.conftest import Pipeline
 from tests.kafka_helpers import read_topic
 

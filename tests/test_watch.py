@@ -12,8 +12,9 @@ import pytest
 
 from detectors import KpiWatch, load_config
 from detectors.watch import HISTORY_POINTS
+from evaluation.report import format_table
+from evaluation.run import SCENARIOS, START, _fork, _Run, run_evaluate
 from kpis import KpiEngine
-from pulse.evaluate import SCENARIOS, START, _fork, _Run, format_table, run_evaluate
 from simulator import Simulation
 
 HOUR = 3600.0
