@@ -27,8 +27,9 @@ from alerting.escape import escape_mrkdwn, truncate
 from alerting.evidence import format_value, kpi_label, where
 from alerting.explain import Explainer, make_explainer
 from alerting.outbox import Delivery, DeliveryError, Outbox, observed_call
+from alerting.sender import Sender
 from alerting.slack import SlackPoster, make_slack_client
-from stream.settings import Settings
+from core.settings import Settings
 
 __all__ = ["DigestPublisher", "digest_message"]
 
@@ -115,6 +116,7 @@ class DigestPublisher:
         self.poster = SlackPoster(slack_client or make_slack_client(settings)) if (
             self.slack_enabled) else None
         self.outbox = Outbox(Path(settings.data_dir) / "digest_outbox.jsonl")
+        self.sender = Sender(self.outbox, self._send)   # the send loop alerts use too
         self._written: set[str] | None = None   # days in the file (read at the first publish)
         self.explainer = explainer if explainer is not None else make_explainer(settings)
 
@@ -146,7 +148,8 @@ class DigestPublisher:
             if doc["chart"]:
                 self.outbox.add(Delivery(f"{key}:chart", "chart", key, channel, chart={
                     "path": str(self.path.parent / doc["chart"]), "day": doc["day"]}))
-            await self.flush()
+            if not await self.flush():
+                self.sender.kick()   # Slack unavailable: the send loop retries
         return doc
 
     def _draw(self, doc: dict) -> str | None:
@@ -167,7 +170,7 @@ class DigestPublisher:
         they stay in the outbox for the next call)."""
         if self.poster is None:
             return True
-        return await self.outbox.flush(self._send)
+        return await self.sender.flush()
 
     async def _send(self, d: Delivery, thread_ts: str | None) -> str | None:
         return await observed_call(self.observer, "slack", self._deliver(d, thread_ts))
@@ -190,7 +193,9 @@ class DigestPublisher:
         if self.observer is not None:
             self.observer(service, outcome, seconds)
 
-    async def close(self) -> None:
+    async def close(self, timeout: float = 5.0) -> None:
+        if self.poster is not None:
+            await self.sender.close(timeout)
         await self.explainer.close()
 
 

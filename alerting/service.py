@@ -15,13 +15,10 @@ writes the same alerts.jsonl at any speed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import logging
 import os
-import pickle
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
@@ -34,13 +31,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 from alerting.evidence import build_evidence
 from alerting.explain import Explainer, make_explainer
 from alerting.feedback import Feedback, FeedbackStore, make_feedback_app
+from alerting.feedback_server import FeedbackServer
 from alerting.lifecycle import AlertChange, AlertManager
 from alerting.outbox import Delivery, DeliveryError, Outbox, observed_call
 from alerting.policies import Silences, silences_path
+from alerting.sender import Sender
 from alerting.sink import ConsoleSink, JsonlSink
 from alerting.slack import SlackPoster, alert_message, change_reply, make_slack_client
 from alerting.template import template_explanation
-from stream.settings import Settings
+from core.settings import Settings
 
 __all__ = ["AlertService", "SNOOZE_S"]
 
@@ -64,10 +63,8 @@ class AlertService:
     console
         Stream for one line per change (``None``: no console output).
     manager
-        An :class:`AlertManager` (e.g. unpickled from a checkpoint); default a new one.
-    state_path
-        If given, the manager is restored from this pickle when it exists, and saved there by
-        :meth:`checkpoint` and :meth:`close`.
+        An :class:`AlertManager` (e.g. restored from the agent's checkpoint, which the agent
+        saves: stream/agents/alerts.py); default a new one.
     routes
         Severity → Slack channel id (default: both ``settings.slack_channel``); a severity
         routed to ``""`` stays off Slack (console and alerts.jsonl only).
@@ -83,7 +80,6 @@ class AlertService:
     def __init__(self, settings: Settings, *, notify: bool = False,
                  alerts_path: str | os.PathLike[str] | None = None,
                  console: TextIO | None = sys.stdout, manager: AlertManager | None = None,
-                 state_path: str | os.PathLike[str] | None = None,
                  routes: Mapping[str, str] | None = None,
                  slack_client: AsyncWebClient | None = None, explainer: Explainer | None = None,
                  clock: Callable[[], float] = time.time, charts: bool = True,
@@ -94,10 +90,6 @@ class AlertService:
         self.clock = clock
         self.charts = charts
         data_dir = Path(settings.data_dir)
-        self.state_path = Path(state_path) if state_path else None
-        if manager is None and self.state_path is not None and self.state_path.exists():
-            with self.state_path.open("rb") as f:
-                manager = pickle.load(f)  # our own checkpoint file, written by checkpoint()
         self.manager = manager if manager is not None else AlertManager()
         self.sinks: list[ConsoleSink | JsonlSink] = [
             JsonlSink(alerts_path or data_dir / "alerts.jsonl")]
@@ -112,13 +104,10 @@ class AlertService:
         if self.slack_enabled:
             self.poster = SlackPoster(slack_client or make_slack_client(settings))
         self.outbox = Outbox(data_dir / "slack_outbox.jsonl")
+        self.sender = Sender(self.outbox, self._send)
         self.explainer = explainer if explainer is not None else make_explainer(settings)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._send_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
-        self._sender: asyncio.Task[None] | None = None
-        self._runner: web.AppRunner | None = None
-        self.retry_delays = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+        self._server: FeedbackServer | None = None
         if self.slack_enabled and charts:  # import matplotlib now, not before the first chart
             threading.Thread(target=importlib.import_module, args=("alerting.chart",),
                              daemon=True).start()
@@ -157,8 +146,7 @@ class AlertService:
         """Send pending Slack deliveries now; True when none is left."""
         if self.poster is None:
             return True
-        async with self._send_lock:
-            return await self.outbox.flush(self._send)
+        return await self.sender.flush()
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait for pending explanations, then flush Slack (tests, ``pulse demo`` at exit)."""
@@ -166,34 +154,19 @@ class AlertService:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         await self.flush()
 
-    def checkpoint(self) -> None:
-        """Pickle the lifecycle state to ``state_path`` (atomically)."""
-        if self.state_path is None:
-            return
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=".alerting.")
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(self.manager, f)
-        os.replace(tmp, self.state_path)
-
     async def close(self, timeout: float = 5.0) -> None:
-        """Finish explanations and deliveries (up to ``timeout``), stop tasks, checkpoint."""
+        """Finish explanations and deliveries (up to ``timeout``), stop tasks. (The lifecycle
+        state is the caller's to save: ``self.manager``.)"""
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         for task in list(self._tasks):
             task.cancel()
-        if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
-            self._sender = None
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self.flush(), timeout)
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self.poster is not None:
+            await self.sender.close(timeout)
+        if self._server is not None:
+            await self._server.close()
+            self._server = None
         await self.explainer.close()
-        self.checkpoint()
 
     # -- feedback from Slack buttons ------------------------------------------------------
 
@@ -205,13 +178,8 @@ class AlertService:
     async def serve_feedback(self, host: str = "127.0.0.1", port: int = 3001,
                              signing_secret: str | None = None) -> int:
         """Serve :meth:`feedback_app` until :meth:`close`; returns the bound port."""
-        self._runner = web.AppRunner(self.feedback_app(signing_secret))
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port)
-        await site.start()
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        return int(sockets[0].getsockname()[1]) if sockets else port
+        self._server = FeedbackServer(self.feedback_app(signing_secret))
+        return await self._server.start(host, port)
 
     async def on_feedback(self, fb: Feedback) -> None:
         """Store a click and honour it: snooze silences the alert (and its lead series) for
@@ -318,26 +286,7 @@ class AlertService:
         raise DeliveryError(f"unknown delivery kind {d.kind!r}", retryable=False)
 
     def _kick(self) -> None:
-        self._wake.set()
-        if self._sender is None or self._sender.done():
-            self._sender = asyncio.get_running_loop().create_task(self._send_loop())
-
-    async def _send_loop(self) -> None:
-        attempt = 0
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                if await self.flush():
-                    attempt = 0
-                    continue
-            except Exception:  # keep the sender alive; the deliveries stay pending
-                log.exception("unexpected error while sending to Slack")
-            delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
-            attempt += 1
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
-            self._wake.set()
+        self.sender.kick()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -15,9 +15,10 @@ on the speed (tests/test_replay.py checks it).
 
 The replay is complete when (1) the last window's ``window_closed`` marker has been read from
 ``kpis`` and from ``anomalies`` (all KPI lines and anomalies are in), and (2) the alert agent has
-handled that marker: the replay appends a copy of the marker to ``anomalies`` (a no-op for the
-lifecycle, which ignores windows it has closed) so the agent checkpoints its state, and reads
-``last_closed_ts`` from that checkpoint in the replay's own data directory.
+handled that marker: its consumer group's committed offset on ``anomalies`` is past the
+marker's (the agent commits right after saving what it handled, stream/resume.py). The replay
+appends copies of the marker to ``anomalies`` (a no-op for the lifecycle, which ignores windows
+it has closed) so the agent checkpoints and commits.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
-import pickle
 import shutil
 import sys
 import tempfile
@@ -52,9 +51,9 @@ from pulse.replay_report import (
     summary_text,
 )
 from pulse.worker_process import WorkerProcess
-from simulator import Simulation
 from simulator.publisher import EventPublisher
 from simulator.scenarios import iso_utc
+from stream.backfill import start_offsets
 from stream.broker import EmbeddedBroker
 from stream.settings import Settings
 from stream.topics import ensure_topics, pipeline_topics
@@ -125,6 +124,7 @@ class _ReplayView(KpiView):
                          alerts_topic=settings.topic("alerts"), quiet=True)
         self.kpis_closed = -math.inf
         self.anomalies_closed = -math.inf
+        self.anomalies_closed_at = -1    # offset of the marker that reached anomalies_closed
         self.last_alert_at = time.monotonic()
 
     async def run(self) -> None:
@@ -141,7 +141,7 @@ class _ReplayView(KpiView):
                 for records in batch.values():
                     for rec in records:
                         for doc in _docs(rec.topic, rec.value, self.topic):
-                            self._take(rec.topic, doc, out, anomalies)
+                            self._take(rec.topic, doc, out, anomalies, rec.offset)
                 out.flush()
                 anomalies.flush()
         finally:
@@ -150,7 +150,7 @@ class _ReplayView(KpiView):
             anomalies.close()
 
     def _take(self, topic: str, doc: dict[str, Any], out: IO[bytes],
-              anomalies: IO[bytes]) -> None:
+              anomalies: IO[bytes], offset: int = -1) -> None:
         marker = doc.get("kind") == "window_closed"
         if topic == self.topic:
             if marker:
@@ -158,9 +158,10 @@ class _ReplayView(KpiView):
             else:
                 self._on_message(doc, out)
         elif topic == self.anomalies_topic:
-            if marker:
-                self.anomalies_closed = max(self.anomalies_closed, float(doc["window_end_ts"]))
-            elif "kpi" in doc:
+            if marker and float(doc["window_end_ts"]) > self.anomalies_closed:
+                self.anomalies_closed = float(doc["window_end_ts"])
+                self.anomalies_closed_at = offset
+            elif not marker and "kpi" in doc:
                 self.anomalies_seen += 1
                 anomalies.write(orjson.dumps(doc) + b"\n")
         else:
@@ -214,17 +215,15 @@ def worker_env(settings: Settings, rid: str, out: Path, config: str | None,
     return env
 
 
-def _alerts_reached(path: Path) -> float:
-    """``last_closed_ts`` of the alert agent's checkpoint (our own file in our data dir)."""
-    try:
-        with path.open("rb") as f:
-            return float(pickle.load(f).last_closed_ts)
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError):
-        return -math.inf
+async def _alerts_committed(bootstrap: str, settings: Settings) -> int:
+    """Where the worker's group has committed on ``anomalies``: the alert agent commits there
+    right after saving what it handled."""
+    return (await start_offsets(bootstrap, settings.app_id, settings.topic("anomalies"),
+                                [0]))[0]
 
 
 async def _wait_done(view: _ReplayView, worker: WorkerProcess, settings: Settings,
-                     bootstrap: str, checkpoint: Path, end: float, tick: Any) -> None:
+                     bootstrap: str, end: float, tick: Any) -> None:
     last, last_change = view.kpis_closed, time.monotonic()
     while not (view.kpis_closed >= end and view.anomalies_closed >= end):
         _check(worker)
@@ -242,7 +241,7 @@ async def _wait_done(view: _ReplayView, worker: WorkerProcess, settings: Setting
     try:
         deadline = time.monotonic() + ALERTS_WAIT_S
         next_probe = 0.0
-        while _alerts_reached(checkpoint) < end:
+        while await _alerts_committed(bootstrap, settings) <= view.anomalies_closed_at:
             _check(worker)
             if time.monotonic() > deadline:
                 raise ReplayError(f"the alert agent did not finish the last window within "
@@ -250,7 +249,7 @@ async def _wait_done(view: _ReplayView, worker: WorkerProcess, settings: Setting
             if time.monotonic() >= next_probe:
                 await producer.send_and_wait(settings.topic("anomalies"), probe, key=b"window")
                 next_probe = time.monotonic() + 1.2
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.25)
     finally:
         await producer.stop()
     while time.monotonic() - view.last_alert_at < 0.5:   # the alerts topic, for the view
@@ -345,8 +344,7 @@ async def _replay(opts: ReplayOptions, settings: Settings, bootstrap: str, scan:
         await publisher.publish(feed.until(math.inf), end + lateness)
         await publisher.flush()
         details["publish_s"] = time.monotonic() - t0
-        checkpoint = Path(data_dir) / "checkpoints" / f"{rs.app_id}-alerts.pkl"
-        await _wait_done(view, worker, rs, bootstrap, checkpoint, end, tick)
+        await _wait_done(view, worker, rs, bootstrap, end, tick)
         details["done_s"] = time.monotonic() - t0
         bar.update(1.0, publisher.sent, f"windows closed: {view.windows_seen}/{windows}",
                    force=True)
@@ -499,47 +497,6 @@ def run_compare(config_a: str, config_b: str, opts: ReplayOptions, settings: Set
     return 0
 
 
-# -- benchmark -----------------------------------------------------------------------------------
-BENCH_START = 1_790_000_000 // 3600 * 3600
-
-
-def write_simulated_file(path: str | Path, n_events: int, seed: int = 1,
-                         start: float = BENCH_START, scenario: str = "none") -> int:
-    """Write at least ``n_events`` simulated events (whole hours) as events.jsonl."""
-    sim = Simulation(seed, start, scenario)
-    n = 0
-    t = start
-    with open(path, "wb") as f:
-        while n < n_events:
-            t += 3600.0
-            events = sim.advance(t)
-            if events:
-                f.write(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
-            n += len(events)
-    return n
-
-
-def measure_replay(bootstrap_or_none: str | None, n_events: int = 1_000_000,
-                   progress: bool = True) -> float:
-    """Events per second of a ``--max`` replay of an ``n_events`` simulated file (~84 days for
-    1,000,000), from the start of the replay to its last alert; the file is written first, not
-    timed. On ``bootstrap_or_none``, or on a fresh embedded broker."""
-    settings = Settings.from_env()
-    with tempfile.TemporaryDirectory(prefix="pulse-bench-replay-") as tmp:
-        path = Path(tmp) / "events.jsonl"
-        n = write_simulated_file(path, n_events)
-        t0 = time.monotonic()
-        r = replay_file(ReplayOptions(str(path), str(Path(tmp) / "out"), quiet=not progress),
-                        settings, bootstrap_or_none)
-        took = time.monotonic() - t0
-    if progress:
-        print(f"  replay --max: {n:,} events, {r.windows} windows, {len(r.summary.alerts)} "
-              f"alerts in {took:.1f} s ({n / took:,.0f} events/s; published in "
-              f"{r.details.get('publish_s', 0):.1f} s)", flush=True)
-    return n / took
-
-
-if __name__ == "__main__":   # python -m pulse.replay [N_EVENTS]: the throughput measurement
-    n_arg = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
-    rate = measure_replay(os.environ.get("PULSE_KAFKA_BOOTSTRAP") or None, n_arg)
-    print(f"replay_events_per_s: {rate:,.0f}")
+# The benchmark of a replay lives in bench/replay.py; these names stay importable from here
+# (bench/__main__.py imports measure_replay from this module).
+from bench.replay import measure_replay, write_simulated_file  # noqa: E402

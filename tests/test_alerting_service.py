@@ -7,6 +7,7 @@ import logging
 from alerting.service import AlertService
 from alerting.silence import add_silence, describe_silence, list_silences, remove_silence
 from alerting.slack import make_slack_client
+from stream.checkpoint import Checkpoint, Resumable
 from stream.settings import Settings
 from tests.fakes.anomalies import T0, anomaly, closed, payment_outage
 from tests.fakes.anthropic_server import FakeAnthropic
@@ -117,11 +118,15 @@ async def test_silence_by_segment_and_channel(tmp_path):
 
 
 async def test_checkpoint_restores_open_alerts(tmp_path):
-    state = tmp_path / "alerting.pkl"
-    svc = AlertService(Settings(data_dir=str(tmp_path)), console=None, state_path=state)
+    # the alert agent saves the lifecycle through the checkpoint class every agent uses
+    state = Checkpoint(tmp_path / "alerting.ckpt")
+    svc = AlertService(Settings(data_dir=str(tmp_path)), console=None)
     (opened,) = await svc.handle(anomaly("payments", 0, 40.0, 120.0))
     await svc.close()
-    svc2 = AlertService(Settings(data_dir=str(tmp_path)), console=None, state_path=state)
+    state.save(Resumable(svc.manager, {("anomalies", 0): 1}))
+    saved = state.load()
+    assert saved.offsets == {("anomalies", 0): 1}
+    svc2 = AlertService(Settings(data_dir=str(tmp_path)), console=None, manager=saved.state)
     assert await svc2.handle(anomaly("payments", 0, 40.0, 120.0)) == []  # redelivered: deduped
     changes = []
     for w in range(4):  # the anomaly's own window, then three clean ones

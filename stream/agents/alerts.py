@@ -2,40 +2,60 @@
 ``alerts`` topic out.
 
 The lifecycle, Slack delivery and explanations are alerting/ (plain Python); this agent feeds it
-and checkpoints its state at every closed window. Slack and the model are used only when
-configured (``SLACK_BOT_TOKEN`` + ``PULSE_SLACK_CHANNEL``, ``ANTHROPIC_API_KEY``) and only for
-windows after ``PULSE_NOTIFY_AFTER``, so a demo's history or a backfill is recorded, not posted.
+and checkpoints the lifecycle (stream/checkpoint.py, with the next offset due) after closed
+windows, resuming through stream/resume.py like every agent. Slack and the model are used only
+when configured (``SLACK_BOT_TOKEN`` + ``PULSE_SLACK_CHANNEL``, ``ANTHROPIC_API_KEY``) and only
+for windows after ``PULSE_NOTIFY_AFTER``, so a demo's history or a backfill is recorded, not
+posted. Changes handled again after a crash are the same changes (alert ids come from the
+series and window), and Slack deliveries are keyed by them: none is posted twice.
 """
 
 from __future__ import annotations
 
 import logging
-import time
+import pickle
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from alerting import AlertService
+from alerting import AlertManager, AlertService
 from alerting.sink import alert_record
 from stream import metrics
 from stream.agents.detect import anomalies_topic
-from stream.app import app, commit, settings
+from stream.app import app, make_resume, owns, settings
+from stream.checkpoint import Checkpoint, Resumable
 
-__all__ = ["alerts_topic", "alert_changes"]
+__all__ = ["alerts_topic", "alert_changes", "record_call"]
 
 log = logging.getLogger(__name__)
 
 alerts_topic = app.topic(settings.topic("alerts"), key_serializer="raw", value_serializer="raw",
                          partitions=1)
 
+SAVE_EVERY_S = 1.0
 
-def make_service() -> AlertService:
-    data = Path(settings.data_dir)
-    return AlertService(settings, notify=True, console=None,
-                        alerts_path=settings.alerts_file or data / "alerts.jsonl",
-                        state_path=data / "checkpoints" / f"{settings.app_id}-alerts.pkl",
-                        observer=record_call)
+
+def _saved() -> tuple[Checkpoint, Resumable]:
+    """The agent's checkpoint and what it holds (a lifecycle saved by an older version, the
+    plain pickle ``<app>-alerts.pkl``, is taken over with no offsets)."""
+    folder = Path(settings.data_dir) / "checkpoints"
+    checkpoint = Checkpoint(folder / f"{settings.app_id}-alerts.ckpt")
+    saved = checkpoint.load()
+    if isinstance(saved, Resumable) and isinstance(saved.state, AlertManager):
+        return checkpoint, saved
+    try:
+        with (folder / f"{settings.app_id}-alerts.pkl").open("rb") as f:
+            legacy = pickle.load(f)   # our own file, written by the previous version
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError):
+        legacy = None
+    return checkpoint, Resumable(legacy if isinstance(legacy, AlertManager) else AlertManager())
+
+
+def make_service(manager: AlertManager) -> AlertService:
+    alerts_path = settings.alerts_file or Path(settings.data_dir) / "alerts.jsonl"
+    return AlertService(settings, notify=True, console=None, manager=manager,
+                        alerts_path=alerts_path, observer=record_call)
 
 
 def record_call(service: str, outcome: str, seconds: float) -> None:
@@ -48,28 +68,40 @@ def record_call(service: str, outcome: str, seconds: float) -> None:
         metrics.LLM_LATENCY.observe(seconds)
 
 
+async def handle(service: AlertService, msg: dict, can_post: bool, can_explain: bool) -> None:
+    """One ``anomalies`` message: its alert changes to the sinks, Slack and ``alerts``."""
+    live = float(msg.get("window_end_ts", 0.0)) >= settings.notify_after
+    service.slack_enabled, service.notify = can_post and live, can_explain and live
+    for change in await service.handle(msg):
+        metrics.ALERTS.labels(change.status).inc()
+        await alerts_topic.send(key=change.alert["id"].encode(),
+                                value=orjson.dumps(alert_record(change.alert)))
+
+
 @app.agent(anomalies_topic)
 async def alert_changes(stream: Any) -> None:
     """Consumes ``anomalies``; publishes every alert state change to ``alerts``."""
-    service = make_service()
+    topic = settings.topic("anomalies")
+    checkpoint, saved = _saved()
+    service = make_service(saved.state)
+    resume = make_resume((topic,), lambda offsets: checkpoint.save(saved.at(offsets)),
+                         SAVE_EVERY_S, due=saved.offsets)
     can_post, can_explain = service.slack_enabled, service.notify
     if settings.feedback_port:
         port = await service.serve_feedback("0.0.0.0", settings.feedback_port,
                                             settings.slack_signing_secret or None)
         log.info("Slack interactivity endpoint on port %d: POST /slack/actions", port)
-    saved = 0.0
     try:
-        async for raw in stream:
-            msg = orjson.loads(raw)
-            live = float(msg.get("window_end_ts", 0.0)) >= settings.notify_after
-            service.slack_enabled, service.notify = can_post and live, can_explain and live
-            for change in await service.handle(msg):
-                metrics.ALERTS.labels(change.status).inc()
-                await alerts_topic.send(key=change.alert["id"].encode(),
-                                        value=orjson.dumps(alert_record(change.alert)))
-            if msg.get("kind") == "window_closed" and time.monotonic() - saved >= 1.0:
-                service.checkpoint()
-                await commit(settings.topic("anomalies"))
-                saved = time.monotonic()
+        async for event in stream.events():
+            msg, closed = event.message, False
+            async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
+                                            msg.timestamp):
+                doc = orjson.loads(rec.value or b"{}")
+                await handle(service, doc, can_post, can_explain)
+                closed = closed or doc.get("kind") == "window_closed"
+            if closed:
+                await resume.checkpoint()
     finally:
         await service.close()
+        if owns(topic):   # not if another worker alerts now
+            checkpoint.save(saved.at(resume.due))

@@ -6,14 +6,14 @@ finished when the ``window_closed`` marker one window after its end arrives on `
 the alert changes of the day's last window (published by the alerts agent right after it sees
 that window's marker) have arrived on ``alerts``. Days ending before ``PULSE_NOTIFY_AFTER``
 (the demo's history, a backfill) are written with the template summary and never posted.
-The builder is checkpointed to the data dir (our own pickle file), so a restart neither loses
-the week of daily values nor posts a day twice.
+The builder is checkpointed to the data dir (stream/checkpoint.py, with the next offset due of
+both topics) and resumed through stream/resume.py, so a restart neither loses the week of daily
+values nor posts a day twice.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,9 @@ from alerting.digest import HEADLINE_KPIS, DigestBuilder
 from alerting.digest_delivery import DigestPublisher
 from kpis.messages import docs_in
 from stream.agents.alerts import record_call
-from stream.app import app, commit, owns, settings
-from stream.checkpoint import Checkpoint
+from stream.app import app, make_resume, owns, settings
+from stream.checkpoint import Checkpoint, Resumable
+from stream.resume import Resume
 
 __all__ = ["digest_inputs", "daily_digest"]
 
@@ -34,14 +35,40 @@ digest_inputs = app.topic(settings.topic("kpis"), settings.topic("alerts"), key_
                           value_serializer="raw", partitions=1)
 
 SAVE_EVERY_S = 2.0
-RETRY_SLACK_EVERY_S = 30.0
 
 
-def _builder(checkpoint: Checkpoint) -> DigestBuilder:
+def _saved(checkpoint: Checkpoint) -> Resumable:
     saved = checkpoint.load()
-    if isinstance(saved, DigestBuilder) and saved.window_s == settings.window_seconds:
+    if isinstance(saved, DigestBuilder):   # saved by an older version: no offsets
+        saved = Resumable(saved)
+    if isinstance(saved, Resumable) and isinstance(saved.state, DigestBuilder) and \
+            saved.state.window_s == settings.window_seconds:
         return saved
-    return DigestBuilder(window_s=settings.window_seconds)
+    return Resumable(DigestBuilder(window_s=settings.window_seconds))
+
+
+async def on_kpis(builder: DigestBuilder, publisher: DigestPublisher, resume: Resume,
+                  raw: bytes) -> bool:
+    """One ``kpis`` message into the builder, each day it finishes written (and the live ones
+    posted); True if it closed a window."""
+    try:
+        docs = docs_in(raw)
+    except Exception as exc:   # not ours: say so, keep building
+        log.error("skipped a kpis message that is not KPI documents (%s)", exc)
+        return False
+    closed = False
+    for doc in docs:
+        closed = closed or doc.get("kind") == "window_closed"
+        if doc.get("kind") != "window_closed" and doc.get("kpi") not in HEADLINE_KPIS:
+            continue   # a KPI the digest does not show
+        for digest in builder.add_message(doc):
+            live = digest["day_end_ts"] >= settings.notify_after
+            await publisher.publish(digest, live=live)
+            if live:   # never post a day twice; a backlog's days are saved on the cadence
+                await resume.checkpoint(force=True)
+            log.info("daily digest for %s written%s", digest["day"],
+                     " and sent" if live and publisher.slack_enabled else "")
+    return closed
 
 
 @app.agent(digest_inputs)
@@ -49,45 +76,27 @@ async def daily_digest(stream: Any) -> None:
     """Consumes ``kpis`` and ``alerts``; writes each day's digest to ``digest.jsonl`` and posts
     the live ones to Slack."""
     data = Path(settings.data_dir)
+    kpis_name, alerts_name = settings.topic("kpis"), settings.topic("alerts")
     checkpoint = Checkpoint(data / "checkpoints" / f"{settings.app_id}-digest.pkl")
-    builder = _builder(checkpoint)
+    saved = _saved(checkpoint)
+    builder: DigestBuilder = saved.state
     publisher = DigestPublisher(settings, settings.digest_file or data / "digest.jsonl",
                                 observer=record_call)
-    alerts_name = settings.topic("alerts")
-    saved = retried = time.monotonic()
+    resume = make_resume((kpis_name, alerts_name),
+                         lambda offsets: checkpoint.save(saved.at(offsets)), SAVE_EVERY_S,
+                         due=saved.offsets)
     try:
         async for event in stream.events():
-            if event.message.topic == alerts_name:
-                builder.add_alert(orjson.loads(event.value))
-                continue
-            try:
-                docs = docs_in(event.value)
-            except Exception as exc:   # not ours: say so, keep building
-                log.error("skipped a kpis message that is not KPI documents (%s)", exc)
-                continue
-            for doc in docs:
-                closed = doc.get("kind") == "window_closed"
-                if not closed and doc.get("kpi") not in HEADLINE_KPIS:
-                    continue   # a KPI the digest does not show
-                for digest in builder.add_message(doc):
-                    live = digest["day_end_ts"] >= settings.notify_after
-                    await publisher.publish(digest, live=live)
-                    if live:   # never post a day twice; a backlog's days are saved below
-                        checkpoint.save(builder)
-                        saved = time.monotonic()
-                    log.info("daily digest for %s written%s", digest["day"],
-                             " and sent" if live and publisher.slack_enabled else "")
-                if not closed:
-                    continue
-                now = time.monotonic()
-                if now - saved >= SAVE_EVERY_S:
-                    checkpoint.save(builder)
-                    await commit(settings.topic("kpis"), alerts_name)
-                    saved = now
-                if publisher.outbox.pending and now - retried >= RETRY_SLACK_EVERY_S:
-                    retried = now
-                    await publisher.flush()
+            msg, closed = event.message, False
+            async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
+                                            msg.timestamp):
+                if rec.topic == alerts_name:
+                    builder.add_alert(orjson.loads(rec.value or b"{}"))
+                else:
+                    closed = await on_kpis(builder, publisher, resume, rec.value or b"") or closed
+            if closed:
+                await resume.checkpoint()
     finally:
-        if owns(settings.topic("kpis")):   # not if another worker builds the digests now
-            checkpoint.save(builder)
+        if owns(kpis_name):   # not if another worker builds the digests now
+            checkpoint.save(saved.at(resume.due))
         await publisher.close()
