@@ -1,11 +1,17 @@
 """A worker restart (SIGTERM or SIGKILL) resumes from its checkpoint: no event lost or
-counted twice in the closed windows."""
+counted twice in the closed windows, and (SIGKILL while alerts and digests are delivered) no
+alert or digest lost or posted to Slack twice."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import socket
 import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +20,7 @@ from simulator import Simulation
 from simulator.publisher import EventPublisher, run_clock
 from stream.broker import EmbeddedBroker
 from tests.conftest import Pipeline
+from tests.fakes.slack_server import FakeSlack
 from tests.kafka_helpers import read_topic
 
 START = 1_794_000_000 // 3600 * 3600
@@ -84,3 +91,73 @@ async def _publish_final(p: Pipeline, ts: float) -> None:
         await pub.publish([], ts)
     finally:
         await pub.stop()
+
+
+def _day(ts: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(ts))
+
+
+async def _delivery_run(p: Pipeline, slack: FakeSlack) -> tuple[list[Any], list[dict],
+                                                             list[str], float]:
+    """A worker posting to a fake Slack, SIGKILLed right after its first alert opened, then
+    restarted on the same data dir; returns Slack's requests, the alert changes, the days in
+    digest.jsonl and the end of the last window."""
+    async with slack:
+        p.worker.start()
+        sim = Simulation(seed=3, start_ts=START, scenario="payment-outage",
+                         incident_range=(START + 4 * DAY + 2 * 3600, START + 5 * DAY - 3600))
+        end = START + 6 * DAY
+        try:
+            await _publish(p, sim, START, START + 5 * DAY, [])
+            await read_topic(p.bootstrap, p.topic("alerts"), timeout=180,
+                             until=lambda m: any(a.get("status") == "open" for a in m))
+            p.worker.stop(sig=signal.SIGKILL)   # alerts and digests are being delivered
+            p.worker = WorkerProcess(p.bootstrap, env=p.env, data_dir=p.worker.data_dir)
+            p.worker.start()
+            await _publish(p, sim, START + 5 * DAY, end, [])
+            await _publish_final(p, end + 600)
+            await read_topic(p.bootstrap, p.topic("kpis"), timeout=180,
+                             until=lambda m: any(d.get("window_end_ts", 0) >= end for d in m))
+            digest = Path(p.worker.data_dir) / "digest.jsonl"
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and _day(end - DAY) not in _days(digest):
+                await asyncio.sleep(0.5)
+            await asyncio.sleep(5)   # the last deliveries
+            changes = await read_topic(p.bootstrap, p.topic("alerts"), timeout=10, idle=2)
+        finally:
+            await asyncio.to_thread(p.worker.stop)
+        return list(slack.requests), changes, _days(digest), end
+
+
+def _days(path: Path) -> list[str]:
+    if not path.exists():
+        return []
+    return [json.loads(line)["day"] for line in path.read_text().splitlines()]
+
+
+def test_sigkill_loses_no_alert_or_digest_and_posts_none_twice(broker: EmbeddedBroker) -> None:
+    with socket.socket() as sock:   # the fake Slack's port, known before the worker's env
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    slack = FakeSlack(token="xoxb-restart")
+    slack.port = port
+    p = Pipeline(broker, partitions=2, SLACK_BOT_TOKEN="xoxb-restart",
+                 PULSE_SLACK_CHANNEL="C0RESTART", PULSE_SLACK_API_URL=slack.base_url,
+                 PULSE_NOTIFY_AFTER="0")
+    requests, changes, days, end = asyncio.run(_delivery_run(p, slack))
+    posts = [r for r in requests if r.method == "chat.postMessage" and r.ok
+             and not r.params.get("thread_ts")]
+    alert_posts = Counter(b["block_id"].removeprefix("pulse_actions_") for r in posts
+                          for b in r.params.get("blocks") or [] if b.get("type") == "actions")
+    digest_posts = Counter(b["text"]["text"].removeprefix("Daily digest · ") for r in posts
+                           for b in (r.params.get("blocks") or [])[:1]
+                           if b.get("type") == "header"
+                           and b["text"]["text"].startswith("Daily digest · "))
+    opened = {c["id"] for c in changes if c["status"] == "open"}
+    assert opened, p.worker.log_path
+    assert set(alert_posts) == opened, (alert_posts, opened, p.worker.log_path)
+    assert all(n == 1 for n in alert_posts.values()), alert_posts          # none twice
+    assert len(days) == len(set(days)) and set(digest_posts) == set(days), (digest_posts, days)
+    assert all(n == 1 for n in digest_posts.values()), digest_posts
+    want = [_day(t) for t in range(int(START // DAY * DAY + DAY), int(end - DAY) + 1, int(DAY))]
+    assert [d for d in want if d not in days] == [], (days, want)          # none lost
