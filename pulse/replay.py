@@ -40,7 +40,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from kpis.messages import docs_in
-from pulse.eventfile import FileScan, LineProblem, scan_file, sorted_events
 from pulse.kpi_view import KpiView
 from pulse.progress import ProgressBar
 from pulse.replay_report import (
@@ -50,13 +49,14 @@ from pulse.replay_report import (
     summarize,
     summary_text,
 )
-from pulse.worker_process import WorkerProcess
 from simulator.publisher import EventPublisher
 from simulator.scenarios import iso_utc
 from stream.backfill import start_offsets
 from stream.broker import EmbeddedBroker
+from stream.eventfile import FileScan, LineProblem, scan_file, sorted_events
 from stream.settings import Settings
 from stream.topics import ensure_topics, pipeline_topics
+from stream.worker_process import WorkerProcess
 
 __all__ = ["ReplayError", "ReplayInputError", "ReplayOptions", "ReplayResult",
            "measure_replay", "replay_file", "run_compare", "run_replay", "write_simulated_file"]

@@ -11,10 +11,10 @@ import pytest
 
 from detectors import load_config
 from detectors.watch import KpiWatch
-from pulse.worker_process import WorkerProcess
 from simulator import Simulation
 from simulator.publisher import EventPublisher, run_clock
 from stream.broker import EmbeddedBroker
+from stream.worker_process import WorkerProcess
 from tests.conftest import Pipeline
 from tests.kafka_helpers import read_topic
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from pulse.worker_process import WorkerProcess
 from simulator import Simulation
 from simulator.publisher import EventPublisher, run_clock
 from stream.broker import EmbeddedBroker
+from stream.worker_process import WorkerProcess
 from tests.conftest import Pipeline
 from tests.fakes.slack_server import FakeSlack
 from tests.kafka_helpers import read_topic
