@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["read_offset"]
+__all__ = ["read_offset", "record_fields"]
 
 
 def read_offset(consumer: Any, tp: Any) -> int | None:
@@ -26,3 +26,17 @@ def read_offset(consumer: Any, tp: Any) -> int | None:
         return None
     value = offsets.get(tp)
     return int(value) if value is not None else None
+
+
+def record_fields(record: type) -> tuple[frozenset[str], frozenset[str]]:
+    """(declared fields, fields with a default) of a ``faust.Record`` class.
+
+    faust-streaming 0.15.3 ``faust.models.record.Record._options`` (a ``ModelOptions``: its
+    ``fields`` and ``defaults``, filled in by ``Record.__init_subclass__``). Faust documents no
+    public accessor; ``faust.Record``'s ``_options`` is what its own ``to_representation`` and
+    codecs read. stream/events.py builds its validation schema from these.
+    """
+    options = getattr(record, "_options", None)
+    fields = getattr(options, "fields", None) or {}
+    defaults = getattr(options, "defaults", None) or {}
+    return frozenset(fields), frozenset(defaults)
