@@ -15,6 +15,8 @@ COPY detectors ./detectors
 COPY alerting ./alerting
 COPY simulator ./simulator
 COPY pulse ./pulse
+COPY core ./core
+COPY evaluation ./evaluation
 RUN pip install . && rm -rf /src
 
 RUN useradd --create-home --uid 10001 pulse \
