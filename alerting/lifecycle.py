@@ -326,6 +326,7 @@ class AlertManager:
             "early": bool(lead.get("early")),
             "as_of_ts": lead.get("as_of_ts"),
             "elapsed_minutes": lead.get("elapsed_minutes"),
+            "span_start_ts": lead.get("span_start_ts"),
             "calendar": list(lead.get("calendar") or []),   # known events during its window
             "since": iso_utc(alert.started_ts),
             "since_ts": alert.started_ts,

@@ -126,10 +126,17 @@ def _so_far(alert: dict) -> str:
     """`` so far (first 25 min of the window)`` for an early alert's running numbers."""
     if not alert.get("early") or alert.get("elapsed_minutes") is None:
         return ""
-    start = time.strftime("%H:%M", time.gmtime(float(alert["window_start_ts"])))
-    end = time.strftime("%H:%M", time.gmtime(float(alert["window_end_ts"])))
-    return (f" in the first {float(alert['elapsed_minutes']):g} min of the {start}–{end} UTC "
-            "window (so far)")
+
+    def hhmm(ts: float) -> str:
+        return time.strftime("%H:%M", time.gmtime(ts))
+
+    minutes = f"{float(alert['elapsed_minutes']):g} min"
+    start, end = float(alert["window_start_ts"]), float(alert["window_end_ts"])
+    span = float(alert.get("span_start_ts") or start)
+    if span == start:
+        return f" in the first {minutes} of the {hhmm(start)}–{hhmm(end)} UTC window (so far)"
+    return (f" in the last {minutes}, {hhmm(span)}–{hhmm(float(alert['as_of_ts']))} UTC "
+            "(so far)")
 
 
 def alert_message(alert: dict, grafana_url: str) -> tuple[str, list[dict]]:

@@ -39,6 +39,12 @@ __all__ = ["ADDITIVE_KPIS", "HISTORY_POINTS", "KpiSeriesWatch", "KpiWatch"]
 
 ADDITIVE_KPIS = frozenset({"signups", "scans", "paid_conversions", "payments", "revenue", "mrr"})
 """KPIs whose overall value is the sum of their per-segment (and per-channel) values."""
+RECENT_S = 600.0
+"""The second early look at an open window: its last 10 minutes (with the last window's end)."""
+TICKS_KEPT = 16
+"""Running totals kept per series for that look (an hour and a bit of 5-minute ticks)."""
+Tick = tuple[float, float, float, float | None]
+"""(window_start_ts, as_of_ts, running amount, running n) of one series at one tick."""
 MIN_EFFECT = 0.05
 """A known event expecting less than this share of a series' value (a stopped event pipe)
 leaves the series unjudged while it lasts."""
@@ -49,6 +55,30 @@ ALL = "all"
 Series = tuple[str, str]
 Point = tuple[float, float, float | None, float | None, float | None]
 """(window_start_ts, value, expected, lower, upper) of one series in one window."""
+
+
+def _recent(past: deque[Tick], ts: float, as_of: float, width: float, amount: float,
+            n: float | None) -> tuple[float, float | None] | None:
+    """(amount, n) of the ``RECENT_S`` before ``as_of``: the running totals now (``amount``,
+    ``n``) less those of the tick ``RECENT_S`` earlier, in this window or, across its start, the
+    last window's (plus that window's final tick). None when a tick needed is missing, or when
+    the span is the whole window so far (the other look)."""
+    then = as_of - RECENT_S
+    if then == ts:
+        return None
+    by_time = {(w, t): (a, m) for w, t, a, m in past}
+    if then > ts:
+        old = by_time.get((ts, then))
+        if old is None:
+            return None
+        base, base_n = amount - old[0], None if n is None or old[1] is None else n - old[1]
+        return base, base_n
+    prev = ts - width
+    old, last = by_time.get((prev, then)), by_time.get((prev, ts))
+    if old is None or last is None:
+        return None
+    m = None if n is None or last[1] is None or old[1] is None else last[1] - old[1] + n
+    return last[0] - old[0] + amount, m
 
 
 def _moved(v: Verdict, effect: float) -> Verdict:
@@ -182,14 +212,20 @@ class KpiSeriesWatch:
                          calendar: Calendar | None = None) -> list[dict[str, Any]]:
         """Judge an open window's running values (:meth:`SeriesWatcher.peek`); learn nothing.
 
+        Two looks per tick: everything since the window began, and the last ``RECENT_S``
+        (the difference of two ticks' running totals, across the window boundary if need be),
+        so an incident that starts late in a window is not diluted by its normal first part.
         A series gives at most one early anomaly per window: the first look that is critical.
         Series not seen in a closed window yet are skipped (nothing to compare with).
         """
         ts, end, as_of = (float(msg["window_start_ts"]), float(msg["window_end_ts"]),
                           float(msg["as_of_ts"]))
-        share = (as_of - ts) / (end - ts) if end > ts else 0.0
+        width = end - ts
+        share = (as_of - ts) / width if width > 0 else 0.0
         early = self.__dict__.setdefault("early", {})   # states saved before early alerts
+        ticks = self.__dict__.setdefault("ticks", {})
         seen: dict[Series, tuple[dict[str, Any], Verdict]] = {}
+        spans: dict[Series, float] = {}   # series -> start of the span its verdict judged
         for s in msg["series"]:
             key = (s["segment"], s["channel"])
             value, n = s.get("value"), s.get("n")
@@ -197,19 +233,39 @@ class KpiSeriesWatch:
             hist = self.history.get(key)
             if watcher is None or not _finite(value) or key in seen or (hist and hist[-1][0] >= ts):
                 continue
+            nn = n + 0.0 if _finite(n) else None
+            amount = value * nn if watcher.kind == "ratio" and nn else value + 0.0
+            past = ticks.get(key)
+            if past is None:
+                past = ticks[key] = deque(maxlen=TICKS_KEPT)
+            recent = _recent(past, ts, as_of, width, amount, nn)
+            past.append((ts, as_of, amount, nn))
             effect = self._effect(calendar, ts, as_of, key) if calendar else 1.0
             if effect < MIN_EFFECT:
                 continue
-            seen[key] = (s, _moved(watcher.peek(ts, value / effect, n + 0.0 if _finite(n) else None,
-                                                share), effect))
+            verdict = _moved(watcher.peek(ts, value / effect, nn, share), effect)
+            spans[key] = ts
+            if recent is not None:
+                r_amount, r_n = recent
+                r_effect = calendar.effect(as_of - RECENT_S, self.kpi, *key, until=as_of) \
+                    if calendar else 1.0
+                if r_effect >= MIN_EFFECT and (watcher.kind != "ratio" or r_n):
+                    r_value = r_amount / r_n if watcher.kind == "ratio" and r_n else r_amount
+                    late = _moved(watcher.peek(ts, r_value / r_effect, r_n, RECENT_S / width),
+                                  r_effect)
+                    if late.is_anomaly and (not verdict.is_anomaly or late.score > verdict.score):
+                        verdict, spans[key] = late, as_of - RECENT_S
+                        s = {**s, "value": r_value, "n": r_n}
+            seen[key] = (s, verdict)
         out = []
         for key, (s, verdict) in seen.items():
             if (verdict.is_anomaly and early.get(key) != ts
                     and config.alerts_on(self.kpi, *key)):
                 early[key] = ts
                 event = self._event(msg, key, s, verdict, seen, calendar, as_of)
-                event.update(early=True, as_of=msg["as_of"], as_of_ts=float(msg["as_of_ts"]),
-                             elapsed_minutes=round((float(msg["as_of_ts"]) - ts) / 60.0, 1))
+                event.update(early=True, as_of=msg["as_of"], as_of_ts=as_of,
+                             span_start_ts=spans[key],
+                             elapsed_minutes=round((as_of - spans[key]) / 60.0, 1))
                 out.append(event)
         for key in [k for k, w in early.items() if w < ts - 86400.0]:
             del early[key]   # keep the map small: a day is far past any window still open

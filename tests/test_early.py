@@ -171,11 +171,12 @@ def test_one_early_anomaly_per_window_and_the_final_one_updates_its_alert() -> N
     assert 5.0 <= e["elapsed_minutes"] <= 20.0       # 0 of ~40 an hour: clear within minutes
     assert e["as_of_ts"] == START + h * H + e["elapsed_minutes"] * 60
     assert 0.0 < e["expected"] < 40.0 * e["elapsed_minutes"] / 60 + 5   # the count due so far
-    # nothing learned: the saved state differs only by the map of early anomalies (and the
-    # forecaster's cached forecast of the open window)
+    # nothing learned: the saved state differs only by the map of early anomalies, the running
+    # totals of the ticks seen, and the forecaster's cached forecast of the open window
     again = KpiWatch(load_config())
     again.restore("signups", watch.state_for("signups"))
     again.kpis["signups"].early = {}
+    again.kpis["signups"].__dict__.pop("ticks")   # running totals of the ticks seen
     again.kpis["signups"].watchers[("all", "all")].model.__dict__.pop("_window_forecast")
     before = KpiWatch(load_config())
     before.restore("signups", state)
@@ -222,3 +223,25 @@ def test_an_early_alert_says_in_slack_that_its_numbers_are_so_far() -> None:
     assert "in the first 15 min of the 12:00–13:00 UTC window (so far)" in text
     fields = [f["text"] for b in blocks if b["type"] == "section" for f in b.get("fields", [])]
     assert any("During a known event" in f and "v2 checkout" in f for f in fields)
+
+
+def test_the_last_ten_minutes_are_judged_too_so_a_late_start_is_not_diluted() -> None:
+    watch = KpiWatch(load_config())
+    rng = random.Random(6)
+    for h in range(24 * 14):
+        watch.observe(_doc(h, float(sum(rng.random() < 0.6 for _ in range(1000)))))
+    h = 24 * 14
+    out = []
+    for t in range(300, 3601, 300):   # 10 a minute, then nothing after minute 45
+        out += watch.observe(_doc(h, 10.0 * min(t, 2700) / 60, t))
+    [e] = out
+    assert e["as_of_ts"] == START + h * H + 3300            # the first tick with 10 quiet min
+    assert e["span_start_ts"] == e["as_of_ts"] - 600 and e["elapsed_minutes"] == 10.0
+    assert e["value"] == 0.0 and 80 < e["expected"] < 120   # ~100 due in 10 minutes
+    # the window so far (450 of ~550 due) is no alert on its own: a fresh watch sees the same
+    # totals without the earlier ticks, so only the whole-window look is possible
+    fresh = KpiWatch(load_config())
+    fresh.restore("signups", watch.state_for("signups"))
+    fresh.kpis["signups"].ticks = {}
+    fresh.kpis["signups"].early = {}
+    assert fresh.observe(_doc(h, 450.0, 3300)) == []
