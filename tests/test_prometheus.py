@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from kpis.messages import is_running
 from stream.broker import free_port
 from stream.worker_process import die_with_parent
 from tests.conftest import Pipeline
@@ -98,11 +99,15 @@ def prometheus(pipeline: Pipeline, tmp_path_factory: pytest.TempPathFactory
 
 
 def _last_scans(pipeline: Pipeline, windows: int) -> tuple[float, float]:
-    """(window end, value) of the last closed window's overall scans, from the kpis topic."""
+    """(window end, value) of the last closed window's overall scans, from the kpis topic
+    (final values only: an open window's running values, with ``as_of``, are not gauges)."""
+    def final_scans(m: list[dict]) -> list[dict]:
+        return [d for d in m if d.get("kpi") == "scans" and not is_running(d)]
+
     msgs = asyncio.run(read_topic(
         pipeline.bootstrap, pipeline.topic("kpis"), timeout=60,
-        until=lambda m: sum(d.get("kpi") == "scans" for d in m) >= windows))
-    scans = [d for d in msgs if d.get("kpi") == "scans"]
+        until=lambda m: len(final_scans(m)) >= windows))
+    scans = final_scans(msgs)
     assert len(scans) == windows
     last = max(scans, key=lambda d: d["window_end_ts"])
     [value] = [s["value"] for s in last["series"] if s["segment"] == s["channel"] == "all"]

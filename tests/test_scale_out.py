@@ -7,6 +7,7 @@ import asyncio
 import tempfile
 from pathlib import Path
 
+from kpis.messages import is_running
 from simulator import Simulation
 from simulator.publisher import EventPublisher, run_clock
 from stream.broker import EmbeddedBroker
@@ -35,10 +36,10 @@ def _windows(p: Pipeline) -> dict[tuple[float, str], list]:
     """The last word on every (window, KPI) of the ``kpis`` topic."""
     docs = asyncio.run(read_topic(
         p.bootstrap, p.topic("kpis"), timeout=180,
-        until=lambda m: any(d.get("window_end_ts", 0) >= END for d in m)))
+        until=lambda m: any(d.get("window_end_ts", 0) >= END and not is_running(d) for d in m)))
     out = {}
     for d in docs:
-        if "kpi" in d:
+        if "kpi" in d and not is_running(d):   # final values (running ones come and go)
             out[(d["window_start_ts"], d["kpi"])] = [d["complete"], d["series"]]
     return out
 
