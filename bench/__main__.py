@@ -15,9 +15,9 @@ from typing import Any
 
 from bench.alert_latency import measure_alert_latency
 from bench.detect import measure_detect
+from bench.replay import measure_replay
 from bench.startup import measure_startup
 from bench.throughput import measure_throughput
-from pulse.replay import measure_replay
 from stream.broker import EmbeddedBroker
 
 TARGETS = {"events_per_s": (">=", 30_000), "ratio": (">=", 0.5),

@@ -43,7 +43,7 @@ def measure_replay(bootstrap_or_none: str | None, n_events: int = 1_000_000,
     """Events per second of a ``--max`` replay of an ``n_events`` simulated file (~84 days for
     1,000,000), from the start of the replay to its last alert; the file is written first, not
     timed. On ``bootstrap_or_none``, or on a fresh embedded broker."""
-    from pulse.replay import ReplayOptions, replay_file  # pulse.replay re-exports this module
+    from pulse.replay import ReplayOptions, replay_file
 
     settings = Settings.from_env()
     with tempfile.TemporaryDirectory(prefix="pulse-bench-replay-") as tmp:

@@ -59,7 +59,7 @@ from stream.topics import ensure_topics, pipeline_topics
 from stream.worker_process import WorkerProcess
 
 __all__ = ["ReplayError", "ReplayInputError", "ReplayOptions", "ReplayResult",
-           "measure_replay", "replay_file", "run_compare", "run_replay"]
+           "replay_file", "run_compare", "run_replay"]
 
 TICK_S = 0.25              # --speed: how often the clock publishes
 STALL_S = 120.0            # no window closed for this long while events are due: give up
@@ -495,13 +495,3 @@ def run_compare(config_a: str, config_b: str, opts: ReplayOptions, settings: Set
     print(f"pulse replay: wrote {opts.out}/compare.md and {opts.out}/{name_a}/, "
           f"{opts.out}/{name_b}/")
     return 0
-
-
-def measure_replay(bootstrap_or_none: str | None, n_events: int = 1_000_000,
-                   progress: bool = True) -> float:
-    """The replay benchmark, which lives in bench/replay.py (``bench`` is not an installed
-    package: imported only when called, from the repository, as ``make bench`` does). Kept
-    here until bench/__main__.py imports it from bench.replay."""
-    from bench.replay import measure_replay as measure
-
-    return measure(bootstrap_or_none, n_events, progress)

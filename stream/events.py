@@ -18,6 +18,7 @@ import faust
 import orjson
 
 from core.vocabulary import CHANNELS, EVENT_KINDS, PLANS, SEGMENTS, STATUSES
+from stream.faust_internals import record_fields
 
 __all__ = [
     "Event", "SignupEvent", "ScanEvent", "PaymentEvent", "CancelEvent", "SpendEvent",
@@ -104,10 +105,10 @@ def _schema(record: type[Event]) -> tuple[tuple[str, type, bool, frozenset[str] 
     """(field, python type, required, allowed values) for each field of a record, read from its
     annotations (and :data:`_ENUMS`)."""
     hints = typing.get_type_hints(record)
-    defaults = record._options.defaults
+    fields, defaults = record_fields(record)
     out = []
     for name, hint in hints.items():
-        if name.startswith("_") or name not in record._options.fields:
+        if name.startswith("_") or name not in fields:
             continue
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         py_type = args[0] if args else hint

@@ -23,8 +23,8 @@ DEAD_LETTERS = Counter("pulse_dead_letters", "Payloads sent to the dead-letter t
 DUPLICATES = Counter("pulse_duplicate_events",
                      "Re-delivered events (same event_id) that were not counted again.")
 REDELIVERED = Counter("pulse_redelivered_messages",
-                      "Messages of the events topic seen again after a restart and skipped "
-                      "(their events are already in the checkpointed state).")
+                      "Messages of Pulse's topics seen again after a restart and skipped, by "
+                      "any agent (what they hold is already in its saved state).")
 OFFSET_GAPS = Counter("pulse_offset_gap_messages",
                       "Messages Faust skipped that the worker fetched itself (faust#596).")
 MESSAGES = Counter("pulse_messages", "Kafka messages consumed from the events topic.")
