@@ -226,13 +226,12 @@ def _event(raw: Any, where: str) -> CalendarEvent:
     if not isinstance(raw, dict):
         raise CalendarError(f"{where}: must be a table under [[event]]")
     unknown = sorted(set(raw) - set(_KEYS))
-    if unknown:
-        raise CalendarError(f"{where}: unknown key(s) {', '.join(unknown)}; "
-                            f"allowed: {', '.join(_KEYS)}")
     missing = [k for k in _REQUIRED if k not in raw]
-    if missing:
-        raise CalendarError(f"{where}: missing {', '.join(missing)}; every event needs "
-                            f"{', '.join(_REQUIRED)}")
+    for names, problem in ((unknown, f"allowed: {', '.join(_KEYS)}"),
+                           (missing, f"every event needs {', '.join(_REQUIRED)}")):
+        if names:
+            what = "unknown key(s)" if names is unknown else "missing"
+            raise CalendarError(f"{where}: {what} {', '.join(names)}; {problem}")
     name = raw["name"]
     if not isinstance(name, str) or not name.strip():
         raise CalendarError(f"{where}: name must be a non-empty string")

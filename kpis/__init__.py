@@ -25,29 +25,9 @@ from kpis.formulas import (
 )
 from kpis.funnel import FunnelTracker
 
-__all__ = [
-    "ALL",
-    "CHANNELS",
-    "COHORT_KPIS",
-    "FUNNEL_INPUTS",
-    "KPIS",
-    "KPI_BY_ID",
-    "SEGMENTS",
-    "CohortTracker",
-    "FunnelTracker",
-    "KpiDef",
-    "KpiEngine",
-    "KpiInputs",
-    "KpiSnapshot",
-    "cohort_of",
-    "cohort_value",
-    "evaluate",
-    "growth",
-    "ltv",
-    "ltv_cac",
-    "mean",
-    "monthly_value",
-    "ratio",
-    "snapshots_by_window",
-    "subscription_days",
-]
+__all__ = ["ALL", "CHANNELS", "SEGMENTS", "CohortTracker", "FunnelTracker", "KpiEngine",
+           "KpiSnapshot", "cohort_of", "snapshots_by_window",
+           # the catalogue and formulas (kpis.formulas)
+           "COHORT_KPIS", "FUNNEL_INPUTS", "KPIS", "KPI_BY_ID", "KpiDef", "KpiInputs",
+           "cohort_value", "evaluate", "growth", "ltv", "ltv_cac", "mean", "monthly_value",
+           "ratio", "subscription_days"]

@@ -76,6 +76,19 @@ class HeldSteps(Generic[S]):
             if steps[0][0] == ts:
                 self._file(user, ts)
 
+    def record_or_hold(self, users: dict[str, Any], ev: dict[str, Any], step: S,
+                       closed: float) -> Any:
+        """The record in ``users`` of the event's user, or None: the event is before
+        ``closed`` (its windows are out), or its user's signup has not been seen yet (then the
+        step is held for it)."""
+        ts = ev["ts"]
+        if ts < closed:
+            return None
+        rec = users.get(ev["user_id"])
+        if rec is None:
+            self.hold(ev["user_id"], ts, step)
+        return rec
+
     def take(self, user: str, since: float) -> list[tuple[float, S]]:
         """Remove ``user``'s steps; those at or after ``since`` (its signup) are returned."""
         steps = self._by_user.pop(user, None)

@@ -170,15 +170,9 @@ class CohortTracker:
             return
         else:
             return
-        ts = ev["ts"]
-        if ts < self._closed:
-            return
-        user = ev["user_id"]
-        rec = self._users.get(user)
-        if rec is None:
-            self._held.hold(user, ts, step)
-        else:
-            _apply(rec, ts, step)
+        rec = self._held.record_or_hold(self._users, ev, step, self._closed)
+        if rec is not None:
+            _apply(rec, ev["ts"], step)
 
     def _signup(self, ev: dict[str, Any]) -> None:
         ts = ev["ts"]

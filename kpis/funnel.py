@@ -89,13 +89,8 @@ class FunnelTracker:
         else:
             return
         ts = ev["ts"]
-        if ts < self._closed:
-            return
-        user = ev["user_id"]
-        rec = self._users.get(user)
-        if rec is None:
-            self._held.hold(user, ts, slot)
-        elif rec[_SIGNUP_TS] <= ts < rec[slot]:
+        rec = self._held.record_or_hold(self._users, ev, slot, self._closed)
+        if rec is not None and rec[_SIGNUP_TS] <= ts < rec[slot]:
             rec[slot] = ts
 
     def _signup(self, ev: dict[str, Any]) -> None:
