@@ -39,8 +39,9 @@ __all__ = ["ADDITIVE_KPIS", "HISTORY_POINTS", "KpiSeriesWatch", "KpiWatch"]
 
 ADDITIVE_KPIS = frozenset({"signups", "scans", "paid_conversions", "payments", "revenue", "mrr"})
 """KPIs whose overall value is the sum of their per-segment (and per-channel) values."""
-RECENT_S = 600.0
-"""The second early look at an open window: its last 10 minutes (with the last window's end)."""
+RECENT_SPANS = (900.0, 1800.0)
+"""The other early looks at an open window: its last 15 and 30 minutes (across its start, with
+the last window's end, if need be)."""
 TICKS_KEPT = 16
 """Running totals kept per series for that look (an hour and a bit of 5-minute ticks)."""
 Tick = tuple[float, float, float, float | None]
@@ -58,12 +59,12 @@ Point = tuple[float, float, float | None, float | None, float | None]
 
 
 def _recent(past: deque[Tick], ts: float, as_of: float, width: float, amount: float,
-            n: float | None) -> tuple[float, float | None] | None:
-    """(amount, n) of the ``RECENT_S`` before ``as_of``: the running totals now (``amount``,
-    ``n``) less those of the tick ``RECENT_S`` earlier, in this window or, across its start, the
-    last window's (plus that window's final tick). None when a tick needed is missing, or when
-    the span is the whole window so far (the other look)."""
-    then = as_of - RECENT_S
+            n: float | None, span: float) -> tuple[float, float | None] | None:
+    """(amount, n) of the ``span`` before ``as_of``: the running totals now (``amount``, ``n``)
+    less those of the tick ``span`` earlier, in this window or, across its start, the last
+    window's (plus that window's final tick). None when a tick needed is missing, or when the
+    span is the whole window so far (the first look)."""
+    then = as_of - span
     if then == ts:
         return None
     by_time = {(w, t): (a, m) for w, t, a, m in past}
@@ -212,9 +213,10 @@ class KpiSeriesWatch:
                          calendar: Calendar | None = None) -> list[dict[str, Any]]:
         """Judge an open window's running values (:meth:`SeriesWatcher.peek`); learn nothing.
 
-        Two looks per tick: everything since the window began, and the last ``RECENT_S``
-        (the difference of two ticks' running totals, across the window boundary if need be),
-        so an incident that starts late in a window is not diluted by its normal first part.
+        Three looks per tick: everything since the window began, and the last 15 and 30
+        minutes (:data:`RECENT_SPANS`: the difference of two ticks' running totals, across the
+        window's start if need be), so an incident that starts late in a window is not
+        diluted by its normal first part. The most surprising critical look is the anomaly.
         A series gives at most one early anomaly per window: the first look that is critical.
         Series not seen in a closed window yet are skipped (nothing to compare with).
         """
@@ -238,24 +240,27 @@ class KpiSeriesWatch:
             past = ticks.get(key)
             if past is None:
                 past = ticks[key] = deque(maxlen=TICKS_KEPT)
-            recent = _recent(past, ts, as_of, width, amount, nn)
+            recent = [(span, _recent(past, ts, as_of, width, amount, nn, span))
+                      for span in RECENT_SPANS]
             past.append((ts, as_of, amount, nn))
             effect = self._effect(calendar, ts, as_of, key) if calendar else 1.0
             if effect < MIN_EFFECT:
                 continue
             verdict = _moved(watcher.peek(ts, value / effect, nn, share), effect)
             spans[key] = ts
-            if recent is not None:
-                r_amount, r_n = recent
-                r_effect = calendar.effect(as_of - RECENT_S, self.kpi, *key, until=as_of) \
+            for span, totals in recent:
+                if totals is None:
+                    continue
+                r_amount, r_n = totals
+                r_effect = calendar.effect(as_of - span, self.kpi, *key, until=as_of) \
                     if calendar else 1.0
-                if r_effect >= MIN_EFFECT and (watcher.kind != "ratio" or r_n):
-                    r_value = r_amount / r_n if watcher.kind == "ratio" and r_n else r_amount
-                    late = _moved(watcher.peek(ts, r_value / r_effect, r_n, RECENT_S / width),
-                                  r_effect)
-                    if late.is_anomaly and (not verdict.is_anomaly or late.score > verdict.score):
-                        verdict, spans[key] = late, as_of - RECENT_S
-                        s = {**s, "value": r_value, "n": r_n}
+                if r_effect < MIN_EFFECT or (watcher.kind == "ratio" and not r_n):
+                    continue
+                r_value = r_amount / r_n if watcher.kind == "ratio" and r_n else r_amount
+                late = _moved(watcher.peek(ts, r_value / r_effect, r_n, span / width), r_effect)
+                if late.is_anomaly and (not verdict.is_anomaly or late.score > verdict.score):
+                    verdict, spans[key] = late, as_of - span
+                    s = {**s, "value": r_value, "n": r_n}
             seen[key] = (s, verdict)
         out = []
         for key, (s, verdict) in seen.items():

@@ -94,7 +94,7 @@ class _Run:
                 counts.add(events)
             for ev in events:
                 self.engine.add(ev)
-            for msg in group_snapshots(self.engine.advance(t)):
+            for msg in group_snapshots(self.engine.advance(t, complete=True)):
                 for anomaly in self.watch.observe(msg):
                     key = (anomaly["kpi"], anomaly["segment"], anomaly["channel"],
                            anomaly["window_start_ts"])

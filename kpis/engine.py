@@ -351,6 +351,11 @@ class PartitionWindows:
             # jumped into a later window past one of its ticks: nothing of it read before then
             self._peeks.append(Peek(w_new, last, {}))
 
+    def peek_through(self, t: float) -> None:
+        """Take the peeks of the ticks up to ``t``, as an event at ``t`` would (not counted)."""
+        if self.peek_s and t > self._peek_mark:
+            self._maybe_peek(t)
+
     def take_peeks(self) -> list[Peek]:
         """The peeks kept since the last call, oldest first."""
         out, self._peeks = self._peeks, []
@@ -780,9 +785,16 @@ class KpiEngine:
         """Count one validated event; None, or ``"duplicate"``/``"late"`` (then nothing changed)."""
         return self.windows.add(ev)
 
-    def advance(self, watermark: float) -> list[KpiSnapshot]:
+    def advance(self, watermark: float, complete: bool = False) -> list[KpiSnapshot]:
         """Close, in order, every window ending at or before ``watermark - lateness_s``; with
-        ``peek_s``, the running values since the last call too (in event-time order)."""
+        ``peek_s``, the running values since the last call too (in event-time order).
+
+        ``complete``: every event before ``watermark`` has been added (an offline run fed in
+        event-time order), so the ticks up to it are taken now rather than when the next event
+        arrives, as a live stream, where the next event comes seconds after the tick, has them.
+        """
+        if complete:
+            self.windows.peek_through(watermark)
         closed = self.windows.advance(watermark)
         peeks = self.windows.take_peeks()
         if not closed and not peeks:
