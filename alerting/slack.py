@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import time
 from urllib.parse import urlencode
 
 import aiohttp
@@ -30,7 +29,7 @@ from alerting.escape import escape_mrkdwn, truncate
 from alerting.evidence import format_change, format_value, kpi_label, where
 from alerting.outbox import DeliveryError
 from core.settings import Settings
-from core.timefmt import human_utc
+from core.timefmt import clock_utc, human_utc
 
 __all__ = [
     "ACTION_ACK",
@@ -127,9 +126,7 @@ def _so_far(alert: dict) -> str:
     if not alert.get("early") or alert.get("elapsed_minutes") is None:
         return ""
 
-    def hhmm(ts: float) -> str:
-        return time.strftime("%H:%M", time.gmtime(ts))
-
+    hhmm = clock_utc
     minutes = f"{float(alert['elapsed_minutes']):g} min"
     start, end = float(alert["window_start_ts"]), float(alert["window_end_ts"])
     span = float(alert.get("span_start_ts") or start)

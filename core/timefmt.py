@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["human_utc", "iso_utc", "parse_utc"]
+__all__ = ["clock_utc", "human_utc", "iso_utc", "parse_utc"]
 
 
 def iso_utc(ts: float, *, fraction: Literal["milliseconds", "microseconds"] | None = None) -> str:
@@ -33,6 +33,15 @@ def iso_utc(ts: float, *, fraction: Literal["milliseconds", "microseconds"] | No
 def human_utc(ts: float) -> str:
     """``2026-11-21 10:00 UTC``: for people (Slack, the terminal), to the minute."""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def clock_utc(ts: float) -> str:
+    """``10:00``: the UTC time of day, to the minute (a span inside a day already named).
+
+    >>> clock_utc(1795255200)
+    '10:00'
+    """
+    return datetime.fromtimestamp(ts, UTC).strftime("%H:%M")
 
 
 def parse_utc(value: Any) -> float:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from alerting.evidence import kpi_label
+from core.timefmt import parse_utc
 
 __all__ = ["CHART_KPIS", "render_timeline"]
 
@@ -17,7 +18,7 @@ _SEVERITY_COLOR = {"critical": "#c62828", "warning": "#ef8f00"}
 
 
 def _dt(iso: str) -> datetime:
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(UTC)
+    return datetime.fromtimestamp(parse_utc(iso), UTC)
 
 
 def render_timeline(path: str | Path, kpis: Sequence[dict[str, Any]],
