@@ -9,7 +9,8 @@ from river.base import AnomalyDetector
 
 from detectors._math import anscombe, inverse_anscombe, surprise, z_tail
 
-__all__ = ["CALIBRATE_MIN_EVENTS", "Forecast", "SeasonalForecast", "KINDS", "MIN_SCALE"]
+__all__ = ["CALIBRATE_MIN_EVENTS", "Forecast", "SeasonalForecast", "KINDS", "MIN_SCALE",
+           "clamped_share"]
 
 KINDS = ("count", "ratio", "level")
 MIN_SCALE = 0.01
@@ -18,6 +19,17 @@ constant for a while cannot make the smallest change infinitely surprising."""
 CALIBRATE_MIN_EVENTS = 5.0
 """Expected successes and failures a ratio point needs to teach ``scale`` (the usual rule for the
 normal approximation of a binomial share)."""
+
+
+def clamped_share(p: float, n: float) -> float:
+    """A share kept at least half an event in ``n + 1`` (and 0.001) from 0 and 1, as Jeffreys'
+    interval does: the share a ratio's noise is judged by (binomial variance, exact tail).
+
+    >>> clamped_share(0.0, 9.0), clamped_share(0.5, 9.0)
+    (0.05, 0.5)
+    """
+    floor = max(0.5 / (n + 1.0), 0.001)
+    return min(max(p, floor), 1.0 - floor)
 
 
 class Forecast(NamedTuple):
@@ -185,8 +197,7 @@ class SeasonalForecast(AnomalyDetector):
         # at least half an event in n + 1 either way (as in Jeffreys' interval): an expected
         # share near 0 or 1 still gives one event out of n its due chance, so a rare-event ratio
         # (payment failures) cannot talk itself into a zero band
-        floor = max(0.5 / (n + 1.0), 0.001)
-        p = min(max(y_hat, floor), 1.0 - floor)
+        p = clamped_share(y_hat, n)
         return p * (1.0 - p) / n
 
     def _model_std(self, y_hat: float, n: float | None) -> float:

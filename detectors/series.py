@@ -15,7 +15,7 @@ from detectors._math import (
     z_for_score,
     z_tail,
 )
-from detectors.forecast import Forecast, SeasonalForecast
+from detectors.forecast import Forecast, SeasonalForecast, clamped_share
 from detectors.rules import TargetRule
 from detectors.surprise import RobustSurprise
 
@@ -276,8 +276,7 @@ class SeriesWatcher:
         if self.kind == "ratio" and n and tail < 1e-3:
             k = value * n
             if abs(k - round(k)) < 1e-6 * max(1.0, n):
-                floor = max(0.5 / (n + 1.0), 0.001)
-                p0 = min(max(fc.expected, floor), 1.0 - floor)
+                p0 = clamped_share(fc.expected, n)
                 tail = max(tail, min(1.0, 2.0 * binomial_tail(round(k), round(n), p0,
                                                               upper=fc.z > 0)))
         return tail

@@ -225,6 +225,7 @@ class PartitionWindows:
         self.lateness_s = lateness_s
         self.peek_s = float(peek_s)
         self._peek_mark = -math.inf              # newest event time taken by add()
+        self._next_tick = -math.inf              # first tick after it: the per-event check
         self._peeks: list[Peek] = []
         self._width = float(window_s)
         self.count_by_kind: dict[str, int] = {}
@@ -270,7 +271,10 @@ class PartitionWindows:
             raise ValueError(f"unknown event kind {kind!r}; expected one of {sorted(_KINDS)}")
         ts = ev["ts"]
         if self.peek_s and ts > self._peek_mark:
-            self._maybe_peek(ts)
+            if ts >= self._next_tick:
+                self._maybe_peek(ts)
+            else:
+                self._peek_mark = ts
         w = int(ts // self._width)
         if self._next_close is not None and w < self._next_close:
             return "late"
@@ -328,11 +332,13 @@ class PartitionWindows:
         state.setdefault("peek_s", 0.0)
         state.setdefault("_peek_mark", -math.inf)
         state.setdefault("_peeks", [])
+        state.setdefault("_next_tick", -math.inf)
         self.__dict__.update(state)
 
     def _maybe_peek(self, ts: float) -> None:
         """Keep a :class:`Peek` when event time moves past a tick (before ``ts`` is counted)."""
         old, self._peek_mark = self._peek_mark, ts
+        self._next_tick = (math.floor(ts / self.peek_s) + 1) * self.peek_s
         if not math.isfinite(old) or math.floor(ts / self.peek_s) <= math.floor(old / self.peek_s):
             return
         w = int(old // self._width)

@@ -108,8 +108,8 @@ async def publish(snaps: list[KpiSnapshot]) -> None:
     if not snaps:
         return
     messages = window_messages(group_snapshots(snaps))
-    newest = max(m[-1]["window_start_ts"] for m in messages if not is_running(m[-1])) \
-        if any(not is_running(m[-1]) for m in messages) else None
+    newest = max((m[-1]["window_start_ts"] for m in messages if not is_running(m[-1])),
+                 default=None)
     for docs in messages:
         await kpis_topic.send(key=b"window", value=orjson.dumps(docs))
         if is_running(docs[-1]):
