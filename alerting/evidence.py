@@ -28,6 +28,8 @@ __all__ = [
     "KpiInfo",
     "build_evidence",
     "families_of",
+    "feasible_band",
+    "feasible_range",
     "format_change",
     "format_value",
     "kpi_label",
@@ -116,15 +118,23 @@ def format_value(value: float | None, kpi: str) -> str:
     return f"{value:,.2f}"
 
 
-def _possible(lower: float, upper: float, kpi: str) -> tuple[float, float]:
-    """The detector's band cut to the values the KPI can take: a count or a failure rate is
-    never below 0 (a band of -45%..48% reads as nonsense), a 0-1 ratio never above 1."""
+def feasible_range(kpi: str) -> tuple[float, float]:
+    """(lowest, highest) value the KPI can take: 0..1 for a share, >= 0 for counts and money,
+    unbounded for growth (which can be negative) and unknown KPIs."""
     info = KPI_BY_ID.get(kpi)
-    if info is None or info.id == "mrr_growth":   # growth can be negative
-        return lower, upper
+    if info is None or info.id == "mrr_growth":
+        return -math.inf, math.inf
     if "0-1" in info.unit:
-        return max(lower, 0.0), min(upper, 1.0)
-    return max(lower, 0.0), upper
+        return 0.0, 1.0
+    return 0.0, math.inf
+
+
+def feasible_band(lower: float, upper: float, kpi: str) -> tuple[float, float]:
+    """The detector's band cut to the values the KPI can take: a count or a failure rate is
+    never below 0 (a band of -45%..48% reads as nonsense), a 0-1 ratio never above 1. Every
+    field, sentence and chart shows the band through this."""
+    lo, hi = feasible_range(kpi)
+    return min(max(lower, lo), hi), max(min(upper, hi), lo)
 
 
 def format_change(value: float, expected: float, kpi: str) -> tuple[str, str]:
@@ -201,7 +211,7 @@ def build_evidence(alert: dict) -> dict:
         "confidence": f"{_f(alert.get('score')) * 100:.0f}%",
         "value": format_value(value, kpi),
         "expected": format_value(expected, kpi),
-        "normal_band": [format_value(v, kpi) for v in _possible(
+        "normal_band": [format_value(v, kpi) for v in feasible_band(
             _f(alert.get("lower")), _f(alert.get("upper")), kpi)],
         "change": change,
         "relative_change": relative,
