@@ -28,8 +28,10 @@ from dataclasses import dataclass, field
 from alerting.evidence import families_of
 from alerting.policies import SEVERITY_RANK, Deduper, FiringRule, relative_change
 from core.timefmt import iso_utc
+from detectors.watch import ADDITIVE_KPIS
 
-__all__ = ["Alert", "AlertChange", "AlertManager", "series_key", "significance"]
+__all__ = ["CONCENTRATED_SHARE", "Alert", "AlertChange", "AlertManager", "lead_and_scope",
+           "series_key", "significance"]
 
 
 def series_key(anomaly: dict) -> str:
@@ -41,6 +43,71 @@ def significance(anomaly: dict) -> tuple[int, float, int, float]:
     overall = int(anomaly.get("segment") == "all" and anomaly.get("channel") == "all")
     return (SEVERITY_RANK.get(anomaly.get("severity", ""), 0), round(float(anomaly["score"]), 3),
             overall, min(relative_change(anomaly), 1e9))
+
+
+CONCENTRATED_SHARE = 0.6
+"""A slice holding at least this share of an overall series' change is where the incident is
+(the alert then leads with that slice, if it is abnormal itself); below it the change is spread."""
+
+
+def lead_and_scope(members: dict[str, dict]) -> tuple[dict, dict]:
+    """The series an alert leads with, and the scope its headline names.
+
+    The KPI is that of the most significant member; the series is the broadest one that
+    explains the change: the KPI's overall series when it is a member, unless its contribution
+    analysis puts at least :data:`CONCENTRATED_SHARE` of the change on one segment or channel,
+    well beyond that slice's share of the volume (a segment with 70 % of the traffic has 70 %
+    of any change that hits everyone alike). Leading with whichever slice scored highest made an
+    outage that hit everyone read as if only new grads were affected. ``scope``: ``segment``
+    and ``channel`` of where the change is, ``share`` of the overall change there (None when
+    not known) and ``spread`` (true: the contribution analysis finds no such slice).
+    """
+    top = max(members.values(), key=significance)
+    kpi = top["kpi"]
+    overall = members.get(f"{kpi}|all|all")
+    if overall is None:
+        return top, {"segment": top["segment"], "channel": top["channel"], "share": None,
+                     "spread": False}
+    rows = [c for c in overall.get("contributors") or [] if _num(c.get("share")) is not None]
+    concentrated = [c for c in rows if _concentrated(c, overall)]
+    if concentrated:
+        best = max(concentrated, key=lambda c: _num(c.get("share")) or 0.0)
+        where = {"segment": str(best.get("segment", "all")),
+                 "channel": str(best.get("channel", "all")),
+                 "share": round(_num(best.get("share")) or 0.0, 3), "spread": False}
+        return members.get(f"{kpi}|{where['segment']}|{where['channel']}", overall), where
+    return overall, {"segment": "all", "channel": "all", "share": None, "spread": bool(rows)}
+
+
+def _concentrated(c: dict, overall: dict) -> bool:
+    """Whether one contributor row holds most of the overall change, beyond its size."""
+    share = _num(c.get("share")) or 0.0
+    if share < CONCENTRATED_SHARE:
+        return False
+    size = _size(c, overall)
+    return size is None or share - size >= CONCENTRATED_SHARE - 0.4
+
+
+def _size(c: dict, overall: dict) -> float | None:
+    """The slice's share of the overall volume: of the expected value for an additive KPI, of
+    the sample (``share * total / delta``, how the detector weighed it) for a ratio."""
+    e_all, v_all = _num(overall.get("expected")), _num(overall.get("value"))
+    e, delta, share = _num(c.get("expected")), _num(c.get("delta")), _num(c.get("share"))
+    if None in (e_all, v_all, e, delta, share):
+        return None
+    assert e_all is not None and v_all is not None and e is not None
+    assert delta is not None and share is not None
+    if overall["kpi"] in ADDITIVE_KPIS:
+        return e / e_all if e_all > 0 else None
+    return share * (v_all - e_all) / delta if delta else None
+
+
+def _num(x: object) -> float | None:
+    try:
+        v = float(x)   # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return v if v == v else None
 
 
 STILL_ABNORMAL_EVERY = 6
@@ -71,6 +138,10 @@ class Alert:
     version: int = 0
     reasons: list[str] = field(default_factory=list)  # changes not yet reported
     joined: list[str] = field(default_factory=list)  # series that joined, not yet reported
+    joined_series: list[dict] = field(default_factory=list)  # the same as {kpi, segment, channel}
+    changes: list[str] = field(default_factory=list)  # codes of what changed, not yet reported
+    streak: int = 0  # the lead's abnormal windows in a row, when "still" is reported
+    previous: dict | None = None  # the lead ({kpi, segment, channel, value}) at the last message
     ready: bool = False  # a pending warning incident that fires when its window closes
     reopened: int = 0
     resolved_ts: float | None = None
@@ -78,9 +149,13 @@ class Alert:
     explanation_source: str = "template"
     feedback: list[dict] = field(default_factory=list)
 
+    def __setstate__(self, state: dict) -> None:
+        # alerts pickled before a field existed get its default
+        self.__dict__.update({"joined_series": [], "changes": [], **state})
+
     @property
     def lead(self) -> dict:
-        return max(self.members.values(), key=significance)
+        return lead_and_scope(self.members)[0]
 
     @property
     def severity(self) -> str:
@@ -159,9 +234,9 @@ class AlertManager:
             return []
         if reopened:
             alert.version += 1
-            alert.reasons, alert.joined = [], []
+            self._forget(alert)
             return [self._change(alert, "updated", f"reopened: {anomaly['kpi']} is abnormal "
-                                 "again (flapping)", now)]
+                                 "again (flapping)", now, ["reopened"])]
         return []
 
     def on_window_closed(self, window_end_ts: float) -> list[AlertChange]:
@@ -184,12 +259,12 @@ class AlertManager:
                 if alert.clean_windows >= alert.resolve_after:
                     alert.status, alert.resolved_ts = "resolved", window_end_ts
                     alert.version += 1
-                    alert.reasons, alert.joined = [], []
+                    self._forget(alert)
                     del self.active[alert.id]
                     self.resolved[alert.id] = alert
                     changes.append(self._change(
                         alert, "resolved", f"back to normal for {alert.clean_windows} windows",
-                        window_end_ts))
+                        window_end_ts, ["resolved"]))
                     continue
             if alert.status == "open" and (alert.reasons or alert.joined):
                 alert.version += 1
@@ -197,8 +272,11 @@ class AlertManager:
                 if alert.joined:
                     reasons.append("joined: " + ", ".join(dict.fromkeys(alert.joined)))
                 reason = "; ".join(reasons)
-                alert.reasons, alert.joined = [], []
-                changes.append(self._change(alert, "updated", reason, window_end_ts))
+                codes = list(dict.fromkeys(alert.changes + (["joined"] if alert.joined else [])))
+                joined = alert.joined_series
+                self._forget(alert)
+                changes.append(self._change(alert, "updated", reason, window_end_ts, codes,
+                                            joined))
         for alert in list(self.resolved.values()):
             assert alert.resolved_ts is not None
             if window_end_ts - alert.resolved_ts > self.reopen_within * alert.window_s:
@@ -227,7 +305,7 @@ class AlertManager:
         if alert is None or alert.status == "pending":
             return None
         status = "resolved" if alert.status == "resolved" else "updated"
-        return self._change(alert, status, reason, alert.last_end_ts)
+        return self._change(alert, status, reason, alert.last_end_ts, report=False)
 
     # -- internals ------------------------------------------------------------------------
 
@@ -266,10 +344,12 @@ class AlertManager:
             slice_ = ("" if anomaly["segment"] == anomaly["channel"] == "all"
                       else f" ({anomaly['segment']}/{anomaly['channel']})")
             alert.joined.append(f"{anomaly['kpi']}{slice_}")
+            alert.joined_series.append({k: anomaly[k] for k in ("kpi", "segment", "channel")})
         elif float(old["window_start_ts"]) == ws:  # a second detector on the same point
             if old.get("early") and not anomaly.get("early"):
                 # the window's final numbers replace its running ones, whatever their score
                 alert.reasons.append(f"{anomaly['kpi']}: the window closed, final numbers")
+                alert.changes.append("final")
             elif significance(anomaly) <= significance(old):
                 return
         else:
@@ -279,22 +359,35 @@ class AlertManager:
             if old_lead == key and streak % STILL_ABNORMAL_EVERY == 0:
                 # no thread reply per window for a long incident: a reminder every few windows
                 alert.reasons.append(f"{anomaly['kpi']} still abnormal after {streak} windows")
+                alert.changes.append("still")
+                alert.streak = streak
         alert.members[key] = copy.deepcopy(anomaly)
         alert.last_end_ts = max(alert.last_end_ts, we)
         alert.started_ts = min(alert.started_ts, ws)
         alert.clean_windows = 0
         if old_severity is not None and alert.severity != old_severity:
             alert.reasons.append(f"severity now {alert.severity}")
+            alert.changes.append("severity")
         if old_lead is not None and series_key(alert.lead) != old_lead:
             alert.reasons.append(f"now led by {alert.lead['kpi']}")
+            alert.changes.append("lead")
 
     def _open(self, alert: Alert, now: float) -> AlertChange:
         alert.status, alert.version, alert.ready = "open", 1, False
-        alert.reasons, alert.joined = [], []
-        return self._change(alert, "open", "opened", now)
+        self._forget(alert)
+        return self._change(alert, "open", "opened", now, ["opened"])
 
-    def _change(self, alert: Alert, status: str, reason: str, now: float) -> AlertChange:
-        lead = alert.lead
+    @staticmethod
+    def _forget(alert: Alert) -> None:
+        """Changes are reported: start collecting the next message's."""
+        alert.reasons, alert.joined, alert.joined_series, alert.changes = [], [], [], []
+
+    def _change(self, alert: Alert, status: str, reason: str, now: float,
+                codes: list[str] | None = None, joined: list[dict] | None = None,
+                report: bool = True) -> AlertChange:
+        """The snapshot of ``alert``; ``codes`` and ``joined`` say what changed since the last
+        message (``report``: this is a message, so the next one compares with it)."""
+        lead, scope = lead_and_scope(alert.members)
         lead_key = series_key(lead)
         related = [
             {k: m.get(k) for k in ("kpi", "segment", "channel", "severity", "value", "expected",
@@ -342,7 +435,15 @@ class AlertManager:
             "reopened": alert.reopened,
             "feedback": list(alert.feedback),
             "event_ts": now,
+            # what changed, in data rather than words: the message owns the words
+            "scope": scope,
+            "changes": list(codes or []),
+            "joined": list(joined or []),
+            "previous": dict(alert.previous) if alert.previous else None,
+            "streak": alert.streak or None,
         }
+        if report:
+            alert.previous = {k: lead.get(k) for k in ("kpi", "segment", "channel", "value")}
         if status == "resolved":
             snap["resolved_at"] = iso_utc(float(alert.resolved_ts or now))
         return AlertChange(status=status, alert=snap, reason=reason)

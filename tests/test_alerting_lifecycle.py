@@ -179,3 +179,62 @@ def test_a_long_incident_is_not_an_update_per_window():
     changes = feed(m, msgs)
     assert [c.status for c in changes] == ["open", "updated", "updated"]
     assert all("still abnormal after" in c.alert["reason"] for c in changes[1:])
+
+
+def _spread(share_new_grad: float) -> list[dict]:
+    """Contributors of an overall failure rate of 0.6 against 0.03: new grads are a quarter of
+    the attempts; ``share_new_grad`` of the change is theirs, the rest spread on the others."""
+    rest = (1 - share_new_grad) / 3
+    rows = [{"segment": "new_grad", "channel": "all", "value": 0.03 + 0.57 * share_new_grad * 4,
+             "expected": 0.03, "delta": 0.57 * share_new_grad * 4, "share": share_new_grad}]
+    rows += [{"segment": s, "channel": "all", "value": 0.03 + 0.57 * rest * 4,
+              "expected": 0.03, "delta": 0.57 * rest * 4, "share": rest}
+             for s in ("experienced", "executive", "career_changer")]
+    return rows
+
+
+def test_an_outage_that_hits_everyone_is_led_by_the_overall_series_not_its_top_slice():
+    m = AlertManager()
+    overall = anomaly("payment_failure_rate", 0, 0.6, 0.03, score=0.97, contributors=_spread(0.25))
+    slice_ = anomaly("payment_failure_rate", 0, 0.7, 0.03, score=0.99, segment="new_grad")
+    changes = feed(m, [slice_, overall, closed(0)])
+    final = changes[-1].alert
+    assert (final["segment"], final["channel"]) == ("all", "all")
+    assert final["scope"] == {"segment": "all", "channel": "all", "share": None, "spread": True}
+
+
+def test_a_change_concentrated_on_one_slice_is_led_by_that_slice_with_its_share():
+    m = AlertManager()
+    overall = anomaly("payment_failure_rate", 0, 0.6, 0.03, score=0.99, contributors=_spread(0.82))
+    slice_ = anomaly("payment_failure_rate", 0, 0.7, 0.03, score=0.9, segment="new_grad")
+    final = feed(m, [overall, slice_, closed(0)])[-1].alert
+    assert (final["segment"], final["channel"]) == ("new_grad", "all")
+    assert final["scope"] == {"segment": "new_grad", "channel": "all", "share": 0.82,
+                              "spread": False}
+
+
+def test_an_update_carries_what_changed_as_data():
+    m = AlertManager()
+    opened = feed(m, [anomaly("payment_failure_rate", 0, 0.41, 0.02)])
+    assert opened[0].alert["changes"] == ["opened"] and opened[0].alert["previous"] is None
+    changes = feed(m, [anomaly("payment_failure_rate", 0, 0.5, 0.02, score=0.97,
+                               channel="organic"),
+                       anomaly("payment_failure_rate", 1, 0.78, 0.02, score=0.99), closed(1)])
+    update = [c for c in changes if c.status == "updated"][-1].alert
+    assert update["changes"] == ["joined"]
+    assert update["joined"] == [{"kpi": "payment_failure_rate", "segment": "all",
+                                 "channel": "organic"}]
+    assert update["previous"]["value"] == 0.41 and update["value"] == 0.78
+    resolved = feed(m, [closed(2), closed(3), closed(4)])[-1].alert
+    assert resolved["changes"] == ["resolved"] and resolved["joined"] == []
+
+
+def test_a_big_slice_with_its_share_of_a_spread_change_is_not_a_concentration():
+    m = AlertManager()
+    rows = [{"segment": "organic", "channel": "all", "value": 300.0, "expected": 700.0,
+             "delta": -400.0, "share": 0.7},
+            {"segment": "social", "channel": "all", "value": 129.0, "expected": 300.0,
+             "delta": -171.0, "share": 0.3}]
+    overall = anomaly("signups", 0, 429.0, 1000.0, contributors=rows)
+    final = feed(m, [overall, closed(0)])[-1].alert
+    assert final["scope"]["spread"] and final["segment"] == "all"
