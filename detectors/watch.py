@@ -54,8 +54,10 @@ HISTORY_POINTS = 48
 ALL = "all"
 
 Series = tuple[str, str]
-Point = tuple[float, float, float | None, float | None, float | None]
-"""(window_start_ts, value, expected, lower, upper) of one series in one window."""
+Point = (tuple[float, float, float | None, float | None, float | None]
+         | tuple[float, float, float | None, float | None, float | None, float | None])
+"""(window_start_ts, value, expected, lower, upper, n) of one series in one window (n: its
+sample size or None; states saved before it have five fields)."""
 
 
 def _recent(past: deque[Tick], ts: float, as_of: float, width: float, amount: float,
@@ -167,7 +169,8 @@ class KpiSeriesWatch:
                 continue   # a known stop (a maintenance of the event pipe): nothing to judge
             verdict = _moved(watcher.update(ts, value / effect, n + 0.0 if _finite(n) else None),
                              effect)
-            hist.append((ts, value + 0.0, verdict.expected, verdict.lower, verdict.upper))
+            hist.append((ts, value + 0.0, verdict.expected, verdict.lower, verdict.upper,
+                         n + 0.0 if _finite(n) else None))
             seen[key] = (s, verdict)
         out = []
         for key, (s, verdict) in seen.items():
@@ -299,7 +302,8 @@ class KpiSeriesWatch:
             "unit": msg.get("unit", ""), "n": n + 0.0 if _finite(n) else 0.0,
             "contributors": contributors,
             "history": [{"window_start_ts": p[0], "value": p[1], "expected": p[2],
-                         "lower": p[3], "upper": p[4]} for p in self.history[key]],
+                         "lower": p[3], "upper": p[4], "n": p[5] if len(p) > 5 else None}
+                        for p in self.history[key]],
         }
         if known:   # a window during known events: the alert says which
             event["calendar"] = [e.describe() for e in known]

@@ -407,3 +407,27 @@ def test_count_run_near_zero_is_caught_by_its_total():
     h0 = 24 * 28 + 11
     verdicts = feed(w, [0.0] * 6, start_hour=h0)   # about 3 an hour expected, none recorded
     assert any(v.is_anomaly and v.direction == "down" for v in verdicts)
+
+
+@pytest.mark.parametrize("kpi,kind", [("signups", "count"), ("churn_rate", "level"),
+                                      ("payment_failure_rate", "ratio")])
+def test_nothing_is_critical_inside_its_own_band(kpi, kind):
+    """Shifts of every size, sustained and not: a critical point lies outside the band shown."""
+    rng = random.Random(11)
+    w = load_config().make_watcher(kpi, "all", "all")
+    criticals = 0
+    for h in range(24 * 35):
+        shift = (1.0, 1.2, 1.5, 0.7, 3.0)[(h // 20) % 5] if h > 24 * 21 else 1.0
+        if kind == "count":
+            value, n = float(poisson(rng, kpi_rate(h) * shift)), None
+        elif kind == "level":
+            value, n = 0.03 * shift + rng.gauss(0, 0.0005), 400.0
+        else:
+            n = 200.0
+            p = 0.03 * shift if shift < 2 else 0.3   # min_abs_change is 20 pp
+            value = sum(rng.random() < p for _ in range(200)) / n
+        v = w.update(START + h * HOUR, value, n)
+        if v.severity == "critical":
+            criticals += 1
+            assert not v.lower <= value <= v.upper, (h, value, v)
+    assert criticals > 0   # the shifts are large enough to be critical somewhere
