@@ -2,18 +2,44 @@
 
 Agents record around their calls; detectors/ and alerting/ never import this module. Label values
 come from closed sets (KPI ids, segments, channels, event kinds, dead-letter reasons), never ids.
+
+Each counter whose label values form a closed set has all its series created at 0 here, at import
+(before the worker serves ``/metrics``), so a dashboard panel or an alert rule on a thing that
+has not happened yet reads 0, not "No data". The sets come from where the values are made; the
+ones that are only string literals there are spelled below, and tests/test_prometheus.py derives
+them from those literals so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from alerting.policies import SEVERITY_RANK
+from core.vocabulary import EVENT_KINDS
+from kpis.formulas import KPIS
+from stream.events import DEAD_LETTER_REASONS
 
 __all__ = [
     "KPI", "EVENTS", "DEAD_LETTERS", "DUPLICATES", "MESSAGES", "REDELIVERED", "OFFSET_GAPS",
     "PROCESSING_LAG", "CONSUMER_LAG", "FETCH_HELD", "COHORT_KPI",
     "WATERMARK", "WINDOWS_CLOSED", "ANOMALIES", "ALERTS", "SLACK_CALLS", "LLM_CALLS",
     "SLACK_LATENCY", "LLM_LATENCY",
+    "SEVERITIES", "ALERT_STATUSES", "SLACK_OUTCOMES", "LLM_OUTCOMES",
 ]
+
+SEVERITIES: tuple[str, ...] = tuple(SEVERITY_RANK)
+"""Severities of an anomaly (``alerting.policies.SEVERITY_RANK``)."""
+ALERT_STATUSES: tuple[str, ...] = ("open", "updated", "resolved")
+"""``AlertChange.status`` values: the literals ``AlertManager`` passes to ``_change``
+(alerting/lifecycle.py)."""
+SLACK_OUTCOMES: tuple[str, ...] = ("ok", "error")
+"""Outcomes of a Slack call: what ``alerting.outbox.observed_call`` reports."""
+LLM_OUTCOMES: tuple[str, ...] = ("ok", "fallback", "error")
+"""Outcomes of a model call: what ``_observe("llm", ...)`` reports in alerting/service.py and
+alerting/digest_delivery.py ("fallback": the template or summary stood in for the model's)."""
 
 KPI = Gauge("pulse_kpi", "Value of a KPI in its latest closed window.",
             ["kpi", "segment", "channel"])
@@ -52,3 +78,18 @@ LLM_CALLS = Counter("pulse_llm_calls", "Calls to the explanation model, by outco
                     ["outcome"])
 SLACK_LATENCY = Histogram("pulse_slack_call_seconds", "Latency of Slack Web API calls.")
 LLM_LATENCY = Histogram("pulse_llm_call_seconds", "Latency of explanation model calls.")
+
+
+def _zero(counter: Counter, **values: Iterable[str]) -> None:
+    """Create the series of ``counter`` for every combination of ``values`` (label -> values),
+    at 0."""
+    for combination in itertools.product(*values.values()):
+        counter.labels(**dict(zip(values, combination, strict=True)))
+
+
+_zero(EVENTS, kind=EVENT_KINDS)
+_zero(DEAD_LETTERS, reason=DEAD_LETTER_REASONS)
+_zero(ANOMALIES, kpi=[k.id for k in KPIS], severity=SEVERITIES)  # cohort KPIs are never flagged
+_zero(ALERTS, status=ALERT_STATUSES)
+_zero(SLACK_CALLS, outcome=SLACK_OUTCOMES)
+_zero(LLM_CALLS, outcome=LLM_OUTCOMES)
