@@ -267,6 +267,19 @@ class SeriesWatcher:
                        direction=direction if critical else None,
                        detector="early" if critical else None)
 
+    def peek_alarm(self, ts: float, value: float | None, n: float | None,
+                   share: float) -> Verdict | None:
+        """:meth:`peek`, when it would be an anomaly; else None, cheaply (one standard score,
+        no band): for the extra looks at an open window, of which only an alarm is used."""
+        if (not self.early_looks or self.kind == "level" or value is None or value != value
+                or math.isinf(value) or not 0.0 < share <= 1.0):
+            return None
+        assert isinstance(self.model, SeasonalForecast)   # counts and ratios have no core
+        if abs(self.model.partial_z(float(value), float(ts), n, share)) < self._z_cap:
+            return None
+        v = self.peek(ts, value, n, share)
+        return v if v.is_anomaly else None
+
     def _tail(self, fc: Forecast, value: float, n: float | None) -> float:
         """Two-sided tail probability of a point: Gaussian, and for a share of whole events
         (failed payments of attempts, conversions of signups) at least its exact binomial tail:

@@ -44,8 +44,8 @@ RECENT_SPANS = (900.0, 1800.0)
 the last window's end, if need be)."""
 TICKS_KEPT = 16
 """Running totals kept per series for that look (an hour and a bit of 5-minute ticks)."""
-Tick = tuple[float, float, float, float | None]
-"""(window_start_ts, as_of_ts, running amount, running n) of one series at one tick."""
+Ticks = dict[tuple[float, float], tuple[float, float | None]]
+"""A series' latest ticks: (window_start_ts, as_of_ts) -> (running amount, running n)."""
 MIN_EFFECT = 0.05
 """A known event expecting less than this share of a series' value (a stopped event pipe)
 leaves the series unjudged while it lasts."""
@@ -60,16 +60,17 @@ Point = (tuple[float, float, float | None, float | None, float | None]
 sample size or None; states saved before it have five fields)."""
 
 
-def _recent(past: deque[Tick], ts: float, as_of: float, width: float, amount: float,
-            n: float | None, span: float) -> tuple[float, float | None] | None:
+def _recent(by_time: Ticks, ts: float,
+            as_of: float, width: float, amount: float, n: float | None,
+            span: float) -> tuple[float, float | None] | None:
     """(amount, n) of the ``span`` before ``as_of``: the running totals now (``amount``, ``n``)
-    less those of the tick ``span`` earlier, in this window or, across its start, the last
+    less those of the tick ``span`` earlier (``by_time``: a series' kept ticks by (window
+    start, as of)), in this window or, across its start, the last
     window's (plus that window's final tick). None when a tick needed is missing, or when the
     span is the whole window so far (the first look)."""
     then = as_of - span
     if then == ts:
         return None
-    by_time = {(w, t): (a, m) for w, t, a, m in past}
     if then > ts:
         old = by_time.get((ts, then))
         if old is None:
@@ -229,27 +230,34 @@ class KpiSeriesWatch:
         share = (as_of - ts) / width if width > 0 else 0.0
         early = self.__dict__.setdefault("early", {})   # states saved before early alerts
         ticks = self.__dict__.setdefault("ticks", {})
-        seen: dict[Series, tuple[dict[str, Any], Verdict]] = {}
+        seen: dict[Series, tuple[dict[str, Any], Verdict]] = {}   # series with an alarm
+        # the others: what their first look needs, judged only if an overall anomaly wants
+        # their expected values for its contributors (most ticks have no alarm at all)
+        quiet: dict[Series, tuple[dict[str, Any], SeriesWatcher, float, float | None, float]] = {}
         spans: dict[Series, float] = {}   # series -> start of the span its verdict judged
         for s in msg["series"]:
             key = (s["segment"], s["channel"])
             value, n = s.get("value"), s.get("n")
             watcher = self.watchers.get(key)
             hist = self.history.get(key)
-            if watcher is None or not _finite(value) or key in seen or (hist and hist[-1][0] >= ts):
+            if (watcher is None or not _finite(value) or key in seen or key in quiet
+                    or (hist and hist[-1][0] >= ts)):
                 continue
             nn = n + 0.0 if _finite(n) else None
             amount = value * nn if watcher.kind == "ratio" and nn else value + 0.0
-            past = ticks.get(key)
-            if past is None:
-                past = ticks[key] = deque(maxlen=TICKS_KEPT)
-            recent = [(span, _recent(past, ts, as_of, width, amount, nn, span))
+            by_time = ticks.get(key)
+            if not isinstance(by_time, dict):   # none yet, or a deque of a state saved before
+                by_time = ticks[key] = {(w, t): (a, m) for w, t, a, m in by_time or ()}
+            recent = [(span, _recent(by_time, ts, as_of, width, amount, nn, span))
                       for span in RECENT_SPANS]
-            past.append((ts, as_of, amount, nn))
+            by_time[(ts, as_of)] = (amount, nn)
+            while len(by_time) > TICKS_KEPT:
+                del by_time[next(iter(by_time))]   # the oldest tick
             effect = self._effect(calendar, ts, as_of, key) if calendar else 1.0
             if effect < MIN_EFFECT:
                 continue
-            verdict = _moved(watcher.peek(ts, value / effect, nn, share), effect)
+            first = watcher.peek_alarm(ts, value / effect, nn, share)
+            verdict = None if first is None else _moved(first, effect)
             spans[key] = ts
             for span, totals in recent:
                 if totals is None:
@@ -260,11 +268,17 @@ class KpiSeriesWatch:
                 if r_effect < MIN_EFFECT or (watcher.kind == "ratio" and not r_n):
                     continue
                 r_value = r_amount / r_n if watcher.kind == "ratio" and r_n else r_amount
-                late = _moved(watcher.peek(ts, r_value / r_effect, r_n, span / width), r_effect)
-                if late.is_anomaly and (not verdict.is_anomaly or late.score > verdict.score):
-                    verdict, spans[key] = late, as_of - span
+                late = watcher.peek_alarm(ts, r_value / r_effect, r_n, span / width)
+                if late is not None and (verdict is None or late.score > verdict.score):
+                    verdict, spans[key] = _moved(late, r_effect), as_of - span
                     s = {**s, "value": r_value, "n": r_n}
-            seen[key] = (s, verdict)
+            if verdict is None:
+                quiet[key] = (s, watcher, value / effect, nn, effect)
+            else:
+                seen[key] = (s, verdict)
+        if (ALL, ALL) in seen and quiet:
+            for key, (s, watcher, v, nn, effect) in quiet.items():
+                seen[key] = (s, _moved(watcher.peek(ts, v, nn, share), effect))
         out = []
         for key, (s, verdict) in seen.items():
             if (verdict.is_anomaly and early.get(key) != ts

@@ -362,9 +362,14 @@ class PartitionWindows:
         if self.peek_s and t > self._peek_mark:
             self._maybe_peek(t)
 
-    def take_peeks(self) -> list[Peek]:
-        """The peeks kept since the last call, oldest first."""
-        out, self._peeks = self._peeks, []
+    def take_peeks(self, until: float = math.inf) -> list[Peek]:
+        """The peeks kept since the last call, oldest first; only those of ticks at or before
+        ``until`` (the others stay, and are saved with the windows)."""
+        if not self._peeks or self._peeks[-1].as_of <= until:
+            out, self._peeks = self._peeks, []
+            return out
+        cut = next(i for i, pk in enumerate(self._peeks) if pk.as_of > until)
+        out, self._peeks = self._peeks[:cut], self._peeks[cut:]
         return out
 
     def advance(self, watermark: float, close_empty: bool = False) -> list[WindowInputs]:

@@ -106,7 +106,10 @@ class Partitions:
         for p, windows in self.open.items():
             closed = windows.advance(watermark, close_empty=True)
             closed_before = windows.closed_before
-            peeks = windows.take_peeks()   # running counts of the open window, every tick
+            # running counts of the open window, every tick, once the slowest partition has
+            # reached the tick too: the merge needs them all for it, so waiting costs no time,
+            # and every partition's peek of a tick travels in one message (not one each)
+            peeks = windows.take_peeks(until=watermark)
             if not closed and not peeks and closed_before == self.reported.get(p):
                 continue
             self.reported[p] = closed_before
