@@ -9,6 +9,7 @@ from typing import Any
 
 from detectors._math import (
     anscombe,
+    binomial_band,
     binomial_tail,
     inverse_anscombe,
     surprise,
@@ -44,6 +45,10 @@ def _count_run_z(points: list[RunPoint]) -> float:
     mean = sum(means)
     var = sum(p[4] * p[4] * m for p, m in zip(points, means, strict=True)) / mean
     return (anscombe(sum(p[1] for p in points)) - 2.0 * math.sqrt(mean + 0.125)) / math.sqrt(var)
+
+
+_BINOMIAL_BAND_MAX_N = 500
+"""Beyond this many events a share's band is its Gaussian one (about as wide by then)."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +184,7 @@ class SeriesWatcher:
         self.core = core
         self.early_looks = early_looks
         self._z_cap = z_for_score(warning_score)
+        self._warn_tail = z_tail(self._z_cap)   # two-sided tail at warning_score
         seasonal = SeasonalForecast(kind=kind, **(forecast or {}))
         # levels: the detector core of `pulse detect` with this KPI's seasonal forecaster inside;
         # counts and ratios keep their noise models (Anscombe, binomial) in the forecaster alone
@@ -262,7 +268,8 @@ class SeriesWatcher:
             float(value), fc.expected)
         critical = (score >= self.critical_score and self.direction in ("both", direction)
                     and self._enough_evidence(whole[0], whole[1], n))
-        return Verdict(score=score, expected=fc.expected, lower=fc.lower, upper=fc.upper,
+        lower, upper = self._band(fc, float(value), n)
+        return Verdict(score=score, expected=fc.expected, lower=lower, upper=upper,
                        is_anomaly=critical, severity="critical" if critical else None,
                        direction=direction if critical else None,
                        detector="early" if critical else None)
@@ -279,6 +286,23 @@ class SeriesWatcher:
             return None
         v = self.peek(ts, value, n, share)
         return v if v.is_anomaly else None
+
+    def _band(self, fc: Forecast, value: float, n: float | None) -> tuple[float, float]:
+        """The normal band shown with a verdict: the values this watcher would not find
+        suspicious. For a share of whole events that is the Gaussian band or the exact
+        binomial one, whichever is wider (the point is judged by the larger of the two tails):
+        of 5 payments where 2 % fail, 0 to 3 failures, i.e. 0 %–60 %, not -51 %–58 %. A share
+        is within 0..1, a count (Anscombe's inverse) never below 0."""
+        lower, upper = fc.lower, fc.upper
+        if self.kind == "ratio" and n and 0 < n <= _BINOMIAL_BAND_MAX_N:
+            k = value * n
+            if abs(k - round(k)) < 1e-6 * max(1.0, n):
+                lo, hi = binomial_band(round(n), clamped_share(fc.expected, n),
+                                       self.__dict__.get("_warn_tail") or z_tail(self._z_cap))
+                lower, upper = min(lower, lo / n), max(upper, hi / n)
+        if self.kind == "ratio":   # a share of events: never below none or above all of them
+            lower, upper = max(lower, 0.0), min(upper, 1.0)
+        return lower, upper
 
     def _tail(self, fc: Forecast, value: float, n: float | None) -> float:
         """Two-sided tail probability of a point: Gaussian, and for a share of whole events
@@ -342,15 +366,16 @@ class SeriesWatcher:
             self.model.learn_one(x)
         self.n += 1
         known = fc.expected == fc.expected
-        if severity == "critical" and known and fc.lower <= value <= fc.upper:
+        lower, upper = self._band(fc, float(value), n) if known else (math.nan, math.nan)
+        if severity == "critical" and known and lower <= value <= upper:
             # a run or a target can be critical in substance, but a point inside the band
             # people are shown reads as a contradiction: critical needs a departure beyond it
             severity = "warning"
         return Verdict(
             score=score,
             expected=fc.expected if known else None,
-            lower=fc.lower if known else None,
-            upper=fc.upper if known else None,
+            lower=lower if known else None,
+            upper=upper if known else None,
             is_anomaly=severity is not None,
             severity=severity,
             direction=direction if severity else None,

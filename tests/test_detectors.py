@@ -431,3 +431,15 @@ def test_nothing_is_critical_inside_its_own_band(kpi, kind):
             criticals += 1
             assert not v.lower <= value <= v.upper, (h, value, v)
     assert criticals > 0   # the shifts are large enough to be critical somewhere
+
+
+def test_a_share_of_a_few_events_has_its_exact_binomial_band_not_a_negative_one():
+    rng = random.Random(3)
+    w = load_config().make_watcher("payment_failure_rate", "all", "all")
+    for h in range(24 * 10):
+        w.update(START + h * HOUR, sum(rng.random() < 0.03 for _ in range(60)) / 60, 60.0)
+    v = w.update(START + 24 * 10 * HOUR, 0.0, 5.0)
+    assert v.lower == 0.0 and 0.4 <= v.upper <= 0.8   # 0 to 2-4 failures of 5 are ordinary
+    k_hi = round(v.upper * 5)
+    assert k_hi == v.upper * 5   # the band's edge is a count of failures the window can have
+    assert not w.update(START + 24 * 10 * HOUR + HOUR, k_hi / 5, 5.0).severity == "critical"
