@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from alerting.evidence import numbers_in
+from alerting.evidence import numbers_in, plain_ids
 from alerting.policies import CallBudget
 from alerting.template import template_explanation
 from core.settings import Settings
@@ -49,6 +49,11 @@ SYSTEM_PROMPT = (
     "Write two to four plain sentences: what the evidence most likely means, the likely causes, "
     "and the first checks someone should make. If the evidence does not point to a cause, say "
     "the cause is inconclusive and still name the first checks.\n"
+    "Read the direction: direction_meaning says whether the move is worse or better for the "
+    "business. A rise that is good news (more signups) is not a regression: it is real demand, "
+    "a campaign, bots or double-counted tracking; a drop may be broken tracking or an outage. "
+    "Say whom it affects, as the scope and where fields say (all segments and channels, or "
+    "one slice), and name KPIs by kpi_name, never by their ids.\n"
     "Do not write numbers, dates or percentages: the message already shows them, and you must "
     "not change them. No greeting, headings, lists, Markdown, links or mentions."
 )
@@ -72,15 +77,15 @@ def evidence_block(evidence: dict) -> str:
 
 def check_answer(text: str, allowed_from: str, max_sentences: int = 4,
                  max_chars: int = 700) -> str | None:
-    """The model's text, tidied, or ``None`` if it is empty or writes a number that
-    ``allowed_from`` (the evidence) does not contain.
+    """The model's text, tidied (a KPI id it wrote becomes the KPI's label), or ``None`` if
+    it is empty or writes a number that ``allowed_from`` (the evidence) does not contain.
 
     >>> check_answer("Likely a gateway outage. Check the provider.", "{}")
     'Likely a gateway outage. Check the provider.'
     >>> check_answer("Failures rose to 55%.", '{"value": "41.2%"}') is None
     True
     """
-    text = " ".join(text.split())
+    text = plain_ids(" ".join(text.split()))
     if len(text) < 20:
         return None
     if not numbers_in(text) <= numbers_in(allowed_from):

@@ -26,10 +26,26 @@ from slack_sdk.http_retry.jitter import Jitter
 from slack_sdk.web.async_client import AsyncWebClient
 
 from alerting.escape import escape_mrkdwn, truncate
-from alerting.evidence import format_change, format_value, kpi_label, where
+from alerting.evidence import (
+    change_words,
+    detector_name,
+    direction_meaning,
+    format_band,
+    format_change,
+    format_duration,
+    format_value,
+    headline_scope,
+    impact_line,
+    kpi_label,
+    plain_ids,
+    scope_words,
+    series_label,
+    slice_phrase,
+    so_far,
+)
 from alerting.outbox import DeliveryError
 from core.settings import Settings
-from core.timefmt import clock_utc, human_utc
+from core.timefmt import human_utc, parse_utc
 
 __all__ = [
     "ACTION_ACK",
@@ -41,6 +57,7 @@ __all__ = [
     "alert_message",
     "change_reply",
     "grafana_link",
+    "headline",
     "is_retryable",
     "make_slack_client",
 ]
@@ -110,74 +127,83 @@ def _e(text: object, limit: int = 300) -> str:
     return escape_mrkdwn(truncate(str(text), limit))
 
 
-def _headline(alert: dict) -> str:
-    kpi = alert["kpi"]
-    verb = "up" if alert.get("direction") == "up" else "down"
-    rel = format_change(float(alert["value"]), float(alert["expected"]), kpi)[1]
-    head = f"{kpi_label(kpi)} {verb} {rel.lstrip('+-')}" if rel != "n/a" else (
-        f"{kpi_label(kpi)} {verb}")
+def headline(alert: dict) -> str:
+    """``Critical: Payment failure rate up 71.8 pp to 75.0% (23× normal) across all segments
+    and channels``: KPI label, the change as a person says it, and the scope (unescaped)."""
+    kpi = str(alert["kpi"])
+    scope = headline_scope(alert)
     if alert["status"] == "resolved":
-        return f"Resolved: {head}"
-    return f"{str(alert['severity']).capitalize()}: {head}"
+        return f"Resolved: {kpi_label(kpi)} back to normal {scope}"
+    words = change_words(float(alert["value"]), float(alert["expected"]), kpi)
+    early = " (so far)" if so_far(alert) else ""
+    return f"{str(alert['severity']).capitalize()}: {kpi_label(kpi)} {words} {scope}{early}"
 
 
-def _so_far(alert: dict) -> str:
-    """`` so far (first 25 min of the window)`` for an early alert's running numbers."""
-    if not alert.get("early") or alert.get("elapsed_minutes") is None:
+def _meaning(alert: dict) -> str:
+    """A sentence when the move is the good way (signups up): good news, or counted twice."""
+    direction = "up" if alert.get("direction") == "up" else "down"
+    if direction_meaning(str(alert["kpi"]), direction) != "better":
         return ""
+    move = "rise" if direction == "up" else "fall"
+    return (f" A {move} is the good direction for {kpi_label(str(alert['kpi']))}: good news if "
+            "it is real, so check it is not a tracking or counting error first.")
 
-    hhmm = clock_utc
-    minutes = f"{float(alert['elapsed_minutes']):g} min"
-    start, end = float(alert["window_start_ts"]), float(alert["window_end_ts"])
-    span = float(alert.get("span_start_ts") or start)
-    if span == start:
-        return f" in the first {minutes} of the {hhmm(start)}–{hhmm(end)} UTC window (so far)"
-    return (f" in the last {minutes}, {hhmm(span)}–{hhmm(float(alert['as_of_ts']))} UTC "
-            "(so far)")
+
+def _related_text(related: list[dict]) -> str:
+    parts = [f"{series_label(str(r['kpi']), str(r['segment']), str(r['channel']))} "
+             f"{change_words(float(r['value']), float(r['expected']), str(r['kpi']))}"
+             for r in related[:6]]
+    return "; ".join(parts) + (f"; and {len(related) - 6} more" if len(related) > 6 else "")
 
 
 def alert_message(alert: dict, grafana_url: str) -> tuple[str, list[dict]]:
-    """(top-level text, blocks) of an alert's parent message."""
-    kpi = alert["kpi"]
+    """(top-level text, blocks) of an alert's parent message.
+
+    Impact first, then what moved where; the band, change and impact strings are those of
+    ``alerting.evidence`` (the template and the model see the same ones).
+    """
+    kpi = str(alert["kpi"])
+    label = kpi_label(kpi)
     value, expected = float(alert["value"]), float(alert["expected"])
     change, rel = format_change(value, expected, kpi)
-    slice_ = where(alert["segment"], alert["channel"])
     resolved = alert["status"] == "resolved"
     icon = ":white_check_mark:" if resolved else _ICON.get(alert["severity"], ":warning:")
-    headline = _headline(alert)
-    so_far = _so_far(alert)
-    text = _e(f"{headline} ({slice_}): {format_value(value, kpi)}{so_far} vs expected "
-              f"{format_value(expected, kpi)}", 2900)
-    lower, upper = alert.get("lower"), alert.get("upper")
-    band = (f"{format_value(float(lower), kpi)} – {format_value(float(upper), kpi)}"
-            if lower is not None and upper is not None else "n/a")
-    related = alert.get("related") or []
-    related_text = ", ".join(
-        f"{r['kpi']} {'up' if r.get('direction') == 'up' else 'down'}"
-        + ("" if r["segment"] == r["channel"] == "all" else f" ({r['segment']}/{r['channel']})")
-        for r in related[:6]) + (f" and {len(related) - 6} more" if len(related) > 6 else "")
+    title = headline(alert)
+    early = so_far(alert)
+    scope = headline_scope(alert)
+    impact = impact_line(alert)
+    window_s = max(float(alert["window_end_ts"]) - float(alert["window_start_ts"]), 1.0)
+    duration = format_duration(int(alert.get("duration_windows") or 1) * window_s)
+    observed = f"{format_value(value, kpi)}{early} (expected {format_value(expected, kpi)})"
+    text = _e(f"{title}. Impact: {impact}. {label} {format_value(value, kpi)}{early} vs "
+              f"expected {format_value(expected, kpi)}.", 2900)
+    if resolved:
+        lead = (f"{icon} *Resolved* after {duration}. *In all:* {_e(impact, 1200)}.\n"
+                f"*{_e(label, 100)}* {_e(scope)} is back to normal; its last abnormal value "
+                f"was {format_value(value, kpi)} against an expected "
+                f"{format_value(expected, kpi)}.")
+    else:
+        lead = (f"{icon} *Impact:* {_e(impact, 1200)}.\n"
+                f"*{_e(label, 100)}* {_e(scope)} is *{format_value(value, kpi)}*{_e(early)} "
+                f"against an expected {format_value(expected, kpi)}.{_meaning(alert)}")
     fields = [
-        ("Observed", f"{format_value(value, kpi)}{so_far} (expected "
-                     f"{format_value(expected, kpi)})"),
-        ("Change", f"{change} ({rel})"),
-        ("Normal band", band),
-        ("Since", f"{human_utc(float(alert['since_ts']))} · {alert['duration_windows']} window(s)"),
-        ("Where", slice_),
+        ("Observed" if not resolved else "Last abnormal", observed),
+        ("Change", change if rel in (change, "n/a") else f"{change} ({rel})"),
+        ("Normal band", format_band(alert.get("lower"), alert.get("upper"), kpi)),
+        ("Where", scope_words(alert)),
+        ("Since", f"{human_utc(float(alert['since_ts']))} · {duration}"),
         ("Confidence", f"{float(alert['score']) * 100:.0f}% · {alert['severity']} · "
-                       f"{alert.get('detector') or 'detector'}"),
+                       f"{detector_name(alert.get('detector'))}"),
     ]
+    related = alert.get("related") or []
     if related:
-        fields.append(("Related (same windows)", related_text))
+        fields.append(("Related (same windows)", _related_text(related)))
     if alert.get("calendar"):   # the calendar's words, from the operators' own file: escaped
         fields.append(("During a known event", "; ".join(str(c) for c in alert["calendar"][:3])))
     blocks: list[dict] = [
         {"type": "header", "text": {"type": "plain_text", "emoji": True,
-                                    "text": truncate(f"{headline}", 150)}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": truncate(
-            f"{icon} *{_e(kpi_label(kpi), 100)}* ({_e(slice_)}) is "
-            f"*{format_value(value, kpi)}*{_e(so_far)} against an expected "
-            f"{format_value(expected, kpi)}.",
-            3000)}},
+                                    "text": _e(title, 150)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": truncate(lead, 3000)}},
         {"type": "section", "fields": [
             {"type": "mrkdwn", "text": truncate(f"*{name}*\n{_e(val, 1900)}", 2000)}
             for name, val in fields[:10]]},
@@ -190,44 +216,135 @@ def alert_message(alert: dict, grafana_url: str) -> tuple[str, list[dict]]:
     for fb in alert.get("feedback") or []:
         user = fb.get("user", "")
         who = f"<@{user}>" if _USER_ID.match(user) else _e(user, 40)
-        label = {"ack": "Acknowledged", "snooze": "Snoozed 1 h",
-                 "false_alarm": "Marked false alarm"}.get(fb.get("action", ""), "Feedback")
-        status_bits.append(f"{label} by {who}")
+        word = {"ack": "Acknowledged", "snooze": "Snoozed 1 h",
+                "false_alarm": "Marked false alarm"}.get(fb.get("action", ""), "Feedback")
+        status_bits.append(f"{word} by {who}")
     if resolved:
-        status_bits.append(f"Resolved at {alert.get('resolved_at', '')}")
+        status_bits.append(f"Resolved at {human_utc(parse_utc(alert['resolved_at']))}"
+                           if alert.get("resolved_at") else "Resolved")
     context = [f"<{grafana_link(grafana_url, alert)}|Open in Grafana>",
                f"alert `{_e(alert['id'], 20)}`", f"v{alert.get('version', 1)}"]
     blocks.append({"type": "context", "elements": [
         {"type": "mrkdwn", "text": truncate(" · ".join(context + status_bits), 3000)}]})
     if not resolved:
+        short = _e(label, 60)
         blocks.append({"type": "actions", "block_id": f"pulse_actions_{alert['id']}",
                        "elements": [
                            _button("Acknowledge", ACTION_ACK, alert["id"], "primary"),
-                           _button("Snooze 1 h", ACTION_SNOOZE, alert["id"]),
-                           _button("False alarm", ACTION_FALSE_ALARM, alert["id"], "danger"),
+                           _button("Snooze 1 h", ACTION_SNOOZE, alert["id"], confirm=(
+                               "Snooze for an hour?",
+                               f"Updates of this {short} alert stay out of Slack for an hour; "
+                               "they are still written to alerts.jsonl.", "Snooze 1 h")),
+                           _button("False alarm", ACTION_FALSE_ALARM, alert["id"], "danger",
+                                   confirm=(
+                               "Mark as a false alarm?",
+                               f"This {short} alert is muted for 24 h, and the detectors "
+                               "learn that this departure was normal.", "False alarm")),
                        ]})
     return text, blocks
 
 
-def _button(label: str, action_id: str, value: str, style: str = "") -> dict:
+def _button(label: str, action_id: str, value: str, style: str = "",
+            confirm: tuple[str, str, str] | None = None) -> dict:
+    """A Block Kit button; ``confirm``: (title, text, confirm label) of its dialog (plain text,
+    within Slack's limits of 100, 300 and 30 characters)."""
     button: dict = {"type": "button", "text": {"type": "plain_text", "text": label},
                     "action_id": action_id, "value": value}
     if style:
         button["style"] = style
+    if confirm is not None:
+        title, text, yes = confirm
+        button["confirm"] = {
+            "title": {"type": "plain_text", "text": truncate(title, 100)},
+            "text": {"type": "plain_text", "text": truncate(text, 300)},
+            "confirm": {"type": "plain_text", "text": truncate(yes, 30)},
+            "deny": {"type": "plain_text", "text": "Cancel"}}
     return button
 
 
+def _joined_words(alert: dict) -> str:
+    """``Now also on organic, for new grads and Revenue overall``."""
+    lead_kpi = str(alert["kpi"])
+    same, overall, other = [], [], []
+    for j in alert.get("joined") or []:
+        seg, ch, kpi = str(j.get("segment", "all")), str(j.get("channel", "all")), str(j["kpi"])
+        if kpi == lead_kpi and seg == ch == "all":
+            overall.append("in the overall numbers")
+        elif kpi == lead_kpi:
+            same.append(slice_phrase(seg, ch))
+        else:
+            other.append(series_label(kpi, seg, ch))
+    parts = list(dict.fromkeys(same + overall + other))
+    if not parts:
+        return ""
+    return "Now also " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1
+                          else parts[0])
+
+
+def _now_words(alert: dict) -> str:
+    """``Payment failure rate 78.0% (expected 3.3%), was 66.7%``: the lead now, and at the
+    last message."""
+    kpi, segment, channel = str(alert["kpi"]), str(alert["segment"]), str(alert["channel"])
+    name = kpi_label(kpi) if segment == channel == "all" else series_label(kpi, segment, channel)
+    value = format_value(float(alert["value"]), kpi)
+    now = (f"{name} {value}{so_far(alert)} "
+           f"(expected {format_value(float(alert['expected']), kpi)})")
+    prev = alert.get("previous") or {}
+    if not prev or prev.get("value") is None:
+        return now
+    was = format_value(float(prev["value"]), str(prev.get("kpi")))
+    before = (str(prev.get("kpi")), str(prev.get("segment", segment)),
+              str(prev.get("channel", channel)))
+    if before == (kpi, segment, channel):
+        return now if was == value else f"{now}, was {was}"
+    return f"{now}; {series_label(*before)} was {was}"
+
+
 def change_reply(alert: dict) -> str:
-    """The thread reply for an ``updated`` or ``resolved`` change (escaped mrkdwn)."""
-    kpi = alert["kpi"]
-    now = (f"{format_value(float(alert['value']), kpi)} vs expected "
-           f"{format_value(float(alert['expected']), kpi)}")
+    """The thread reply for an ``updated`` or ``resolved`` change (escaped mrkdwn): what
+    changed, in words, then where the lead stands."""
+    kpi = str(alert["kpi"])
+    label = kpi_label(kpi)
     if alert["status"] == "resolved":
-        return _e(f"Resolved: {kpi_label(kpi)} ({where(alert['segment'], alert['channel'])}) "
-                  f"is back to normal ({alert.get('reason', '')}). Last abnormal value {now}.",
-                  2900)
-    return _e(f"Update: {alert.get('reason') or 'still abnormal'}. Lead {kpi}: {now}; "
-              f"{len(alert.get('related') or [])} related series.", 2900)
+        window_s = max(float(alert["window_end_ts"]) - float(alert["window_start_ts"]), 1.0)
+        duration = format_duration(int(alert.get("duration_windows") or 1) * window_s)
+        return _e(f"Resolved: {label} {headline_scope(alert)} is back to normal after "
+                  f"{duration}. In all: {impact_line(alert)}. Last abnormal value "
+                  f"{format_value(float(alert['value']), kpi)} (expected "
+                  f"{format_value(float(alert['expected']), kpi)}).", 2900)
+    codes = alert.get("changes")
+    if codes is None:   # a snapshot from before the lifecycle said what changed
+        what = [plain_ids(str(alert.get("reason") or "still abnormal"))]
+    else:
+        what = []
+        for code in codes:
+            if code == "joined":
+                what.append(_joined_words(alert))
+            elif code == "severity":
+                what.append(f"Severity now {alert['severity']}")
+            elif code == "lead" and _lead_moved(alert):
+                what.append(f"Now led by "
+                            f"{series_label(kpi, str(alert['segment']), str(alert['channel']))}")
+            elif code == "final":
+                what.append("The window closed: final numbers replace the running ones")
+            elif code == "still" and alert.get("streak"):
+                window_s = max(float(alert["window_end_ts"]) - float(alert["window_start_ts"]),
+                               1.0)
+                what.append(f"Still abnormal after {int(alert['streak'])} windows "
+                            f"({format_duration(int(alert['streak']) * window_s)})")
+            elif code == "still":
+                what.append("Still abnormal")
+            elif code == "reopened":
+                what.append(f"Abnormal again: {label} had gone back to normal (flapping)")
+        what = [w for w in what if w] or ["Still abnormal"]
+    return _e(f"Update: {'. '.join(what)}. {_now_words(alert)}.", 2900)
+
+
+def _lead_moved(alert: dict) -> bool:
+    """Whether the lead series differs from the one of the last message."""
+    prev = alert.get("previous") or {}
+    return (prev.get("kpi"), prev.get("segment"), prev.get("channel")) != (
+        alert["kpi"], alert["segment"], alert["channel"])
 
 
 class SlackPoster:

@@ -61,9 +61,11 @@ async def test_prompt_carries_evidence_as_data_and_answer_is_used():
     block = user[user.index("<evidence>") + len("<evidence>"):user.index("</evidence>")]
     evidence = json.loads(block)
     assert evidence["kpi"] == "payment_failure_rate"
-    assert evidence["value"] == "41.0%" and evidence["normal_band"] == ["1.0%", "3.0%"]
+    assert evidence["value"] == "41.0%" and evidence["normal_band"] == "1.0% to 3.0%"
+    assert evidence["change"] == "+39.0 pp" and evidence["relative_change"] == "20× normal"
+    assert evidence["direction_meaning"] == "worse" and evidence["impact"].startswith("≈ ")
     assert {r["kpi"] for r in evidence["related_kpis_same_windows"]} == {
-        "payments", "revenue", "conversion_rate"}
+        "Payments", "Revenue", "Conversion rate"}
     assert evidence["definition"] and evidence["recent_values"]
     assert KEY in (req["headers"].get("x-api-key"), req["headers"].get("Authorization", "")[7:])
 
@@ -92,6 +94,12 @@ async def test_answer_that_changes_a_number_falls_back_to_the_template():
         await ex.close()
     assert result.source == "template"
     assert result.text == template_explanation(evidence)
+
+
+def test_a_kpi_id_in_the_answer_becomes_its_label_and_the_prompt_reads_direction():
+    text = check_answer("payment_failure_rate jumped while match_rate held: the gateway.", "{}")
+    assert text == "Payment failure rate jumped while Match rate held: the gateway."
+    assert "direction_meaning" in SYSTEM_PROMPT and "never by their ids" in SYSTEM_PROMPT
 
 
 def test_numbers_from_the_evidence_are_allowed():

@@ -47,7 +47,8 @@ async def test_alert_posts_blocks_with_text_then_chart_update_and_thread_replies
     assert len(parent) == 1
     msg = parent[0].params
     assert msg["channel"] == "C0ALERTS"
-    assert msg["text"].startswith("Critical: Payment failure rate up 1950%")
+    assert msg["text"].startswith("Critical: Payment failure rate up 39.0 pp to 41.0% (20× normal) "
+                                  "across all segments and channels")
     types = [b["type"] for b in msg["blocks"]]
     assert types[:3] == ["header", "section", "section"] and "actions" in types
     fields = next(b for b in msg["blocks"] if "fields" in b)["fields"]
@@ -60,11 +61,12 @@ async def test_alert_posts_blocks_with_text_then_chart_update_and_thread_replies
     ts = slack.messages and next(iter(slack.messages))
     replies = slack.thread_replies(ts)
     assert len(replies) == 2  # one update when the window closed, one resolution
-    assert "joined" in replies[0].params["text"] and "Resolved" in replies[1].params["text"]
+    assert replies[0].params["text"].startswith("Update: Now also Payments overall")
+    assert "Resolved" in replies[1].params["text"]
 
     updates = slack.calls("chat.update")
     assert updates and all(u.params["ts"] == ts for u in updates)
-    assert "revenue down" in json.dumps(updates[0].params["blocks"])  # joined at window close
+    assert "Revenue overall down 66%" in json.dumps(updates[0].params["blocks"])  # joined later
     assert "Resolved" in updates[-1].params["text"]
     assert not any(b["type"] == "actions" for b in updates[-1].params["blocks"])
 
