@@ -14,7 +14,8 @@ _COLUMNS = (("incidents", "incidents", "{:d}"), ("detected", "detected", "{:d}")
             ("p95_delay_windows", "p95 delay", "{:g}"),
             ("median_ttd_minutes", "TTD min", "{:.0f}"),
             ("p95_ttd_minutes", "p95 TTD", "{:.0f}"),
-            ("floor_ttd_minutes", "floor min", "{:.0f}"))
+            ("floor_ttd_minutes", "floor min", "{:.0f}"),
+            ("reachable_recall", "reachable", "{:.3f}"))
 
 
 def format_table(result: dict[str, Any]) -> str:

@@ -37,12 +37,13 @@ class Tally:
     delays: list[int] = field(default_factory=list)
     ttds: list[float] = field(default_factory=list)
     floors: list[float] = field(default_factory=list)
+    reachable: int = 0   # incidents whose floor is within their duration
     false_alarms: list[dict[str, Any]] = field(default_factory=list)
     incident_rows: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
         for name in ("incidents", "detected", "events", "true_events", "strict_true_events",
-                     "episodes", "false_episodes", "days"):
+                     "episodes", "false_episodes", "days", "reachable"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.delays.extend(other.delays)
         self.ttds.extend(other.ttds)
@@ -74,6 +75,8 @@ def score(incidents: Sequence[Incident], events: Sequence[dict[str, Any]],
                "floor_minutes": None if floor is None else round(floor, 1), "first": None}
         if floor is not None:
             t.floors.append(floor)
+            # an ideal test gathers evidence while the incident lasts: past its end, no more
+            t.reachable += floor <= (inc.end - inc.start) / 60.0
         if hits:
             t.detected += 1
             delay = delay_windows(s, hits[0]["window_start_ts"])
@@ -141,6 +144,8 @@ def summary(t: Tally) -> dict[str, Any]:
         "median_ttd_minutes": _rounded(nearest_rank(t.ttds, 0.5)),
         "p95_ttd_minutes": _rounded(nearest_rank(t.ttds, 0.95)),
         "floor_ttd_minutes": _rounded(nearest_rank(t.floors, 0.5)),
+        # the recall of the ideal test of the floor: incidents it detects before they end
+        "reachable_recall": t.reachable / t.incidents if t.incidents and t.floors else None,
         "incidents": t.incidents, "detected": t.detected, "anomaly_events": t.events,
         "true_events": t.true_events, "episodes": t.episodes, "false_alarms": t.false_episodes,
         "days": t.days, "delays": sorted(t.delays),

@@ -217,3 +217,15 @@ def test_json_state_round_trip_mid_stream_gives_identical_anomalies() -> None:
     after = [a for m in messages[split:] for a in restored.observe(m)]
     assert any(a["kpi"] == "match_rate" for a in after)
     assert before + after == expected
+
+
+def test_reachable_recall_counts_incidents_an_ideal_test_catches_before_they_end():
+    from evaluation.scoring import score, summary
+    from simulator.scenarios import Incident
+    short = Incident("a", "payment-outage", START, START + 3600.0, ("payment_failure_rate",),
+                     "all", "all", "", 0.2)
+    long = Incident("b", "payment-outage", START + 86400, START + 86400 + 4 * 3600.0,
+                    ("payment_failure_rate",), "all", "all", "", 0.2)
+    t = score([short, long], [], 7.0, {"a": 75.0, "b": 75.0})
+    assert summary(t)["reachable_recall"] == 0.5 and summary(t)["recall"] == 0.0
+    assert summary(score([short], [], 7.0))["reachable_recall"] is None   # no floors known
