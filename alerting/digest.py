@@ -49,6 +49,7 @@ from kpis.messages import is_running
 
 __all__ = [
     "CHART_KPIS",
+    "DIGEST_KPIS",
     "DIGEST_SYSTEM_PROMPT",
     "HEADLINE_KPIS",
     "KEEP_DAYS",
@@ -71,7 +72,12 @@ HEADLINE_KPIS: tuple[str, ...] = ("signups", "revenue", "mrr") + tuple(
     k.id for k in KPIS if k.target is not None)
 """Signups, revenue and MRR, then every KPI with a target (seed 000), in catalogue order."""
 CHART_KPIS: tuple[str, ...] = ("signups", "revenue", "mrr", "conversion_rate", "churn_rate", "cac")
-"""The panels of the digest's seven-day chart."""
+"""The panels of the digest's seven-day chart (after one per series that alerted that day)."""
+DIGEST_KPIS: frozenset[str] = frozenset(k.id for k in KPIS)
+"""The KPIs whose daily values the builder keeps: the headline, and any KPI that may alert, so
+the chart has a week of the alerted series (a payment outage leads with the failure rate)."""
+ALERT_PANELS = 3
+"""At most this many alerted series get their own panel in the chart."""
 MIN_MOVER_N = 30.0
 """A segment or channel series is a mover candidate only when its sample (``n``: events
 counted, or the ratio's denominator) is at least this on both days: a channel going from 2 to 4
@@ -164,7 +170,7 @@ class DigestBuilder:
                    value: float | None, n: float | None, complete: bool = True) -> None:
         """One KPI value of one series in one window; repeats of a window are ignored."""
         self.reached = max(self.reached, window_start_ts + self.window_s)
-        if (kpi not in HEADLINE_KPIS or kpi not in KPI_BY_ID or not complete or value is None
+        if (kpi not in DIGEST_KPIS or not complete or value is None
                 or (segment != ALL and channel != ALL)):
             return
         day = day_index(window_start_ts)
@@ -229,7 +235,8 @@ class DigestBuilder:
         entry["_seen"].append(change)
         entry["changes"] += 1
         entry["opened"] = entry["opened"] or alert.get("status") == "open"
-        entry.update({k: alert.get(k) for k in ("status", "value", "expected", "since")})
+        entry.update({k: alert.get(k) for k in ("status", "value", "expected", "since",
+                                                 "resolved_at")})
         if alert.get("severity") == "critical":
             entry["severity"] = "critical"
 
@@ -295,13 +302,52 @@ def build_digest(b: DigestBuilder, day: int) -> dict:
         "alerts": sorted(({k: v for k, v in a.items() if k != "_seen"}
                           for a in b.alerts.get(day, {}).values()),
                          key=lambda a: (a["severity"] != "critical", str(a["kpi"]), a["id"])),
-        "week": {"days": [day_iso(d) for d in range(day - 6, day + 1)],
-                 **{kpi: [v[0] if (v := b.value(d, kpi)) else None
-                          for d in range(day - 6, day + 1)] for kpi in CHART_KPIS}},
         "chart": None,
     }
+    doc["week"] = _week(b, day, doc["alerts"])
     doc["summary"], doc["summary_source"] = template_summary(doc), "template"
     return doc
+
+
+def _week(b: DigestBuilder, day: int, alerts: list[dict]) -> dict:
+    """What the seven-day chart draws: the days, each chart KPI's daily values, the series
+    that alerted during the day (``alerted``: kpi, segment, channel, values; critical first,
+    at most :data:`ALERT_PANELS`) and the alerts' periods that day (``alerts``: kpi, segment,
+    channel, severity, ``start_ts`` from ``since``, ``end_ts`` at the resolution or the day's
+    end)."""
+    days = range(day - 6, day + 1)
+
+    def values(kpi: str, segment: str = ALL, channel: str = ALL) -> list[float | None]:
+        return [v[0] if (v := b.value(d, kpi, segment, channel)) else None for d in days]
+
+    week: dict[str, Any] = {"days": [day_iso(d) for d in days],
+                            **{kpi: values(kpi) for kpi in CHART_KPIS}}
+    series: list[tuple[str, str, str]] = []
+    spans = []
+    for a in alerts:
+        kpi, segment, channel = str(a["kpi"]), str(a["segment"]), str(a["channel"])
+        if kpi not in KPI_BY_ID:
+            continue
+        key = (kpi, segment, channel)
+        if key not in series and len(series) < ALERT_PANELS and not (
+                kpi in CHART_KPIS and segment == channel == ALL):
+            series.append(key)
+        try:
+            start = parse_utc(a["since"])
+        except (KeyError, TypeError, ValueError):
+            start = day * DAY_S
+        end = (day + 1) * DAY_S   # still open when the day ended
+        if a.get("status") == "resolved":
+            try:
+                end = min(parse_utc(a["resolved_at"]), end)
+            except (KeyError, TypeError, ValueError):
+                pass
+        spans.append({"kpi": kpi, "segment": segment, "channel": channel,
+                      "severity": a["severity"], "start_ts": start, "end_ts": max(end, start)})
+    week["alerted"] = [{"kpi": k, "segment": s, "channel": c, "values": values(k, s, c)}
+                       for k, s, c in series]
+    week["alerts"] = spans
+    return week
 
 
 def _relative(value: float | None, before: float | None) -> float | None:
@@ -314,8 +360,8 @@ def _movers(b: DigestBuilder, day: int, top: int = 3) -> list[dict]:
     order = {kpi: i for i, kpi in enumerate(HEADLINE_KPIS)}
     candidates = []
     for (kpi, segment, channel) in b.days.get(day, {}):
-        if segment == channel == ALL:
-            continue
+        if segment == channel == ALL or kpi not in order:
+            continue   # movers are the headline KPIs' slices
         now, week_ago = b.value(day, kpi, segment, channel), b.value(day - 7, kpi, segment, channel)
         if now is None or week_ago is None or min(now[1], week_ago[1]) < MIN_MOVER_N:
             continue
