@@ -28,7 +28,7 @@ from typing import Any, TextIO
 from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
-from alerting.evidence import build_evidence
+from alerting.evidence import build_evidence, kpi_label
 from alerting.explain import Explainer, make_explainer
 from alerting.feedback import Feedback, FeedbackStore, make_feedback_app
 from alerting.feedback_server import FeedbackServer
@@ -241,7 +241,9 @@ class AlertService:
                 self.outbox.add(Delivery(f"{key}:chart", "chart", alert["id"], channel,
                                          chart={k: alert.get(k) for k in (
                                              "kpi", "segment", "channel", "history", "value",
-                                             "expected", "lower", "upper", "window_start_ts")}))
+                                             "expected", "lower", "upper", "window_start_ts",
+                                             "since_ts", "window_end_ts", "severity", "early",
+                                             "as_of_ts", "elapsed_minutes")}))
         else:
             self._enqueue_parent_update(alert)
             self.outbox.add(Delivery(f"{key}:reply", "reply", alert["id"], channel,
@@ -281,7 +283,7 @@ class AlertService:
             if png is None:
                 raise DeliveryError("chart could not be drawn", retryable=False)
             await self.poster.upload_png(channel, thread_ts, png, f"pulse-{d.alert_id}.png",
-                                         f"{d.chart['kpi']} around the anomaly")
+                                         f"{kpi_label(str(d.chart['kpi']))} around the alert")
             return None
         raise DeliveryError(f"unknown delivery kind {d.kind!r}", retryable=False)
 
@@ -319,8 +321,7 @@ def _render(chart: dict) -> bytes | None:
     from alerting.chart import chart_points, render_chart  # matplotlib only when drawing
 
     try:
-        return render_chart(chart_points(chart), chart["kpi"],
-                            f"{chart['kpi']} · {chart['segment']}/{chart['channel']}")
+        return render_chart(chart_points(chart), chart["kpi"], alert=chart)
     except (ValueError, TypeError, KeyError):
         log.exception("could not draw the chart")
         return None

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from alerting.digest import HEADLINE_KPIS, DigestBuilder
+from alerting.digest import DIGEST_KPIS, DigestBuilder
 from alerting.digest_delivery import DigestPublisher
 from kpis.messages import docs_in
 from stream.agents.alerts import record_call
@@ -59,7 +59,7 @@ async def on_kpis(builder: DigestBuilder, publisher: DigestPublisher, resume: Re
     closed = False
     for doc in docs:
         closed = closed or doc.get("kind") == "window_closed"
-        if doc.get("kind") != "window_closed" and doc.get("kpi") not in HEADLINE_KPIS:
+        if doc.get("kind") != "window_closed" and doc.get("kpi") not in DIGEST_KPIS:
             continue   # a KPI the digest does not show
         for digest in builder.add_message(doc):
             live = digest["day_end_ts"] >= settings.notify_after
