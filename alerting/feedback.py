@@ -5,7 +5,9 @@ Request URL of the app's Interactivity settings. For ``block_actions`` from Puls
 endpoint answers 200 at once and hands a :class:`Feedback` to the service, which stores it in
 ``feedback.jsonl`` (the detectors read false alarms from there: :func:`load_feedback`) and
 honours it (a snooze is a one-hour silence). With a signing secret, requests are verified
-(``X-Slack-Signature``, ``v0`` HMAC-SHA256, at most five minutes old).
+(``X-Slack-Signature``, ``v0`` HMAC-SHA256, at most five minutes old) and refused with 401
+otherwise; the worker does not start the endpoint without one (:data:`E_NO_SIGNING_SECRET`),
+and Socket Mode (alerting/socket_mode.py) needs no endpoint at all.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from alerting.slack import ACTION_ACK, ACTION_FALSE_ALARM, ACTION_SNOOZE
 
 __all__ = [
     "ACTIONS",
+    "E_NO_SIGNING_SECRET",
     "Feedback",
     "FeedbackStore",
     "load_feedback",
@@ -76,17 +79,38 @@ def parse_payload(payload: dict, now: float) -> list[Feedback]:
     return found
 
 
+E_NO_SIGNING_SECRET = (
+    "PULSE_FEEDBACK_PORT is set but SLACK_SIGNING_SECRET is not: the interactivity endpoint "
+    "would honour unsigned clicks from anyone who reaches the port, so it is NOT started. Set "
+    "SLACK_SIGNING_SECRET (Basic Information > App Credentials of the Slack app), or use "
+    "Socket Mode instead (SLACK_APP_TOKEN, no public endpoint: docs/slack-app.md).")
+
+
 def verify_signature(secret: str, timestamp: str, body: bytes, signature: str, now: float,
                      max_age_s: float = 300) -> bool:
-    """Slack's request signature check (``v0=`` HMAC-SHA256 of ``v0:timestamp:body``)."""
-    try:
-        if abs(now - float(timestamp)) > max_age_s:
-            return False
-    except ValueError:
+    """Slack's request signature check (``v0=`` HMAC-SHA256 of ``v0:timestamp:body``).
+
+    An empty secret, a missing or non-``v0=`` signature, and a timestamp that is not a whole
+    number of seconds within ``max_age_s`` of ``now`` all fail.
+
+    >>> body, ts = b"payload=%7B%7D", "1763719200"
+    >>> sig = "v0=" + hmac.new(b"s3cr3t", b"v0:" + ts.encode() + b":" + body,
+    ...                        hashlib.sha256).hexdigest()
+    >>> verify_signature("s3cr3t", ts, body, sig, now=1763719260.0)
+    True
+    >>> verify_signature("s3cr3t", ts, body + b"x", sig, now=1763719260.0)
+    False
+    >>> verify_signature("s3cr3t", "nan", body, sig, now=1763719260.0)
+    False
+    """
+    if not (secret and signature.startswith("v0=") and timestamp.isascii()
+            and timestamp.isdigit()):
+        return False
+    if abs(now - int(timestamp)) > max_age_s:
         return False
     base = b"v0:" + timestamp.encode() + b":" + body
     expected = "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, signature)
+    return hmac.compare_digest(expected.encode(), signature.encode())
 
 
 class FeedbackStore:

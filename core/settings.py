@@ -88,6 +88,11 @@ class Settings:
     slack_token: str = _setting(
         "", "SLACK_BOT_TOKEN", "Slack bot token; with a channel, alerts go to Slack.", secret=True)
     slack_channel: str = _setting("", "PULSE_SLACK_CHANNEL", "Slack channel id for alerts.")
+    slack_app_token: str = _setting(
+        "", "SLACK_APP_TOKEN",
+        "Slack app-level token (xapp-, scope connections:write); when set, the worker takes "
+        "button clicks, /pulse and @-mentions through Socket Mode (docs/slack-app.md).",
+        secret=True)
     slack_api_url: str = _setting(
         "https://slack.com/api/", "PULSE_SLACK_API_URL", "Base URL of the Slack Web API.")
     grafana_url: str = _setting(

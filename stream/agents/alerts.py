@@ -7,11 +7,14 @@ windows, resuming through stream/resume.py like every agent. Slack and the model
 when configured (``SLACK_BOT_TOKEN`` + ``PULSE_SLACK_CHANNEL``, ``ANTHROPIC_API_KEY``) and only
 for windows after ``PULSE_NOTIFY_AFTER``, so a demo's history or a backfill is recorded, not
 posted. Changes handled again after a crash are the same changes (alert ids come from the
-series and window), and Slack deliveries are keyed by them: none is posted twice.
+series and window), and Slack deliveries are keyed by them: none is posted twice. Clicks,
+``/pulse`` and @-mentions come in through alerting/socket_mode.py (Socket Mode with
+``SLACK_APP_TOKEN``; the HTTP endpoint only with ``SLACK_SIGNING_SECRET``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import pickle
 from pathlib import Path
@@ -21,10 +24,12 @@ import orjson
 
 from alerting import AlertManager, AlertService
 from alerting.sink import alert_record
+from alerting.socket_mode import start_slack_inbound
 from stream import metrics
 from stream.agents.detect import anomalies_topic
 from stream.app import app, make_resume, owns, settings
 from stream.checkpoint import Checkpoint, Resumable
+from stream.kpi_state import docs_from_topic
 
 __all__ = ["alerts_topic", "alert_changes", "record_call"]
 
@@ -58,6 +63,17 @@ def make_service(manager: AlertManager) -> AlertService:
                         alerts_path=alerts_path, observer=record_call)
 
 
+async def load_store() -> Any:
+    """The KPI state a question from Slack is answered from: the ``kpis`` and ``alerts``
+    topics read from the start (``assistant.store.KpiStore``)."""
+    from assistant.store import KpiStore  # only when a question comes
+
+    kpis, alerts = await asyncio.gather(
+        docs_from_topic(settings.kafka_bootstrap, settings.topic("kpis")),
+        docs_from_topic(settings.kafka_bootstrap, settings.topic("alerts")))
+    return KpiStore.from_docs(kpis, alerts=alerts)
+
+
 def record_call(service: str, outcome: str, seconds: float) -> None:
     """Count and time a Slack or model call (``pulse_slack_calls_total`` and friends)."""
     if service == "slack":
@@ -87,10 +103,10 @@ async def alert_changes(stream: Any) -> None:
     resume = make_resume((topic,), lambda offsets: checkpoint.save(saved.at(offsets)),
                          SAVE_EVERY_S, due=saved.offsets)
     can_post, can_explain = service.slack_enabled, service.notify
-    if settings.feedback_port:
-        port = await service.serve_feedback("0.0.0.0", settings.feedback_port,
-                                            settings.slack_signing_secret or None)
-        log.info("Slack interactivity endpoint on port %d: POST /slack/actions", port)
+    # clicks (HTTP endpoint with SLACK_SIGNING_SECRET, or Socket Mode with SLACK_APP_TOKEN),
+    # /pulse and mentions; Socket Mode connects only while this worker reads the alerts
+    inbound = await start_slack_inbound(service, settings, load_store,
+                                        active=lambda: owns(topic))
     try:
         async for event in stream.events():
             msg, closed = event.message, False
@@ -102,6 +118,7 @@ async def alert_changes(stream: Any) -> None:
             if closed:
                 await resume.checkpoint()
     finally:
+        await inbound.close()
         await service.close()
         if owns(topic):   # not if another worker alerts now
             checkpoint.save(saved.at(resume.due))
