@@ -6,6 +6,24 @@ told to reply with given text (or a function of the request), fail with a status
 
     async with FakeAnthropic(reply="Likely a gateway outage.") as api:
         client = anthropic.AsyncAnthropic(api_key="k", base_url=api.base_url)
+
+It can also play a script of turns, one per request, before falling back to ``reply``:
+
+    FakeAnthropic(turns=[
+        {"tool": "kpi_value", "input": {"kpi": "churn_rate"}},   # stop_reason "tool_use"
+        [{"tool": "breakdown", "input": {...}}, {"tool": "targets", "input": {}}],  # two blocks
+        "Churn is 3.7%.",                                        # final text, "end_turn"
+    ])
+
+A turn is a text (the final answer), a ``{"tool", "input"}`` dict (optional ``"id"``), a list
+of those and texts (one message with several blocks), ``{"text", "stop_reason"}`` (a text
+that stops for another reason, e.g. ``"max_tokens"``), ``{"status": 500}`` (an error reply)
+or a function of the request body returning a turn. ``script(*turns)`` queues more.
+
+Like the real API it answers 400 to a tool without a name or an object ``input_schema``, and
+to a ``tool_use`` that the next user message does not answer with a ``tool_result`` first.
+``tool_results(i)`` gives the ``tool_result`` blocks of request ``i``; ``replies`` holds the
+messages sent.
 """
 
 from __future__ import annotations
@@ -14,12 +32,17 @@ import asyncio
 import contextlib
 import itertools
 import json
+import re
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from aiohttp import web
+
+Turn: TypeAlias = "str | dict[str, Any] | list[str | dict[str, Any]] | Callable[[dict], Turn]"
+
+_TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
 @dataclass
@@ -28,9 +51,12 @@ class FakeAnthropic:
     api_key: str = "sk-ant-test-key"
     delay: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)  # {"headers", "json"}
+    turns: list[Turn] = field(default_factory=list)
+    replies: list[dict[str, Any]] = field(default_factory=list)  # the Message objects sent
 
     def __post_init__(self) -> None:
         self._forced: deque[int] = deque()
+        self._script: deque[Turn] = deque(self.turns)
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
@@ -42,6 +68,17 @@ class FakeAnthropic:
 
     def fail_next(self, n: int, status: int = 500) -> None:
         self._forced.extend([status] * n)
+
+    def script(self, *turns: Turn) -> None:
+        """Queue ``turns``, answered one per request after those already queued."""
+        self._script.extend(turns)
+
+    def tool_results(self, i: int = -1) -> list[dict[str, Any]]:
+        """The ``tool_result`` blocks of the last message of request ``i``."""
+        content = self.requests[i]["json"]["messages"][-1]["content"]
+        if isinstance(content, str):
+            return []
+        return [b for b in content if b.get("type") == "tool_result"]
 
     async def start(self) -> FakeAnthropic:
         app = web.Application()
@@ -84,11 +121,84 @@ class FakeAnthropic:
                 return web.json_response({"type": "error", "error": {
                     "type": "invalid_request_error", "message": f"{key}: Field required"}},
                     status=400)
-        text = self.reply(body) if callable(self.reply) else self.reply
-        return web.json_response({
+        problem = _tool_protocol_error(body)
+        if problem:
+            return web.json_response({"type": "error", "error": {
+                "type": "invalid_request_error", "message": problem}}, status=400)
+        if self._script:
+            turn = self._script.popleft()
+            while callable(turn):
+                turn = turn(body)
+        else:
+            turn = self.reply(body) if callable(self.reply) else self.reply
+        if isinstance(turn, dict) and "status" in turn:
+            return web.json_response({"type": "error", "error": {
+                "type": "api_error", "message": "Internal server error"}},
+                status=int(turn["status"]))
+        content, stop_reason = self._content(turn)
+        message = {
             "id": f"msg_fake{next(self._ids):06d}", "type": "message", "role": "assistant",
-            "model": body["model"], "content": [{"type": "text", "text": text}],
-            "stop_reason": "end_turn", "stop_sequence": None,
+            "model": body["model"], "content": content,
+            "stop_reason": stop_reason, "stop_sequence": None,
             "usage": {"input_tokens": len(json.dumps(body)) // 4,
-                      "output_tokens": len(text) // 4},
-        })
+                      "output_tokens": len(json.dumps(content)) // 4},
+        }
+        self.replies.append(message)
+        return web.json_response(message)
+
+    def _content(self, turn: Turn) -> tuple[list[dict[str, Any]], str]:
+        """A turn's content blocks and stop reason."""
+        parts = turn if isinstance(turn, list) else [turn]
+        content: list[dict[str, Any]] = []
+        stop_reason = "end_turn"
+        for part in parts:
+            if isinstance(part, str):
+                content.append({"type": "text", "text": part})
+            elif isinstance(part, dict) and "tool" in part:
+                content.append({"type": "tool_use",
+                                "id": part.get("id") or f"toolu_fake{next(self._ids):06d}",
+                                "name": part["tool"], "input": part.get("input", {})})
+                stop_reason = "tool_use"
+            elif isinstance(part, dict) and "text" in part:
+                content.append({"type": "text", "text": part["text"]})
+                stop_reason = part.get("stop_reason", stop_reason)
+            else:
+                raise ValueError(f"not a turn: {part!r}")
+        return content, stop_reason
+
+
+def _tool_protocol_error(body: dict) -> str | None:
+    """What the real API would reject in the tools or the tool_use / tool_result pairing."""
+    for tool in body.get("tools", []):
+        if not _TOOL_NAME.fullmatch(str(tool.get("name", ""))):
+            return f"tools: invalid tool name {tool.get('name')!r}"
+        schema = tool.get("input_schema")
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            return f"tools.{tool['name']}.input_schema: must be a JSON schema of type object"
+    messages = body["messages"]
+    for i, m in enumerate(messages):
+        content = m.get("content")
+        blocks = content if isinstance(content, list) else []
+        if m.get("role") == "assistant":
+            ids = [b.get("id") for b in blocks if b.get("type") == "tool_use"]
+            if not ids:
+                continue
+            if not body.get("tools"):
+                return "tools: required when messages contain tool_use blocks"
+            nxt = messages[i + 1] if i + 1 < len(messages) else None
+            answered = nxt["content"] if nxt and nxt.get("role") == "user" and isinstance(
+                nxt.get("content"), list) else []
+            head = [b.get("tool_use_id") for b in answered[:len(ids)]
+                    if b.get("type") == "tool_result"]
+            if sorted(map(str, head)) != sorted(map(str, ids)):
+                return (f"messages.{i + 1}: tool_use ids were found without tool_result blocks "
+                        "immediately after: " + ", ".join(map(str, ids)))
+        elif m.get("role") == "user":
+            prev = messages[i - 1] if i > 0 else {}
+            prev_blocks = prev.get("content") if isinstance(prev.get("content"), list) else []
+            known = {b.get("id") for b in prev_blocks or [] if b.get("type") == "tool_use"}
+            for b in blocks:
+                if b.get("type") == "tool_result" and b.get("tool_use_id") not in known:
+                    return (f"messages.{i}: unexpected tool_use_id found in tool_result blocks: "
+                            f"{b.get('tool_use_id')}")
+    return None
