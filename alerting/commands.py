@@ -6,7 +6,7 @@
 :class:`Commands` does the work and returns a :class:`Reply` (Block Kit, with a top-level
 ``text``). No Slack connection here: alerting/socket_mode.py acks the envelopes and posts the
 replies. Text typed in Slack is data: it is escaped wherever a reply shows it, and a question
-goes to :func:`assistant.answer.answer` as the question, never into instructions.
+goes to :func:`assistant.answer.answer_async` as the question, never into instructions.
 
 Silences are the ones ``pulse silence`` makes (alerting/silence.py, ``<data_dir>/
 silences.json``), so ``pulse silence list`` shows them and the worker applies them.
@@ -310,7 +310,8 @@ class Commands:
         The ``digest.jsonl`` file (default ``<data_dir>/digest.jsonl``).
     answer
         ``answer(question, store)`` returning an ``assistant.answer.Answer`` (``text``,
-        ``blocks``), sync or async; default :func:`assistant.answer.answer` without a model.
+        ``blocks``), sync or async; default :func:`assistant.answer.answer_async` without a
+        model.
     clock
         Wall clock of silences and of the store's cache.
     """
@@ -406,9 +407,9 @@ class Commands:
         if self.answer_fn is not None:
             result = self.answer_fn(question, store)
         else:
-            from assistant.answer import answer  # the assistant's entry point
+            from assistant.answer import answer_async  # the assistant, inside the event loop
 
-            result = answer(question, store)
+            result = answer_async(question, store)
         if inspect.isawaitable(result):
             result = await result
         return result

@@ -360,8 +360,8 @@ async def start_slack_inbound(service: AlertService, settings: Settings,
     """Start what ``settings`` asks for: the interactivity endpoint on ``PULSE_FEEDBACK_PORT``
     (never without ``SLACK_SIGNING_SECRET``) and Socket Mode with ``SLACK_APP_TOKEN`` (it
     needs the bot token too, to post). ``load_store`` returns the KPI state questions are
-    answered from, ``answer`` answers them (default :func:`assistant.answer.answer` with the
-    service's model client); ``active`` says whether to be connected now."""
+    answered from, ``answer`` answers them (default :func:`assistant.answer.answer_async` with
+    the service's model client); ``active`` says whether to be connected now."""
     port = settings.feedback_port if feedback_port is None else feedback_port
     if port and not settings.slack_signing_secret:
         log.error(E_NO_SIGNING_SECRET)
@@ -394,10 +394,11 @@ async def start_slack_inbound(service: AlertService, settings: Settings,
 
 
 def _answerer(service: AlertService, settings: Settings) -> Callable[[str, Any], Any]:
-    """``assistant.answer.answer`` with the service's model client (``None``: no key)."""
+    """``assistant.answer.answer_async`` with the service's model client (``None``: no key,
+    the parser answers)."""
     def answer(question: str, store: Any) -> Any:
-        from assistant.answer import answer as assistant_answer
+        from assistant.answer import answer_async
 
-        return assistant_answer(question, store, client=service.explainer.client,
-                                model=settings.llm_model)
+        return answer_async(question, store, client=service.explainer.client,
+                            model=settings.llm_model)
     return answer

@@ -19,17 +19,17 @@ import sys
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
 
 from alerting.commands import Command, Commands, alerts_reply, open_alerts, parse_command
-from alerting.evidence import format_value
 from alerting.feedback import E_NO_SIGNING_SECRET
 from alerting.service import AlertService
 from alerting.slack import ACTION_ACK, ACTION_SNOOZE, make_slack_client
 from alerting.socket_mode import SlackSocket, start_slack_inbound
+from assistant.answer import Answer, parser_answer
+from assistant.store import KpiStore
 from stream.settings import Settings
 from tests.fakes.anomalies import T0, anomaly, closed
 from tests.fakes.socket_mode_server import FakeSlackApp
@@ -41,25 +41,20 @@ SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 CHURN = 0.0423   # the KPI state questions are answered from
 
 
-@dataclass
-class StandIn:
-    """What ``assistant.answer.answer`` returns (text, blocks, facts, source)."""
-
-    text: str
-    blocks: list[dict] = field(default_factory=list)
-    facts: list[dict] = field(default_factory=list)
-    source: str = "facts"
+ROWS = [{"kpi": "churn_rate", "segment": segment, "channel": "all", "value": value, "n": 1000,
+         "window_start": f"2026-11-21T{h:02d}:00:00Z",
+         "window_end": f"2026-11-21T{h + 1:02d}:00:00Z", "complete": True}
+        for h in range(8, 12) for segment, value in (("all", CHURN + 0.001 * (h - 11)),
+                                                     ("new_grads", 0.061))]
 
 
-def stand_in_answer(question: str, store: dict) -> StandIn:
-    value = format_value(store["churn_rate"], "churn_rate")
-    text = f"Churn rate is {value} (all segments, all channels)."
-    return StandIn(text, [{"type": "section", "text": {"type": "mrkdwn", "text": text}}],
-                   [{"kpi": "churn_rate", "value": store["churn_rate"]}])
+async def load_store() -> KpiStore:
+    return KpiStore.from_rows(ROWS)
 
 
-async def load_store() -> dict:
-    return {"churn_rate": CHURN}
+def expected_answer(question: str) -> Answer:
+    """What the assistant answers from the same store (no model key: the parser)."""
+    return parser_answer(question, KpiStore.from_rows(ROWS))
 
 
 def settings(slack: FakeSlackApp, tmp_path: Path, **kw: object) -> Settings:
@@ -79,7 +74,7 @@ def make_service(s: Settings, manager: object = None) -> AlertService:
 async def connected(slack: FakeSlackApp, svc: AlertService, s: Settings
                     ) -> AsyncIterator[SlackSocket]:
     before = slack.connections
-    inbound = await start_slack_inbound(svc, s, load_store, answer=stand_in_answer)
+    inbound = await start_slack_inbound(svc, s, load_store)
     assert inbound.socket is not None
     await slack.wait_connected(before + 1)
     try:
@@ -158,7 +153,10 @@ async def test_pulse_ask_is_answered_in_a_thread(tmp_path):
     assert "<@U0ANA> asked" in parent.params["text"]
     assert "<!channel>" not in parent.params["text"] and "&lt;!channel&gt;" in parent.params[
         "text"]   # the user's text is escaped
+    answer = expected_answer("What's our churn rate?")
+    assert answer.facts[0]["value_text"] == "4.2%"   # the answer's numbers, in the thread
     assert "4.2%" in reply.params["text"] and "4.2%" in json.dumps(reply.params["blocks"])
+    assert reply.params["blocks"][0]["text"]["text"].startswith("Churn rate is 4.2%")
 
 
 async def test_pulse_silence_is_the_silence_pulse_silence_lists(tmp_path):
@@ -204,7 +202,8 @@ async def test_a_mention_is_answered_in_its_thread(tmp_path):
 
     (reply,) = replies(slack)
     assert reply.params["thread_ts"] == env["payload"]["event"]["ts"]
-    assert reply.params["blocks"] == stand_in_answer("", {"churn_rate": CHURN}).blocks
+    assert reply.params["blocks"] == expected_answer("what's our churn rate?").blocks
+    assert "4.2%" in reply.params["text"]
 
 
 async def test_a_command_where_the_bot_may_not_post_answers_through_the_response_url(tmp_path):

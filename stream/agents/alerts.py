@@ -71,7 +71,7 @@ async def load_store() -> Any:
     kpis, alerts = await asyncio.gather(
         docs_from_topic(settings.kafka_bootstrap, settings.topic("kpis")),
         docs_from_topic(settings.kafka_bootstrap, settings.topic("alerts")))
-    return KpiStore.from_docs(kpis, alerts=alerts)
+    return await asyncio.to_thread(KpiStore.from_docs, kpis, alerts)
 
 
 def record_call(service: str, outcome: str, seconds: float) -> None:
