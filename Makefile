@@ -3,21 +3,33 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: demo test lint bench clean venv promtool
 
 venv: $(STAMP)
 
+# The demo's dependencies only; the test tools come with `make test` (TEST_STAMP). pip prints
+# what it collects and installs (a fresh machine takes a minute or two), not --quiet.
+# setuptools' notice on every editable install ("Editable installation. Please be careful with
+# folders ... with the same name as your package") is not for users: filtered by its text only.
+QUIET_EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
 $(STAMP): pyproject.toml
+	@echo "setting up $(VENV): Pulse and its dependencies (a minute or two on a fresh machine)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --upgrade --progress-bar on pip
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install --progress-bar on -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP) pyproject.toml
+	@echo "adding the test tools to $(VENV)"
+	$(QUIET_EDITABLE) $(BIN)/python -m pip install --progress-bar on -e '.[test]'
+	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/pulse demo $(ARGS)
 
-test: $(STAMP) promtool
+test: $(TEST_STAMP) promtool
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # tests/test_deploy.py and tests/test_prometheus.py need promtool and prometheus (Debian package
@@ -30,11 +42,11 @@ promtool:
 	  || { cat .apt-prometheus.log; rm -f .apt-prometheus.log; exit 1; }; \
 	  rm -f .apt-prometheus.log; }
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy core evaluation stream kpis detectors alerting simulator pulse
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
 clean:

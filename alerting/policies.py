@@ -223,17 +223,21 @@ class Silences:
         self._mtime = self.path.stat().st_mtime
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_duration(text: str) -> float:
-    """Seconds in ``30m``, ``2h``, ``1d`` (a bare number is seconds).
+    """Seconds in ``90s``, ``30m``, ``2h``, ``1d``, ``1w``: the unit is required (a bare
+    ``2`` meant two seconds where people meant hours).
 
-    >>> parse_duration("2h"), parse_duration("30m"), parse_duration("90")
+    >>> parse_duration("2h"), parse_duration("30m"), parse_duration("90s")
     (7200.0, 1800.0, 90.0)
     """
     m = _DURATION.match(text.lower())
     if not m or float(m.group(1)) <= 0:
-        raise ValueError(f"{text!r} is not a duration; use e.g. 30m, 2h or 1d")
+        hint = f" ({text.strip()}h? {text.strip()}m?)" if re.fullmatch(r"\s*\d+(\.\d+)?\s*",
+                                                                     text) else ""
+        raise ValueError(f"{text!r} is not a duration{hint}; give a number and a unit: "
+                         "30m, 2h, 1d (s, m, h, d, w)")
     return float(m.group(1)) * _UNIT_S[m.group(2)]

@@ -115,7 +115,37 @@ class Settings:
             if name in env and env[name] != "":
                 values[f.name] = _parse(f, env[name])
         values.update(overrides)
-        return cls(**values)
+        settings = cls(**values)
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse settings that cannot work, with what to do instead (SettingsError)."""
+        w, late, early = self.window_seconds, self.lateness_seconds, self.early_seconds
+        if w <= 0 or w > 86400 or 86400 % w:
+            raise SettingsError(
+                f"PULSE_WINDOW_SECONDS={w} must be a positive number of seconds that divides a "
+                "day (86400), so windows line up with days: e.g. 3600 (the default), 900, 60.")
+        if late >= w:
+            raise SettingsError(f"PULSE_LATENESS_SECONDS={late} must be below the window "
+                                f"(PULSE_WINDOW_SECONDS={w}): e.g. 600 for hourly windows.")
+        if early and (early >= w or w % early):
+            raise SettingsError(
+                f"PULSE_EARLY_SECONDS={early} must divide the window (PULSE_WINDOW_SECONDS={w}) "
+                "and be shorter than it: e.g. 300 for hourly windows, or 0 for no early looks.")
+        for env, port in (("PULSE_METRICS_PORT", self.metrics_port),
+                          ("PULSE_WEB_PORT", self.web_port),
+                          ("PULSE_FEEDBACK_PORT", self.feedback_port)):
+            if port > 65535:
+                raise SettingsError(f"{env}={port} is not a TCP port: give one of 1-65535, or 0 "
+                                    "where the setting allows none.")
+        if self.web_port < 1:
+            raise SettingsError("PULSE_WEB_PORT=0: the worker's web server needs a port (1-65535, "
+                                "default 6066).")
+        if self.events_partitions < 1:
+            raise SettingsError("PULSE_EVENTS_PARTITIONS must be at least 1 (the default is 4).")
+        if self.session_timeout_s < 1:
+            raise SettingsError("PULSE_SESSION_TIMEOUT must be at least 1 second (default 10).")
 
     def topic(self, name: str) -> str:
         """Full name of one of Pulse's topics (``events``, ``kpis``, ...)."""

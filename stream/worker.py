@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 from prometheus_client import start_http_server
 
@@ -51,6 +52,11 @@ def _exit_when_orphaned() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     _exit_when_orphaned()
+    try:   # Faust's tables and every agent's checkpoints live there; a fresh clone has none
+        (Path(settings.data_dir) / "faust").mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        sys.exit(f"pulse worker: cannot create the data directory {settings.data_dir!r} ({e}); "
+                 "set PULSE_DATA_DIR to a directory you can write.")
     for name in AGENT_MODULES:
         __import__(name)
     gc.collect()
