@@ -1,41 +1,26 @@
-"""``pulse ask``: answers about the current KPIs from the live KPI state.
+"""The first ``pulse ask``, kept for callers of :func:`answer_question`: the latest value of the
+KPIs a question names, in one sentence each.
 
-The numbers come from a deterministic lookup in the state, formatted here; the model (when a
-key is set) only adds a sentence of context around them and may not write a number the facts
-do not hold. Without a key, or if the model's sentence is rejected, the answer is the facts.
+``pulse ask`` and Slack now answer through :mod:`assistant` (periods, comparisons, breakdowns,
+channels). This layer reads the same way: KPI words from :mod:`assistant.vocab`, the latest
+window of each series from an :class:`assistant.store.KpiStore`. The model (when a key is set)
+only adds a sentence of context and may not write a number the facts do not hold.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 from alerting.evidence import KPIS, format_value, kpi_label, where
 from alerting.explain import Explainer, check_answer, make_explainer
+from assistant.store import KpiStore
+from assistant.vocab import find_kpis
 from core.settings import Settings
-from core.timefmt import human_utc, parse_utc
+from core.timefmt import human_utc, iso_utc
 
 __all__ = ["ASK_SYSTEM_PROMPT", "answer_question", "find_kpis", "lookup"]
-
-_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "churn_rate": ("churn",),
-    "mrr_growth": ("mrr growth", "revenue growth", "growth of mrr"),
-    "mrr": ("mrr", "recurring revenue"),
-    "arpu": ("arpu", "revenue per user", "average revenue"),
-    "ltv_cac": ("ltv:cac", "ltv/cac", "ltv to cac", "ltv cac", "ltv-to-cac"),
-    "ltv": ("ltv", "lifetime value"),
-    "cac": ("cac", "acquisition cost", "cost per acquisition", "cost to acquire"),
-    "conversion_rate": ("conversion rate", "conversion", "converting"),
-    "paid_conversions": ("paid conversions", "new paying", "new customers"),
-    "payment_failure_rate": ("payment failure", "failure rate", "failed payment", "declines"),
-    "payments": ("payments",),
-    "revenue": ("revenue", "sales"),
-    "signups": ("signups", "sign-ups", "sign ups", "signup", "registrations"),
-    "scans": ("scans", "scan volume"),
-    "match_rate": ("match rate", "match score", "matching"),
-    "daily_active_ratio": ("daily active", "dau", "active usage", "stickiness"),
-    "viral_coefficient": ("viral", "referral"),
-}
 
 ASK_SYSTEM_PROMPT = (
     "You are Pulse, answering a question about a job-search SaaS's business KPIs. The user "
@@ -47,71 +32,36 @@ ASK_SYSTEM_PROMPT = (
 )
 
 
-def find_kpis(question: str) -> list[str]:
-    """KPI ids the question names, longest phrase first ("LTV:CAC" is not "LTV").
-
-    >>> find_kpis("What's our churn rate?"), find_kpis("LTV:CAC and MRR growth please")
-    (['churn_rate'], ['ltv_cac', 'mrr_growth'])
-    """
-    q = question.lower()
-    hits: list[tuple[int, int, str]] = []
-    for kpi, phrases in _SYNONYMS.items():
-        for phrase in phrases:
-            for m in re.finditer(rf"(?<![a-z]){re.escape(phrase)}(?![a-z])", q):
-                hits.append((m.start(), m.end(), kpi))
-    hits.sort(key=lambda h: (h[0], -(h[1] - h[0])))
-    found: list[str] = []
-    covered_to = -1
-    for start, end, kpi in hits:
-        if start < covered_to:
-            continue
-        covered_to = end
-        if kpi not in found:
-            found.append(kpi)
-    return found
-
-
-def _end_ts(row: dict) -> float:
-    value = row.get("window_end")
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return parse_utc(value)
-        except ValueError:
-            pass
-    return float(row.get("window_end_ts") or 0.0)
-
-
 def lookup(question: str, kpi_state: list[dict]) -> list[dict]:
-    """The latest snapshot of each asked KPI, overall unless the question names a segment or
-    channel present in the state."""
+    """The latest window of each asked KPI, overall unless the question names a segment or
+    channel present in the state: ``{kpi, segment, channel, window_start, window_end,
+    value}`` rows."""
     kpis = find_kpis(question)
+    store = KpiStore.from_rows(kpi_state)
     q = question.lower()
-    slices = {(str(r.get("segment", "all")), str(r.get("channel", "all"))) for r in kpi_state}
-    named = {name for seg, ch in slices for name in (seg, ch) if name != "all"
-             and re.search(rf"(?<![a-z0-9]){re.escape(name.lower())}(?![a-z0-9])", q)}
-    latest: dict[tuple[str, str, str], dict] = {}
-    for row in kpi_state:
-        key = (str(row.get("kpi")), str(row.get("segment", "all")), str(row.get("channel", "all")))
-        if key[0] not in kpis or row.get("value") is None:
-            continue
-        if not (named & {key[1], key[2]} if named else key[1] == key[2] == "all"):
-            continue
-        if key not in latest or _end_ts(row) > _end_ts(latest[key]):
-            latest[key] = row
-    order = {k: i for i, k in enumerate(kpis)}
-    return sorted(latest.values(), key=lambda r: (order[r["kpi"]], r.get("segment", ""),
-                                                  r.get("channel", "")))
+    named = {name for name in store.segments() + store.channels()
+             if re.search(rf"(?<![a-z0-9]){re.escape(name.lower())}(?![a-z0-9])", q)}
+    out: list[dict[str, Any]] = []
+    for kpi in kpis:
+        for (k, segment, channel) in sorted(store.series):
+            if k != kpi or not (named & {segment, channel} if named
+                                else segment == channel == "all"):
+                continue
+            p = store.latest(k, segment, channel)
+            if p is not None:
+                out.append({"kpi": k, "segment": segment, "channel": channel,
+                            "window_start": iso_utc(p.start), "window_end": iso_utc(p.end),
+                            "window_end_ts": p.end, "value": p.value})
+    return out
 
 
 def _fact(row: dict) -> str:
     kpi = str(row["kpi"])
     info = KPIS.get(kpi)
-    end = human_utc(_end_ts(row))
     target = f" (target {info.target})" if info and info.target else ""
-    slice_ = where(str(row.get("segment", "all")), str(row.get("channel", "all")))
+    slice_ = where(str(row["segment"]), str(row["channel"]))
     value = format_value(float(row["value"]), kpi)
+    end = human_utc(float(row["window_end_ts"]))
     return f"{kpi_label(kpi)} ({slice_}): {value} for the window ending {end}{target}."
 
 
@@ -119,14 +69,14 @@ def _no_answer(question: str, kpi_state: list[dict]) -> str:
     if not find_kpis(question):
         known = sorted({str(r.get("kpi")) for r in kpi_state} or KPIS)
         return ("Pulse did not recognise a KPI in the question. It can answer about: "
-                + ", ".join(known) + ".")
+                + ", ".join(kpi_label(k) for k in known) + ".")
     return "Pulse has no current value for that KPI and slice yet (no closed window)."
 
 
 async def answer_question(question: str, kpi_state: list[dict],
                           explainer: Explainer | Settings | None = None) -> str:
-    """An answer to ``question`` from ``kpi_state`` (latest KPI snapshot dicts:
-    ``kpi, segment, channel, window_start, window_end, value``).
+    """An answer to ``question`` from ``kpi_state`` (KPI rows: ``kpi, segment, channel,
+    window_start, window_end, value``).
 
     ``explainer``: an :class:`Explainer`, or Settings to build one for this call (closed
     after), or ``None`` for the deterministic answer only.

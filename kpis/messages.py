@@ -22,7 +22,8 @@ import orjson
 from kpis.engine import KpiSnapshot
 from kpis.formulas import KPI_BY_ID
 
-__all__ = ["group_snapshots", "is_running", "window_closed", "window_messages", "docs_in"]
+__all__ = ["docs_in", "group_snapshots", "is_running", "series_rows", "window_closed",
+           "window_messages"]
 
 
 def is_running(doc: dict[str, Any]) -> bool:
@@ -111,3 +112,17 @@ def docs_in(value: bytes) -> list[dict[str, Any]]:
     if not all(isinstance(d, dict) for d in docs):
         raise ValueError("a kpis message must be a JSON object or an array of them")
     return docs
+
+
+def series_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``kpis.jsonl`` rows of one ``kpis`` document, one per series (none for a marker).
+
+    >>> doc = group_snapshots([KpiSnapshot("signups", "all", "all", 0.0, 3600.0, 4.0, 4.0)])[0]
+    >>> series_rows(doc)[0]["value"], series_rows({"kind": "window_closed"})
+    (4.0, [])
+    """
+    return [{"kpi": doc["kpi"], "segment": s["segment"], "channel": s["channel"],
+             "window_start": doc["window_start"], "window_end": doc["window_end"],
+             "value": s["value"], "n": s.get("n"), "complete": doc.get("complete", True),
+             **({"cohort": doc["cohort"]} if "cohort" in doc else {})}
+            for s in doc.get("series", ())]

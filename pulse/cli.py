@@ -150,10 +150,19 @@ def build_parser() -> argparse.ArgumentParser:
                      "replay's topics there (default: deleted at the end)")
     rep.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    ask = sub.add_parser("ask", help="answer a question about the current KPIs")
-    ask.add_argument("question")
-    ask.add_argument("--broker", default="", help="read the live kpis topic of this broker")
-    ask.add_argument("--kpis", metavar="FILE", help="answer from a kpis.jsonl (e.g. a demo's)")
+    ask = sub.add_parser("ask", help="answer a question about the KPIs, from Pulse's numbers")
+    ask.add_argument("question", help='e.g. "What\'s driving our churn rate?"')
+    ask.add_argument("--kpis", metavar="FILE", help="answer from a kpis.jsonl (e.g. a demo's "
+                     "--out DIR)")
+    ask.add_argument("--alerts", metavar="FILE", help="alerts.jsonl (default: beside --kpis, "
+                     "or the alerts topic)")
+    ask.add_argument("--broker", default="", help="read the kpis and alerts topics of this "
+                     "broker (default: PULSE_KAFKA_BOOTSTRAP)")
+    alerts = sub.add_parser("alerts", help="list the open alerts: age, severity, KPI, scope")
+    alerts.add_argument("--alerts", metavar="FILE", help="an alerts.jsonl (e.g. a demo's "
+                        "--out DIR)")
+    alerts.add_argument("--broker", default="", help="read the alerts topic of this broker "
+                        "(default: PULSE_KAFKA_BOOTSTRAP)")
     dig = sub.add_parser("digest", help="print the daily digest of a day from the KPI state")
     dig.add_argument("--day", metavar="DATE", help="UTC day, YYYY-MM-DD (default: the last "
                      "day that has ended)")
@@ -279,21 +288,13 @@ def _silence(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _ask(args: argparse.Namespace, settings: Settings) -> int:
-    import asyncio
+    from pulse.ask import run_ask
+    return run_ask(args.question, args.kpis, args.alerts, args.broker, settings)
 
-    from alerting.ask import answer_question
-    from stream.kpi_state import latest_from_file, latest_from_topic
-    if args.kpis:
-        state = latest_from_file(args.kpis)
-    else:
-        bootstrap = args.broker or settings.kafka_bootstrap
-        if not bootstrap:
-            print("pulse ask: give --broker HOST:PORT (or PULSE_KAFKA_BOOTSTRAP) of a running "
-                  "pipeline, or --kpis FILE with a kpis.jsonl", file=sys.stderr)
-            return 2
-        state = asyncio.run(latest_from_topic(bootstrap, settings.topic("kpis")))
-    print(asyncio.run(answer_question(args.question, state, settings)))
-    return 0
+
+def _alerts(args: argparse.Namespace, settings: Settings) -> int:
+    from pulse.ask import run_alerts
+    return run_alerts(args.alerts, args.broker, settings)
 
 
 def _digest(args: argparse.Namespace, settings: Settings) -> int:
@@ -329,7 +330,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
 
 _COMMANDS = {"demo": _demo, "worker": _worker, "broker": _broker, "simulate": _simulate,
              "detect": _detect, "benchmark": _benchmark, "evaluate": _evaluate,
-             "silence": _silence, "ask": _ask,
+             "silence": _silence, "ask": _ask, "alerts": _alerts,
              "record": _record, "replay": _replay, "digest": _digest}
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from kpis.messages import docs_in
+from kpis.messages import docs_in, series_rows
 
 __all__ = ["docs_from_topic", "latest", "latest_from_file", "latest_from_topic",
            "rows_from_file", "series_rows"]
@@ -39,15 +39,6 @@ def latest_from_file(path: str | Path) -> list[dict[str, Any]]:
     return latest(rows_from_file(path))
 
 
-def series_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """The ``kpis.jsonl`` rows of one ``kpis`` topic message (none for a window marker)."""
-    return [{"kpi": doc["kpi"], "segment": s["segment"], "channel": s["channel"],
-             "window_start": doc["window_start"], "window_end": doc["window_end"],
-             "value": s["value"], "n": s.get("n"), "complete": doc.get("complete", True),
-             **({"cohort": doc["cohort"]} if "cohort" in doc else {})}
-            for s in doc.get("series", ())]
-
-
 async def docs_from_topic(bootstrap: str, topic: str, idle_s: float = 1.5,
                           timeout_s: float = 30.0) -> list[dict[str, Any]]:
     """Every message of ``topic`` from the start, read until it has been quiet for ``idle_s``.
@@ -55,9 +46,9 @@ async def docs_from_topic(bootstrap: str, topic: str, idle_s: float = 1.5,
     """
     consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, enable_auto_commit=False,
                                 auto_offset_reset="earliest", group_id=None)
-    await consumer.start()
     docs: list[dict[str, Any]] = []
     try:
+        await consumer.start()   # inside: a broker that cannot be reached still stops it
         deadline = time.monotonic() + timeout_s
         last_new = time.monotonic()
         while time.monotonic() - last_new < idle_s and time.monotonic() < deadline:
