@@ -52,6 +52,39 @@ class DemoOptions:
     quiet: bool = False
     difficulty: str = "normal"         # simulator.DIFFICULTIES
     scale: float = 1.0                 # size of the business (BusinessModel.scaled)
+    force: bool = False                # --out: remove a previous run's files first
+
+
+OUT_FILES = ("events.jsonl", "incidents.jsonl", "calendar.toml", "kpis.jsonl", "anomalies.jsonl",
+             "alerts.jsonl", "digest.jsonl", "worker.log")
+"""What a demo writes to ``--out DIR`` (plus ``digest-<day>.png``)."""
+
+
+class OutDirError(ValueError):
+    """``--out DIR`` cannot take this run."""
+
+
+def prepare_out(out: Path, force: bool = False) -> None:
+    """Make ``out`` ready for a new run that never mixes with an old one: a new or empty
+    directory, or (``force``) one whose Pulse files are removed first. Anything else in it is
+    left alone, and refused without ``force``."""
+    if out.exists() and not out.is_dir():
+        raise OutDirError(f"--out {out} is a file; give a directory")
+    if not out.exists():
+        out.mkdir(parents=True)
+        return
+    ours = [p for p in out.iterdir() if p.name in OUT_FILES
+            or (p.name.startswith("digest-") and p.suffix == ".png")]
+    if not force:
+        if any(out.iterdir()):
+            raise OutDirError(
+                f"--out {out} is not empty ({len(list(out.iterdir()))} entries"
+                + (", a previous demo's files" if ours else "")
+                + "); give a new or empty directory, or add --force to remove Pulse's files "
+                  "there first")
+        return
+    for p in ours:
+        p.unlink()
 
 
 def _say(msg: str) -> None:
@@ -68,8 +101,6 @@ async def _wait_for_worker(view: KpiView, worker: WorkerProcess, until: float) -
 
 async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
     out = Path(opts.out) if opts.out else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
     t_launch = time.monotonic()
     deadline = None if opts.duration is None else t_launch + opts.duration
     await ensure_topics(bootstrap, pipeline_topics(settings))
@@ -205,6 +236,12 @@ def _check_worker(worker: WorkerProcess) -> None:
 def run_demo(opts: DemoOptions, settings: Settings) -> int:
     bootstrap = opts.broker or settings.kafka_bootstrap
     broker: EmbeddedBroker | None = None
+    if opts.out:   # before anything starts
+        try:
+            prepare_out(Path(opts.out), opts.force)
+        except (OutDirError, OSError) as e:
+            print(f"pulse demo: {e}", file=sys.stderr)
+            return 2
     try:
         if not bootstrap:
             broker = EmbeddedBroker().start()
