@@ -1,4 +1,4 @@
-"""Tool results: Pulse's numbers for one question, as JSON-ready dicts with their words.
+"""Tool results about one series: its value, comparison, target and trend, as JSON-ready dicts.
 
 Every number comes with the string every other surface shows for it (``value_text`` through
 :func:`alerting.evidence.format_value`, changes through ``format_change``: points for a rate),
@@ -14,9 +14,7 @@ import re
 from typing import Any
 
 from alerting.evidence import (
-    CHANNEL_NAMES,
     KPIS,
-    SEGMENT_NAMES,
     direction_meaning,
     format_change,
     format_value,
@@ -24,14 +22,12 @@ from alerting.evidence import (
     slice_name,
     slice_phrase,
 )
-from assistant.periods import Period, compare_with, moment_text, previous, span_text
+from assistant.periods import Period, compare_with, moment_text, span_text
 from assistant.query import (
     LAST,
     SUM,
     Value,
-    contributions,
     coverage,
-    decompose_kind,
     period_value,
     rule,
     trend,
@@ -41,8 +37,8 @@ from core.timefmt import iso_utc, parse_utc
 from kpis.formulas import KPI_BY_ID
 from kpis.formulas import KPIS as KPI_DEFS
 
-__all__ = ["MEANINGS", "SCORECARD_KPIS", "breakdown", "catalogue", "change_fact", "channels",
-           "head", "kpi_trend", "kpi_value", "target_fact", "targets", "value_fact"]
+__all__ = ["DENOMINATORS", "MEANINGS", "change_fact", "compared", "data_span", "fchange", "fmt",
+           "head", "kpi_trend", "kpi_value", "missing", "number", "target_fact", "value_fact"]
 
 MEANINGS: dict[str, str] = {
     "signups": "new accounts",
@@ -80,8 +76,6 @@ DENOMINATORS: dict[str, tuple[str, str]] = {
     "funnel_scan_to_paid": ("signup who scanned", "signups who scanned"),
 }
 """What a window ratio's ``n`` counts, to say how many events a rate rests on."""
-SCORECARD_KPIS = ("signups", "paid_conversions", "conversion_rate", "cac", "ltv", "ltv_cac")
-"""What ``compare_channels`` shows per channel."""
 _COHORT = frozenset(k for k, d in KPI_BY_ID.items() if d not in KPI_DEFS)
 WEEK = 7 * 86_400.0
 
@@ -106,7 +100,8 @@ def fchange(value: float, before: float, kpi: str) -> str:
     return text
 
 
-def _num(x: float) -> float | None:
+def number(x: float) -> float | None:
+    """``x`` when it is a finite number, else None (JSON has no NaN)."""
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
@@ -118,7 +113,7 @@ def head(kpi: str, segment: str = "all", channel: str = "all") -> dict[str, Any]
 
 
 def value_fact(kpi: str, v: Value) -> dict[str, Any]:
-    return {"value": v.value, "value_text": fmt(v.value, kpi), "n": _num(v.n),
+    return {"value": v.value, "value_text": fmt(v.value, kpi), "n": number(v.n),
             "windows": v.windows, "as_of": iso_utc(v.as_of), "as_of_text": moment_text(v.as_of)}
 
 
@@ -147,18 +142,18 @@ def target_fact(kpi: str, value: float) -> dict[str, Any] | None:
             "gap_text": fchange(value, k.target, kpi)}
 
 
-def _data_span(store: KpiStore, years: bool = False) -> str:
+def data_span(store: KpiStore, years: bool = False) -> str:
     first, now = store.first, store.now
     if first is None or now is None:
         return "nothing"
     return span_text(first, now, years)
 
 
-def _missing(store: KpiStore, kpi: str, segment: str, channel: str, period: Period) -> str:
+def missing(store: KpiStore, kpi: str, segment: str, channel: str, period: Period) -> str:
     """Why a series has no value in ``period``, in words."""
     where = slice_phrase(segment, channel)
     if coverage(store, period) == "none":
-        return (f"Pulse's data covers {_data_span(store, True)}, so it has nothing for "
+        return (f"Pulse's data covers {data_span(store, True)}, so it has nothing for "
                 f"{span_text(period.start, period.end, True)}")
     if store.warming_up(kpi, segment, channel):
         return ("it is still filling up: it needs 30 days of data before its value means what "
@@ -169,7 +164,7 @@ def _missing(store: KpiStore, kpi: str, segment: str, channel: str, period: Peri
             "signups, payments or paying users)")
 
 
-def _compared(store: KpiStore, kpi: str, segment: str, channel: str, period: Period,
+def compared(store: KpiStore, kpi: str, segment: str, channel: str, period: Period,
               how: str, now: Value) -> dict[str, Any] | None:
     other = compare_with(period, how)
     if other is None:
@@ -183,7 +178,7 @@ def _compared(store: KpiStore, kpi: str, segment: str, channel: str, period: Per
         return out
     was = period_value(store, kpi, segment, channel, other)
     if was is None:
-        out["error"] = _missing(store, kpi, segment, channel, other)
+        out["error"] = missing(store, kpi, segment, channel, other)
         return out
     return {**out, **value_fact(kpi, was), **change_fact(kpi, now.value, was.value)}
 
@@ -196,7 +191,7 @@ def kpi_value(store: KpiStore, kpi: str, segment: str, channel: str, period: Per
         return {**base, **_cohort(store, kpi, segment, channel)}
     v = period_value(store, kpi, segment, channel, period)
     if v is None:
-        return {**base, "error": _missing(store, kpi, segment, channel, period)}
+        return {**base, "error": missing(store, kpi, segment, channel, period)}
     out = {**base, **value_fact(kpi, v), "rule": rule(kpi),
            "latest": period.end >= (store.now or period.end)}
     if kpi in DENOMINATORS and rule(kpi) != LAST and math.isfinite(v.n):
@@ -207,7 +202,7 @@ def kpi_value(store: KpiStore, kpi: str, segment: str, channel: str, period: Per
     if coverage(store, period) == "partial" and store.first is not None:
         out["note"] = (f"the data starts {moment_text(store.first)}, so this covers only part "
                        f"of {period.label}")
-    comparison = _compared(store, kpi, segment, channel, period, compare, v)
+    comparison = compared(store, kpi, segment, channel, period, compare, v)
     if comparison is not None:
         out["comparison"] = comparison
     target = target_fact(kpi, v.value)
@@ -224,7 +219,7 @@ def _cohort(store: KpiStore, kpi: str, segment: str, channel: str) -> dict[str, 
     (week, p), *_ = values[-1:]
     out: dict[str, Any] = {"cohort": week, "cohort_text": f"signups of the week of {week}",
                            "value": p.value, "value_text": fmt(p.value, kpi),
-                           "n": _num(p.n), "as_of": iso_utc(p.end),
+                           "n": number(p.n), "as_of": iso_utc(p.end),
                            "as_of_text": moment_text(p.end)}
     if len(values) > 1:
         week0, p0 = values[-2]
@@ -240,7 +235,7 @@ def kpi_trend(store: KpiStore, kpi: str, segment: str, channel: str, period: Per
     base = {**head(kpi, segment, channel), "period": period.to_json(), "step": step}
     points = trend(store, kpi, segment, channel, period, step)
     if not points:
-        return {**base, "error": _missing(store, kpi, segment, channel, period)}
+        return {**base, "error": missing(store, kpi, segment, channel, period)}
     steps = [{"start": iso_utc(p.start), "end": iso_utc(p.end),
               "text": span_text(p.start, p.start + 86_400.0) if step == "day"
               else span_text(p.start, p.end),
@@ -275,147 +270,3 @@ def _at(p: Any, kpi: str) -> dict[str, Any]:
     """A window's value and when it was (a level's start, end, low or high)."""
     return {"value": p.value, "value_text": fmt(p.value, kpi), "as_of": iso_utc(p.end),
             "as_of_text": moment_text(p.end), "text": moment_text(p.end)}
-
-
-def _slice_row(kpi: str, c: Any, total_change: float | None) -> dict[str, Any]:
-    row: dict[str, Any] = {"segment": c.segment, "channel": c.channel,
-                           "slice": slice_name(c.segment, c.channel)}
-    if c.now is not None:
-        row.update(value=c.now.value, value_text=fmt(c.now.value, kpi),
-                   n=_num(c.now.n))
-    if c.before is not None:
-        row.update(before=c.before.value, before_text=fmt(c.before.value, kpi))
-    if c.now is not None and c.before is not None:
-        ch = change_fact(kpi, c.now.value, c.before.value)
-        row.update(change=ch["change"], change_text=ch["change_text"])
-    if c.part is not None:
-        row.update(contribution=c.part, contribution_text=fchange(c.part, 0.0, kpi))
-        if total_change:
-            row["share_of_change"] = c.part / total_change
-            row["share_text"] = f"{c.part / total_change:.0%}"
-    return row
-
-
-def breakdown(store: KpiStore, kpi: str, by: str, period: Period, compare: str,
-              sort: str) -> dict[str, Any]:
-    """The KPI per segment and/or channel over ``period``; with a comparison, each slice's
-    part in the overall change (largest first), else ranked by value."""
-    base = {**head(kpi), "period": period.to_json(), "by": by}
-    now = period_value(store, kpi, "all", "all", period)
-    if now is None:
-        return {**base, "error": _missing(store, kpi, "all", "all", period)}
-    other = compare_with(period, compare) if compare != "target" else None
-    was = period_value(store, kpi, "all", "all", other) if other is not None else None
-    if other is not None and coverage(store, other) != "full" and rule(kpi) == SUM:
-        was = None
-    out: dict[str, Any] = {**base, "overall": value_fact(kpi, now)}
-    if other is not None:
-        out["compared_with"] = other.to_json()
-        if was is None:
-            out["comparison_error"] = _missing(store, kpi, "all", "all", other)
-        else:
-            out["overall"].update(before=was.value,
-                                  before_text=fmt(was.value, kpi),
-                                  before_as_of_text=moment_text(was.as_of),
-                                  **change_fact(kpi, now.value, was.value))
-    kind = decompose_kind(kpi) if was is not None else None
-    out["adds_up"] = kind is not None
-    total = now.value - was.value if was is not None else None
-    for dim in (("segment", "channel") if by == "both" else (by,)):
-        if dim == "segment" and not KPI_BY_ID[kpi].per_segment:
-            out["by_segment_error"] = (f"{kpi_label(kpi)} has no per-segment values: marketing "
-                                       "spend is known per channel only")
-            continue
-        rows = contributions(store, kpi, dim, period, other, now, was)
-        items = [_slice_row(kpi, c, total) for c in rows]
-        if sort == "value" or was is None:
-            items.sort(key=lambda r: -r.get("value", -math.inf))
-            for i, r in enumerate(items, 1):
-                r["rank"] = i
-        out[f"by_{dim}"] = items
-        if kind is not None and total is not None:
-            rest = total - sum(r.get("contribution", 0.0) for r in items)
-            out[f"{dim}_unexplained_text"] = fchange(rest, 0.0, kpi)
-            out[f"{dim}_unexplained"] = rest
-    return out
-
-
-def channels(store: KpiStore, period: Period) -> dict[str, Any]:
-    """Every channel's acquisition economics over ``period`` against the period before,
-    ranked by LTV:CAC (channels without marketing spend after, by their volume)."""
-    names = store.channels()
-    if not names:
-        return {"error": "the data has no per-channel values"}
-    before = previous(period)
-    rows = []
-    for ch in names:
-        row: dict[str, Any] = {"channel": ch, "slice": slice_name("all", ch)}
-        for kpi in SCORECARD_KPIS:
-            v = period_value(store, kpi, "all", ch, period)
-            if v is None:
-                row[kpi] = {"label": kpi_label(kpi),
-                            "error": _missing(store, kpi, "all", ch, period)}
-                continue
-            fact = {"label": kpi_label(kpi), **value_fact(kpi, v)}
-            cmp = _compared(store, kpi, "all", ch, period, "previous_period", v)
-            if cmp is not None and "error" not in cmp:
-                fact["trend"] = {k: cmp[k] for k in ("value_text", "change_text", "direction",
-                                                     "meaning", "as_of_text")
-                                 if k in cmp}
-            target = target_fact(kpi, v.value)
-            if target is not None:
-                fact["target_met"] = target["met"]
-            row[kpi] = fact
-        cac = row["cac"]
-        row["no_spend"] = "value" in cac and cac["value"] == 0
-        if "n" in cac and cac.get("n") is not None:
-            row["paying_users_30d"] = cac["n"]
-        rows.append(row)
-    paid = [r for r in rows if "value" in r["ltv_cac"]]
-    paid.sort(key=lambda r: -r["ltv_cac"]["value"])
-    rest = [r for r in rows if "value" not in r["ltv_cac"]]
-    rest.sort(key=lambda r: -(r.get("paying_users_30d") or 0))
-    for i, r in enumerate(paid, 1):
-        r["rank"] = i
-    return {"period": period.to_json(), "compared_with": before.to_json(),
-            "ranked_by": "LTV:CAC", "channels": paid + rest,
-            "targets": {k: KPIS[k].target for k in SCORECARD_KPIS if KPIS[k].target},
-            "as_of_text": moment_text(store.now) if store.now else ""}
-
-
-def targets(store: KpiStore, period_for: Any) -> dict[str, Any]:
-    """Every KPI with a target: its current overall value (``period_for(kpi)``) against it."""
-    rows = []
-    for k in KPI_DEFS:
-        if k.target is None:
-            continue
-        period = period_for(k.id)
-        v = period_value(store, k.id, "all", "all", period)
-        row: dict[str, Any] = {"kpi": k.id, "label": k.title, "rule_text": KPIS[k.id].target,
-                               "period": period.to_json()}
-        if v is None:
-            row["error"] = _missing(store, k.id, "all", "all", period)
-        else:
-            row.update(value_fact(k.id, v))
-            row.update(target_fact(k.id, v.value) or {})
-        rows.append(row)
-    return {"targets": rows, "met": sum(1 for r in rows if r.get("met") is True),
-            "missed": sum(1 for r in rows if r.get("met") is False)}
-
-
-def catalogue(store: KpiStore) -> dict[str, Any]:
-    """What the data can answer about: KPIs, slices and the time it covers."""
-    return {
-        "kpis": [{"kpi": k, "label": kpi_label(k), "unit": KPI_BY_ID[k].unit,
-                  "meaning": MEANINGS.get(k, KPI_BY_ID[k].doc),
-                  "per_segment": KPI_BY_ID[k].per_segment,
-                  "target_text": KPIS[k].target if k in KPIS else ""}
-                 for k in store.kpis() if k in KPI_BY_ID],
-        "segments": [{"segment": s, "name": SEGMENT_NAMES.get(s, s)} for s in store.segments()],
-        "channels": [{"channel": c, "name": CHANNEL_NAMES.get(c, c)} for c in store.channels()],
-        "plans": "KPIs are not split by plan",
-        "data_from": iso_utc(store.first) if store.first is not None else None,
-        "data_to": iso_utc(store.now) if store.now is not None else None,
-        "data_text": _data_span(store),
-        "window_minutes": store.window_s / 60,
-    }

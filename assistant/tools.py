@@ -14,12 +14,13 @@ give ``{"error": "..."}`` naming what is wrong and what is allowed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from alerting.evidence import kpi_label, slice_phrase
-from assistant import facts
+from assistant import facts, scorecards
 from assistant.alerts import open_alerts
 from assistant.periods import COMPARISONS, PERIODS, Period, resolve
 from assistant.query import LAST, rule
@@ -28,6 +29,8 @@ from core.vocabulary import CHANNELS, SEGMENTS
 from kpis.formulas import KPI_BY_ID
 
 __all__ = ["TOOLS", "Tool", "default_period", "tool_by_name"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,10 @@ def _safe(fn: Callable[[KpiStore, dict], dict]) -> Callable[[KpiStore, dict], di
             return fn(store, args)
         except _BadInput as e:
             return {"error": str(e)}
+        except Exception as e:   # data Pulse did not expect: a result, not a crash
+            log.warning("tool %s failed (%s: %s)", fn.__name__, type(e).__name__, e)
+            return {"error": f"Pulse could not compute this ({type(e).__name__}); try asking "
+                             "for one KPI and one period"}
     run.__doc__ = fn.__doc__
     return run
 
@@ -156,11 +163,11 @@ def _breakdown(store: KpiStore, args: dict) -> dict:
                       "previous_period")
     period = _period(store, args, default_period(kpi) if compare == "none" else "last_7_days")
     sort = _choice(args, "sort", ("contribution", "value"), "contribution")
-    return facts.breakdown(store, kpi, by, period, compare, sort)
+    return scorecards.breakdown(store, kpi, by, period, compare, sort)
 
 
 def _compare_channels(store: KpiStore, args: dict) -> dict:
-    return facts.channels(store, _period(store, args, "last_7_days"))
+    return scorecards.channels(store, _period(store, args, "last_7_days"))
 
 
 def _open_alerts(store: KpiStore, args: dict) -> dict:
@@ -177,7 +184,7 @@ def _targets(store: KpiStore, args: dict) -> dict:
     now = store.now
     if now is None:
         raise _BadInput("the store holds no KPI windows yet")
-    result = facts.targets(store, lambda k: resolve(default_period(k), now, store.window_s))
+    result = scorecards.targets(store, lambda k: resolve(default_period(k), now, store.window_s))
     if args.get("kpi") is not None:
         kpi = _kpi(args)
         result["targets"] = [r for r in result["targets"] if r["kpi"] == kpi]
@@ -187,7 +194,7 @@ def _targets(store: KpiStore, args: dict) -> dict:
 
 
 def _catalogue(store: KpiStore, args: dict) -> dict:
-    return facts.catalogue(store)
+    return scorecards.catalogue(store)
 
 
 TOOLS: tuple[Tool, ...] = (
