@@ -40,6 +40,7 @@ __all__ = [
     "build_evidence",
     "change_words",
     "detector_name",
+    "digits_for",
     "direction_meaning",
     "families_of",
     "feasible_band",
@@ -162,18 +163,58 @@ def _f(x: Any) -> float:
 
 # -- values, changes, bands ----------------------------------------------------------------
 
-def format_value(value: float | None, kpi: str) -> str:
-    """A KPI value as Pulse shows it everywhere (percent, dollars, counts)."""
+def _decimals(value: float, kind: str) -> int:
+    if kind == "percent":
+        return 1
+    if kind == "usd":
+        return 0 if abs(value) >= 100 else 2
+    return 0 if kind == "count" else 2
+
+
+def format_value(value: float | None, kpi: str, digits: int | None = None) -> str:
+    """A KPI value as Pulse shows it everywhere (percent, dollars, counts); ``digits``: more
+    decimals than the kind's own (:func:`digits_for`)."""
     if value is None or not math.isfinite(value):
         return "n/a"
     kind = _kind(kpi)
+    d = _decimals(value, kind) if digits is None else digits
     if kind == "percent":
-        return f"{value * 100:.1f}%"
+        return f"{value * 100:.{d}f}%"
     if kind == "usd":
-        return f"${value:,.0f}" if abs(value) >= 100 else f"${value:,.2f}"
-    if kind == "count":
-        return f"{value:,.0f}"
-    return f"{value:,.2f}"
+        return f"${value:,.{d}f}"
+    return f"{value:,.{d}f}"
+
+
+def digits_for(alert: dict) -> int | None:
+    """Decimals for the lead's numbers so that a value that differs from its expected value or
+    its band's edges also reads differently (``2.53%`` outside ``2.30% to 2.49%``, not ``2.5%``
+    against ``2.3% to 2.5%``); None when the kind's own decimals already do.
+
+    >>> digits_for({"kpi": "churn_rate", "value": 0.02529, "expected": 0.02397,
+    ...             "lower": 0.02303, "upper": 0.02491})
+    2
+    >>> digits_for({"kpi": "payment_failure_rate", "value": 0.75, "expected": 0.0325,
+    ...             "lower": -0.63, "upper": 0.6955}) is None
+    True
+    """
+    kpi = str(alert.get("kpi"))
+    kind = _kind(kpi)
+    if kind == "count":   # whole numbers against a band of whole numbers (format_band)
+        return None
+    value, expected = _f(alert.get("value")), _f(alert.get("expected"))
+    lower, upper = _f(alert.get("lower")), _f(alert.get("upper"))
+    others = [expected]
+    if math.isfinite(lower) and math.isfinite(upper):
+        others += list(feasible_band(lower, upper, kpi))
+    others = [x for x in others if math.isfinite(x) and abs(x - value) > 1e-12]
+    if not math.isfinite(value) or not others:
+        return None
+    base = min(_decimals(x, kind) for x in [value, *others])
+    for d in range(base, base + 3):
+        shown = format_value(value, kpi, d)
+        if all(format_value(x, kpi, d) != shown for x in others):
+            return None if d == base else d
+    return base + 2
 
 
 def _times(value: float, expected: float) -> str:
@@ -184,7 +225,8 @@ def _times(value: float, expected: float) -> str:
     return f"{ratio:,.0f}× normal" if ratio >= 10 else f"{ratio:.1f}× normal"
 
 
-def format_change(value: float, expected: float, kpi: str) -> tuple[str, str]:
+def format_change(value: float, expected: float, kpi: str,
+                  digits: int | None = None) -> tuple[str, str]:
     """(absolute change, the change as a headline says it) of ``value`` against ``expected``.
 
     The absolute change is in the KPI's unit, percentage points for a rate. The second is a
@@ -198,9 +240,9 @@ def format_change(value: float, expected: float, kpi: str) -> tuple[str, str]:
     sign = "+" if diff >= 0 else "-"
     kind = _kind(kpi)
     if kind == "percent":
-        absolute = f"{sign}{abs(diff) * 100:.1f} pp"
+        absolute = f"{sign}{abs(diff) * 100:.{1 if digits is None else digits}f} pp"
     else:
-        absolute = sign + format_value(abs(diff), kpi)
+        absolute = sign + format_value(abs(diff), kpi, digits)
     times = _times(value, expected)
     if times:
         return absolute, times
@@ -211,7 +253,7 @@ def format_change(value: float, expected: float, kpi: str) -> tuple[str, str]:
     return absolute, f"{sign}{abs(diff) / abs(expected) * 100:.0f}%"
 
 
-def change_words(value: float, expected: float, kpi: str) -> str:
+def change_words(value: float, expected: float, kpi: str, digits: int | None = None) -> str:
     """The change for a headline: ``up 71.8 pp to 75.0% (23× normal)``, ``down 67% to 40``.
 
     >>> change_words(0.75, 0.0325, "payment_failure_rate")
@@ -219,18 +261,18 @@ def change_words(value: float, expected: float, kpi: str) -> str:
     >>> change_words(40.0, 120.0, "payments"), change_words(412.0, 105.0, "signups")
     ('down 67% to 40', 'at 3.9× normal (412)')
     """
-    now = format_value(value, kpi)
+    now = format_value(value, kpi, digits)
     if not (math.isfinite(value) and math.isfinite(expected)):
         return f"at {now}"
     verb = "up" if value >= expected else "down"
-    absolute, relative = format_change(value, expected, kpi)
+    absolute, relative = format_change(value, expected, kpi, digits)
     times = _times(value, expected)
     if _kind(kpi) == "percent":
         return f"{verb} {absolute.lstrip('+-')} to {now}" + (f" ({times})" if times else "")
     if times:
         return f"at {times} ({now})"
     if relative == "n/a":
-        return f"at {now} (expected {format_value(expected, kpi)})"
+        return f"at {now} (expected {format_value(expected, kpi, digits)})"
     return f"{verb} {relative.lstrip('+-')} to {now}"
 
 
@@ -253,14 +295,24 @@ def feasible_band(lower: float, upper: float, kpi: str) -> tuple[float, float]:
     return min(max(lower, lo), hi), max(min(upper, hi), lo)
 
 
-def format_band(lower: Any, upper: Any, kpi: str) -> str:
+def format_band(lower: Any, upper: Any, kpi: str, digits: int | None = None) -> str:
     """The normal band as every field, sentence and prompt shows it: ``0.0% to 50.0%``,
-    through :func:`feasible_band`; ``n/a`` without one."""
+    through :func:`feasible_band`; a count's band as the whole numbers it holds; ``n/a``
+    without one.
+
+    >>> format_band(0.2, 26.2, "signups"), format_band(-3.5, 1200.4, "revenue")
+    ('1 to 26', '$0 to $1,200')
+    """
     lo, hi = _f(lower), _f(upper)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "n/a"
     lo, hi = feasible_band(lo, hi, kpi)
-    return f"{format_value(lo, kpi)} to {format_value(hi, kpi)}"
+    if _kind(kpi) == "count" and digits is None and math.ceil(lo) <= math.floor(hi):
+        # whole numbers: [0.2, 26.2] holds exactly the counts 1 to 26 (a count of 0 is out)
+        lo, hi = math.ceil(lo), math.floor(hi)
+    if _kind(kpi) == "usd" and digits is None:   # one precision for both ends: $0 to $1,200
+        digits = _decimals(max(abs(lo), abs(hi)), "usd")
+    return f"{format_value(lo, kpi, digits)} to {format_value(hi, kpi, digits)}"
 
 
 def direction_meaning(kpi: str, direction: str) -> str:
@@ -610,7 +662,8 @@ def build_evidence(alert: dict) -> dict:
     kpi = str(alert["kpi"])
     info = KPIS.get(kpi)
     value, expected = _f(alert.get("value")), _f(alert.get("expected"))
-    change, relative = format_change(value, expected, kpi)
+    digits = digits_for(alert)
+    change, relative = format_change(value, expected, kpi, digits)
     window_s = max(_f(alert.get("window_end_ts")) - _f(alert.get("window_start_ts")), 1.0)
     windows = int(alert.get("duration_windows") or 1)
     direction = "up" if alert.get("direction") == "up" else "down"
@@ -626,10 +679,10 @@ def build_evidence(alert: dict) -> dict:
         "direction_meaning": direction_meaning(kpi, direction),
         "severity": "critical" if alert.get("severity") == "critical" else "warning",
         "confidence": f"{_f(alert.get('score')) * 100:.0f}%",
-        "value": format_value(value, kpi),
-        "expected": format_value(expected, kpi),
+        "value": format_value(value, kpi, digits),
+        "expected": format_value(expected, kpi, digits),
         "so_far": so_far(alert).strip(),
-        "normal_band": format_band(alert.get("lower"), alert.get("upper"), kpi),
+        "normal_band": format_band(alert.get("lower"), alert.get("upper"), kpi, digits),
         "change": change,
         "relative_change": relative if relative != change else "",
         "impact": impact_line(alert),

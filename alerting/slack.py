@@ -29,6 +29,7 @@ from alerting.escape import escape_mrkdwn, truncate
 from alerting.evidence import (
     change_words,
     detector_name,
+    digits_for,
     direction_meaning,
     format_band,
     format_change,
@@ -134,7 +135,8 @@ def headline(alert: dict) -> str:
     scope = headline_scope(alert)
     if alert["status"] == "resolved":
         return f"Resolved: {kpi_label(kpi)} back to normal {scope}"
-    words = change_words(float(alert["value"]), float(alert["expected"]), kpi)
+    words = change_words(float(alert["value"]), float(alert["expected"]), kpi,
+                         digits_for(alert))
     early = " (so far)" if so_far(alert) else ""
     return f"{str(alert['severity']).capitalize()}: {kpi_label(kpi)} {words} {scope}{early}"
 
@@ -165,31 +167,32 @@ def alert_message(alert: dict, grafana_url: str) -> tuple[str, list[dict]]:
     kpi = str(alert["kpi"])
     label = kpi_label(kpi)
     value, expected = float(alert["value"]), float(alert["expected"])
-    change, rel = format_change(value, expected, kpi)
+    d = digits_for(alert)
+    change, rel = format_change(value, expected, kpi, d)
+    now, then = format_value(value, kpi, d), format_value(expected, kpi, d)
     resolved = alert["status"] == "resolved"
     icon = ":white_check_mark:" if resolved else _ICON.get(alert["severity"], ":warning:")
     title = headline(alert)
     early = so_far(alert)
     scope = headline_scope(alert)
+    scope_in = f"{scope}," if "," in scope else scope   # "overall, mostly on organic, is"
     impact = impact_line(alert)
     window_s = max(float(alert["window_end_ts"]) - float(alert["window_start_ts"]), 1.0)
     duration = format_duration(int(alert.get("duration_windows") or 1) * window_s)
-    observed = f"{format_value(value, kpi)}{early} (expected {format_value(expected, kpi)})"
-    text = _e(f"{title}. Impact: {impact}. {label} {format_value(value, kpi)}{early} vs "
-              f"expected {format_value(expected, kpi)}.", 2900)
+    observed = f"{now}{early} (expected {then})"
+    text = _e(f"{title}. Impact: {impact}. {label} {now}{early} vs expected {then}.", 2900)
     if resolved:
         lead = (f"{icon} *Resolved* after {duration}. *In all:* {_e(impact, 1200)}.\n"
-                f"*{_e(label, 100)}* {_e(scope)} is back to normal; its last abnormal value "
-                f"was {format_value(value, kpi)} against an expected "
-                f"{format_value(expected, kpi)}.")
+                f"*{_e(label, 100)}* {_e(scope_in)} is back to normal; its last abnormal value "
+                f"was {now} against an expected {then}.")
     else:
         lead = (f"{icon} *Impact:* {_e(impact, 1200)}.\n"
-                f"*{_e(label, 100)}* {_e(scope)} is *{format_value(value, kpi)}*{_e(early)} "
-                f"against an expected {format_value(expected, kpi)}.{_meaning(alert)}")
+                f"*{_e(label, 100)}* {_e(scope_in)} is *{now}*{_e(early)} against an expected "
+                f"{then}.{_meaning(alert)}")
     fields = [
         ("Observed" if not resolved else "Last abnormal", observed),
         ("Change", change if rel in (change, "n/a") else f"{change} ({rel})"),
-        ("Normal band", format_band(alert.get("lower"), alert.get("upper"), kpi)),
+        ("Normal band", format_band(alert.get("lower"), alert.get("upper"), kpi, d)),
         ("Where", scope_words(alert)),
         ("Since", f"{human_utc(float(alert['since_ts']))} · {duration}"),
         ("Confidence", f"{float(alert['score']) * 100:.0f}% · {alert['severity']} · "
@@ -268,6 +271,8 @@ def _joined_words(alert: dict) -> str:
     same, overall, other = [], [], []
     for j in alert.get("joined") or []:
         seg, ch, kpi = str(j.get("segment", "all")), str(j.get("channel", "all")), str(j["kpi"])
+        if (kpi, seg, ch) == (lead_kpi, alert["segment"], alert["channel"]) and _lead_moved(alert):
+            continue   # "Now led by" says it
         if kpi == lead_kpi and seg == ch == "all":
             overall.append("in the overall numbers")
         elif kpi == lead_kpi:
@@ -286,13 +291,14 @@ def _now_words(alert: dict) -> str:
     last message."""
     kpi, segment, channel = str(alert["kpi"]), str(alert["segment"]), str(alert["channel"])
     name = kpi_label(kpi) if segment == channel == "all" else series_label(kpi, segment, channel)
-    value = format_value(float(alert["value"]), kpi)
+    d = digits_for(alert)
+    value = format_value(float(alert["value"]), kpi, d)
     now = (f"{name} {value}{so_far(alert)} "
-           f"(expected {format_value(float(alert['expected']), kpi)})")
+           f"(expected {format_value(float(alert['expected']), kpi, d)})")
     prev = alert.get("previous") or {}
     if not prev or prev.get("value") is None:
         return now
-    was = format_value(float(prev["value"]), str(prev.get("kpi")))
+    was = format_value(float(prev["value"]), str(prev.get("kpi")), d)
     before = (str(prev.get("kpi")), str(prev.get("segment", segment)),
               str(prev.get("channel", channel)))
     if before == (kpi, segment, channel):
@@ -308,10 +314,12 @@ def change_reply(alert: dict) -> str:
     if alert["status"] == "resolved":
         window_s = max(float(alert["window_end_ts"]) - float(alert["window_start_ts"]), 1.0)
         duration = format_duration(int(alert.get("duration_windows") or 1) * window_s)
-        return _e(f"Resolved: {label} {headline_scope(alert)} is back to normal after "
-                  f"{duration}. In all: {impact_line(alert)}. Last abnormal value "
-                  f"{format_value(float(alert['value']), kpi)} (expected "
-                  f"{format_value(float(alert['expected']), kpi)}).", 2900)
+        scope = headline_scope(alert)
+        d = digits_for(alert)
+        return _e(f"Resolved: {label} {scope}{',' if ',' in scope else ''} is back to normal "
+                  f"after {duration}. In all: {impact_line(alert)}. Last abnormal value "
+                  f"{format_value(float(alert['value']), kpi, d)} (expected "
+                  f"{format_value(float(alert['expected']), kpi, d)}).", 2900)
     codes = alert.get("changes")
     if codes is None:   # a snapshot from before the lifecycle said what changed
         what = [plain_ids(str(alert.get("reason") or "still abnormal"))]
