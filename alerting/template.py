@@ -163,19 +163,17 @@ checkout deploys, and failed-payment logs by channel.
     related = evidence.get("related_kpis_same_windows") or []
     contributors = evidence.get("top_contributors") or []
     scope = str(evidence.get("scope") or "")
-    if related:
-        names = sorted({str(r["kpi"]) for r in related} - {evidence["kpi_name"]})
-        if names:
-            sentences.append(f"It moved together with {_join(names[:4])} in the same windows, "
-                             "which points to one shared cause.")
-        else:
-            sentences.append(f"It moved in other slices too: {scope[0].lower() + scope[1:]}."
-                             if scope else "It moved in other slices too.")
-    elif scope and "%" in scope:
+    names = sorted({str(r["kpi"]) for r in related} - {evidence["kpi_name"]})
+    if names:
+        sentences.append(f"It moved together with {_join(names[:4])} in the same windows, "
+                         "which points to one shared cause.")
+    elif "of the overall" in scope:
         sentences.append(f"{scope}.")
     elif scope.startswith("Spread"):
         sentences.append("The change is spread across all segments and channels alike, so no "
                          "single slice explains it.")
+    elif related:
+        sentences.append("It moved in other segments or channels too.")
     elif contributors and evidence.get("where") == "all segments and channels":
         top = contributors[0]
         sentences.append(f"The largest share of the change ({top['share_of_change']}) comes "
