@@ -438,7 +438,7 @@ def scope_words(alert: dict) -> str:
         return "All segments and channels"
     name = slice_name(scope.segment, scope.channel)
     if scope.share is not None and scope.share > 0:
-        verb = "is for" if scope.channel == "all" else "is on"
+        verb = "is among" if scope.channel == "all" else "is on"
         return f"{_share_words(scope.share).capitalize()} of the overall {change} {verb} {name}"
     return name[0].upper() + name[1:]
 
@@ -447,13 +447,12 @@ def headline_scope(alert: dict) -> str:
     """The scope as the headline names it: ``across all segments and channels``, ``on paid
     search``, or ``overall, mostly on paid search`` when the numbers are overall ones."""
     scope = scope_of(alert)
-    phrase = slice_phrase(scope.segment, scope.channel)
-    if scope.overall or (alert.get("segment"), alert.get("channel")) == (
-            scope.segment, scope.channel):
-        return phrase
-    if str(alert.get("segment")) == "all" and str(alert.get("channel")) == "all":
-        return f"overall, mostly {phrase}"
-    return slice_phrase(str(alert.get("segment")), str(alert.get("channel")))
+    lead = (str(alert.get("segment", "all")), str(alert.get("channel", "all")))
+    if lead == (scope.segment, scope.channel):
+        return slice_phrase(*lead)
+    if lead == ("all", "all"):
+        return f"overall, mostly {slice_phrase(scope.segment, scope.channel)}"
+    return slice_phrase(*lead)   # the numbers shown are the slice's
 
 
 def series_names(rows: list[dict], limit: int = 6) -> str:
