@@ -17,6 +17,7 @@ COPY simulator ./simulator
 COPY pulse ./pulse
 COPY core ./core
 COPY evaluation ./evaluation
+COPY assistant ./assistant
 RUN pip install . && rm -rf /src
 
 RUN useradd --create-home --uid 10001 pulse \

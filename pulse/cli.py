@@ -6,10 +6,12 @@ Settings come from the environment once (``Settings.from_env``); flags override 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from core.settings import Settings, SettingsError, describe_settings
 
@@ -34,6 +36,52 @@ def _scale(text: str) -> float:
     return value
 
 
+def _one_of(what: str, names: tuple[str, ...]) -> Callable[[str], str]:
+    """An argparse type: one of ``names``, else an error naming the closest one."""
+    def check(text: str) -> str:
+        if text in names:
+            return text
+        close = difflib.get_close_matches(text, names, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise argparse.ArgumentTypeError(f"unknown {what} {text!r}; {hint}one of: "
+                                         f"{', '.join(names)}")
+    return check
+
+
+def _scenario(text: str) -> str:
+    from simulator.scenarios import SCENARIOS
+    return _one_of("scenario", SCENARIOS)(text)
+
+
+def _eval_scenario(text: str) -> str:
+    from evaluation import SCENARIOS
+    return _one_of("scenario", tuple(SCENARIOS))(text)
+
+
+def _kpi(text: str) -> str:
+    from kpis.formulas import KPI_BY_ID
+    return _one_of("KPI", tuple(KPI_BY_ID))(text)
+
+
+def _segment(text: str) -> str:
+    from core.vocabulary import SEGMENTS
+    return _one_of("segment", SEGMENTS)(text)
+
+
+def _channel(text: str) -> str:
+    from core.vocabulary import CHANNELS
+    return _one_of("channel", CHANNELS)(text)
+
+
+def _duration(text: str) -> str:
+    from alerting.policies import parse_duration
+    try:
+        parse_duration(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _add_business_flags(p: argparse.ArgumentParser) -> None:
     from simulator import DIFFICULTIES
     p.add_argument("--difficulty", default="normal", choices=DIFFICULTIES,
@@ -52,12 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="broker, worker and simulator in one command")
     demo.add_argument("--duration", type=float, default=None,
                       help="stop after this many seconds (default: run until Ctrl-C)")
-    demo.add_argument("--scenario", default="mixed",
+    demo.add_argument("--scenario", default="mixed", type=_scenario,
                       help="incident scenario: none, payment-outage, signup-tracking-drop, "
                            "match-rate-regression, channel-traffic-surge, churn-spike, mixed")
     demo.add_argument("--seed", type=int, default=42)
     demo.add_argument("--out", metavar="DIR", help="write events.jsonl, incidents.jsonl, "
-                      "kpis.jsonl here")
+                      "kpis.jsonl here (a new or empty directory)")
+    demo.add_argument("--force", action="store_true",
+                      help="with --out: remove a previous demo's files there first")
     demo.add_argument("--broker", default="", help="host:port of a Kafka to use instead of "
                       "the embedded broker")
     demo.add_argument("--history-days", type=float, default=42.0,
@@ -75,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="publish simulated events to a broker")
     sim.add_argument("--broker", default="")
-    sim.add_argument("--scenario", default="none")
+    sim.add_argument("--scenario", default="none", type=_scenario)
     sim.add_argument("--seed", type=int, default=42)
     sim.add_argument("--days", type=float, default=7.0, help="simulated days to publish")
     sim.add_argument("--max", action="store_true", help="as fast as possible (load mode)")
@@ -103,18 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-calendar", action="store_true",
                     help="do not tell the detectors the none scenario's known events")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
-    ev.add_argument("--scenario", action="append", metavar="NAME",
+    ev.add_argument("--scenario", action="append", metavar="NAME", type=_eval_scenario,
                     help="only this scenario (repeatable; default all)")
     _add_business_flags(ev)
 
     sil = sub.add_parser("silence", help="mute alerts by KPI, segment or channel for a while")
     sil_sub = sil.add_subparsers(dest="action", required=True, metavar="ACTION")
     add = sil_sub.add_parser("add", help="add a silence")
-    add.add_argument("--kpi")
-    add.add_argument("--segment")
-    add.add_argument("--channel")
+    add.add_argument("--kpi", type=_kpi, help="a KPI id (docs/kpis.md), e.g. churn_rate")
+    add.add_argument("--segment", type=_segment)
+    add.add_argument("--channel", type=_channel)
     add.add_argument("--alert", dest="alert_id", help="an alert id from alerts.jsonl")
-    add.add_argument("--duration", default="1h", help="how long: 30m, 2h, 1d (default 1h)")
+    add.add_argument("--duration", default="1h", type=_duration,
+                     help="how long, with a unit: 30m, 2h, 1d (default 1h)")
     add.add_argument("--reason", default="")
     sil_sub.add_parser("list", help="list active silences")
     rm = sil_sub.add_parser("remove", help="remove a silence")
@@ -192,7 +243,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
                                 out=args.out, broker=args.broker,
                                 history_days=args.history_days, speed=args.speed,
                                 quiet=args.quiet, difficulty=args.difficulty,
-                                scale=args.scale), settings)
+                                scale=args.scale, force=args.force), settings)
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:

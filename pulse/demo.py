@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shutil
 import signal
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +90,11 @@ def prepare_out(out: Path, force: bool = False) -> None:
 
 
 def _say(msg: str) -> None:
+    """A status line; on a terminal wrapped at words to its width."""
+    if sys.stdout.isatty():
+        cols = shutil.get_terminal_size((100, 24)).columns - 1
+        msg = "\n".join(textwrap.fill(ln, cols, subsequent_indent="  ",
+                                       break_on_hyphens=False) for ln in msg.splitlines())
     print(msg, flush=True)
 
 
@@ -145,8 +152,8 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
     view_task = asyncio.create_task(view.run())
     reached = history_start
     try:
-        _say(f"history: {opts.history_days:g} days of clean events from "
-             f"{human_utc(history_start)}, as fast as possible ...")
+        _say(f"history: {opts.history_days:g} clean days from {human_utc(history_start)}, "
+             "at full speed ...")
         t_hist = time.monotonic()
 
         bar = ProgressBar("history", stream=sys.stdout, quiet=opts.quiet)
@@ -158,8 +165,8 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
         reached = await run_clock(sim, publisher, history_start, live_start, speed=None,
                                   on_tick=history_tick, should_stop=stop.is_set)
         bar.close()
-        _say(f"history: {publisher.sent:,} events published in {time.monotonic() - t_hist:.1f} s;"
-             f" live now at {opts.speed / 1440:g} simulated day(s) per minute")
+        _say(f"history: {publisher.sent:,} events in {time.monotonic() - t_hist:.1f} s; "
+             f"live now, {opts.speed / 1440:g} simulated day(s) a minute")
         await _wait_for_worker(view, worker, time.monotonic() + 60)
         if deadline is None:
             live_end = float("inf")

@@ -10,7 +10,9 @@ are not for reading.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -18,8 +20,9 @@ from typing import IO, Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from alerting.evidence import format_value, series_names
+from alerting.evidence import format_value, kpi_label, where
 from kpis import KPIS
+from kpis.formulas import KPI_BY_ID
 from kpis.messages import docs_in, is_running
 from stream.kpi_state import series_rows
 
@@ -29,19 +32,45 @@ _SHORT = ("signups", "scans", "match_rate", "conversion_rate", "payment_failure_
           "mrr", "churn_rate")
 
 
-def alert_line(alert: dict[str, Any]) -> str:
-    """One line per alert change: severity, status, what moved, by how much, since when."""
+MIN_SHOWN_N = 20
+"""A ratio of fewer events than this is shown with its sample size: 2 conversions of 1 signup is
+"200%" otherwise, which reads as nonsense."""
+
+
+def alert_line(alert: dict[str, Any], width: int | None = None) -> str:
+    """One alert change: severity, status, what moved, by how much, since when; in KPI labels,
+    wrapped at words to ``width`` columns (None: one line)."""
     kpi = str(alert.get("kpi"))
-    where = f"{alert.get('segment')}/{alert.get('channel')}"
+    seg, ch = str(alert.get("segment")), str(alert.get("channel"))
+    scope = "" if seg == ch == "all" else f" ({where(seg, ch)})"
     value, expected = float(alert.get("value") or 0.0), float(alert.get("expected") or 0.0)
-    related = series_names(alert.get("related") or [])
+    related = sorted({kpi_label(str(r.get("kpi"))) for r in alert.get("related") or []}
+                     - {kpi_label(kpi)})
+    when = str(alert.get("window_start") or "").replace("T", " ").replace(":00Z", " UTC")
     text = (f"[{str(alert.get('severity')).upper()}] {str(alert.get('status')).upper():<8} "
-            f"{kpi} {where}: {format_value(value, kpi)} (expected {format_value(expected, kpi)})"
-            f" window {alert.get('window_start')}")
+            f"{kpi_label(kpi)}{scope}: {format_value(value, kpi)} (expected "
+            f"{format_value(expected, kpi)}), window {when}")
     if related:
-        text += f"; with {related}"
+        text += f"; with {', '.join(related)}"
+    lines = [text]
     if alert.get("status") == "open" and alert.get("explanation"):
-        text += f"\n      {alert['explanation']}"
+        lines.append(str(alert["explanation"]))
+    if width is None:
+        return "\n      ".join(lines)
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        out += textwrap.wrap(line, width=max(width, 40), initial_indent="" if i == 0 else "  ",
+                             subsequent_indent="    ", break_on_hyphens=False)
+    return "\n".join(out)
+
+
+def shown_value(kpi: str, value: float | None, n: float | None) -> str:
+    """A KPI value for the terminal: a ratio of few events with its sample size."""
+    text = format_value(value, kpi)
+    kdef = KPI_BY_ID.get(kpi)
+    if (kdef is not None and kdef.unit.startswith("ratio") and n is not None
+            and n < MIN_SHOWN_N and "%" in text):
+        return f"{text} of {n:,.0f}"
     return text
 
 
@@ -70,6 +99,7 @@ class KpiView:
         self.latest_end = 0.0
         self._current: dict[str, Any] = {}      # kpi -> overall value of the newest window
         self._current_end = 0.0
+        self._current_n: dict[str, Any] = {}    # kpi -> its n (sample size)
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -116,12 +146,14 @@ class KpiView:
             if self._current:
                 self._show_window()
             self._current, self._current_end = {}, end
+            self._current_n = {}
             self.windows_seen += 1
         self.latest_end = max(self.latest_end, end)
         if "cohort" not in doc:
             for s in doc["series"]:
                 if s["segment"] == "all" and s["channel"] == "all":
                     self._current[doc["kpi"]] = s["value"]
+                    self._current_n[doc["kpi"]] = s.get("n")
         lines = [orjson.dumps(row) for row in series_rows(doc)]
         self.lines_written += len(lines)
         if out:
@@ -131,7 +163,7 @@ class KpiView:
         self.alert_changes.append(alert)
         if self.quiet or not self.live:
             return
-        line = alert_line(alert)
+        line = alert_line(alert, width=shutil.get_terminal_size((100, 24)).columns - 1)
         if not self.tty:
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -147,18 +179,20 @@ class KpiView:
             for k in KPIS:
                 if k.id in self._current:
                     target = f"  (target {format_value(k.target, k.id)})" if k.target else ""
-                    rows.append(f"  {k.title:<28} {format_value(self._current[k.id], k.id):>12}"
-                                f"{target}")
+                    shown = shown_value(k.id, self._current[k.id], self._current_n.get(k.id))
+                    rows.append(f"  {k.title:<28} {shown:>12}{target}")
             recent = [a for a in self.alert_changes if a.get("status")][-6:]
             if recent:
+                cols = shutil.get_terminal_size((100, 24)).columns
                 rows.append("\n  Latest alert changes:")
-                rows.extend("  " + alert_line(a) for a in recent)
+                rows.extend(textwrap.indent(alert_line(a, width=cols - 3), "  ")
+                            for a in recent)
             rows.append(f"\n  {self.windows_seen} windows closed, {self.anomalies_seen} "
                         f"anomalies, {len(self.alert_changes)} alert changes; Ctrl-C stops.")
             self.stream.write("\n".join(rows) + "\n")
         else:
-            parts = [f"{k} {format_value(self._current[k], k)}" for k in _SHORT
-                     if k in self._current]
+            parts = [f"{k} {shown_value(k, self._current[k], self._current_n.get(k))}"
+                     for k in _SHORT if k in self._current]
             self.stream.write(f"{when}  " + "  ".join(parts) + "\n")
         self.stream.flush()
 

@@ -5,6 +5,7 @@ On a terminal the line is redrawn in place; elsewhere (CI, a pipe) one line per 
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import IO
@@ -41,10 +42,22 @@ class ProgressBar:
         bar = "█" * filled + "░" * (self.width - filled)
         rate = count / elapsed if elapsed > 0 else 0.0
         eta = elapsed / fraction - elapsed if fraction > 0 else 0.0
-        line = (f"{self.label} {bar} {fraction * 100:5.1f}%  {count:,} {self.unit}  "
-                f"{rate:,.0f} {self.unit}/s  ETA {eta:4.0f} s")
+        head = f"{self.label} "
+        tail = f" {fraction * 100:5.1f}%  {count:,} {self.unit}  {rate:,.0f}/s  ETA {eta:4.0f} s"
         if extra:
-            line += f"  {extra}"
+            tail += f"  {extra}"
+        if self.tty:   # one line that fits the terminal: a wrapped bar fills the screen
+            cols = shutil.get_terminal_size((80, 24)).columns - 1
+            room = cols - len(head) - len(tail)
+            if room < 10:   # the bar's own width first, then the extras
+                tail = f" {fraction * 100:5.1f}%  ETA {eta:4.0f} s"
+                room = cols - len(head) - len(tail)
+            width = max(0, min(self.width, room))
+            filled = int(fraction * width)
+            bar = "█" * filled + "░" * (width - filled)
+            line = (head + bar + tail)[:cols]
+        else:
+            line = head + bar + tail
         if self.tty:
             self.stream.write("\r" + line + "\x1b[K")
             self._shown = True
