@@ -70,6 +70,11 @@ class Settings:
         "at_least_once", "PULSE_PROCESSING_GUARANTEE",
         "Faust processing guarantee: at_least_once, or exactly_once (Kafka transactions; real "
         "Kafka only, the embedded broker has no transactions).")
+    max_ahead_seconds: int = _setting(
+        86400, "PULSE_MAX_AHEAD_SECONDS",
+        "How far ahead of the wall clock an event or watermark may be before it is "
+        "dead-lettered as future (0: no bound, for simulated time that runs ahead of the clock, "
+        "as pulse demo's live phase does).")
     notify_after: int = _setting(
         0, "PULSE_NOTIFY_AFTER",
         "Event time (epoch s) before which alerts are recorded but not posted to Slack nor "

@@ -129,6 +129,8 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
                                 "PULSE_EARLY_SECONDS": str(settings.early_seconds),
                                 "PULSE_CALENDAR": str(calendar_path),
                                 "PULSE_NOTIFY_AFTER": str(int(live_start)),
+                                # the live phase runs simulated days a minute, ahead of the clock
+                                "PULSE_MAX_AHEAD_SECONDS": "0",
                                 **({"PULSE_ALERTS_FILE": str(out / "alerts.jsonl"),
                                     "PULSE_DIGEST_FILE": str(out / "digest.jsonl")}
                                    if out else {})})

@@ -23,21 +23,24 @@ from stream.faust_internals import record_fields
 __all__ = [
     "Event", "SignupEvent", "ScanEvent", "PaymentEvent", "CancelEvent", "SpendEvent",
     "ActivityEvent", "RECORDS", "DEAD_LETTER_REASONS", "Rejected", "Decoded", "decode_message",
-    "validate", "MAX_MESSAGE_BYTES", "MAX_EVENT_FIELDS", "MAX_TEXT", "MAX_AMOUNT",
+    "validate", "check_time", "MAX_MESSAGE_BYTES", "MAX_EVENT_FIELDS", "MAX_TEXT", "MAX_AMOUNT",
+    "MAX_AHEAD_S", "MAX_STEP_S", "CLOCK_SKEW_S",
 ]
 
 MAX_MESSAGE_BYTES = 1 << 20     # a Kafka message over 1 MiB is refused whole
 MAX_EVENT_FIELDS = 32           # an object with more keys than this is not one of ours
 MAX_TEXT = 128                  # longest id / enum string accepted
 MAX_AMOUNT = 100_000.0          # USD; more in one payment or spend event is absurd here
-MAX_AHEAD_S = 86_400.0          # event time more than a day ahead of both clocks is a clock bug
-MAX_BEHIND_S = 400 * 86_400.0   # ...and more than 400 days behind the newest event, a stale one
+MAX_AHEAD_S = 86_400.0          # event time more than a day ahead of the wall clock: `future`
+MAX_STEP_S = 6 * 3600.0         # one message moves a partition's event time at most this far...
+CLOCK_SKEW_S = 300.0            # ...unless it stays within this of the wall clock: `time_jump`
+MAX_BEHIND_S = 400 * 86_400.0   # more than 400 days behind the newest event: a stale one
 MIN_TS, MAX_TS = 946_684_800.0, 4_102_444_800.0   # 2000-01-01 .. 2100-01-01
 
 # The closed set of dead-letter reasons (a Prometheus label, so never free text).
 DEAD_LETTER_REASONS = (
     "invalid_json", "not_an_object", "oversized", "missing_field", "wrong_type",
-    "unknown_kind", "bad_value", "bad_timestamp", "late",
+    "unknown_kind", "bad_value", "bad_timestamp", "late", "future", "time_jump",
 )
 
 
@@ -182,11 +185,14 @@ def _type_ok(value: Any, py_type: type) -> bool:
     return t is py_type
 
 
-def validate(ev: dict[str, Any], newest_ts: float | None, now: float) -> tuple[str, str] | None:
+def validate(ev: dict[str, Any], newest_ts: float | None, now: float, *,
+             base: float | None = None,
+             max_ahead_s: float | None = MAX_AHEAD_S) -> tuple[str, str] | None:
     """``None`` when ``ev`` is a valid event, else ``(reason, detail)``.
 
-    ``newest_ts`` is the newest event time seen so far (None at start) and ``now`` the wall clock:
-    an event far ahead of both is a clock bug, one far behind the newest is stale.
+    ``newest_ts`` is the newest event time seen so far (None at start) and ``now`` the wall clock;
+    ``base`` and ``max_ahead_s`` are :func:`check_time`'s (``base`` defaults to ``newest_ts``).
+    An event far behind the newest is stale.
 
     >>> ok = {"event_id": "e1", "kind": "scan", "ts": 1.8e9, "user_id": "u1",
     ...       "segment": "new_grad", "channel": "organic", "match_score": 0.7}
@@ -225,16 +231,48 @@ def validate(ev: dict[str, Any], newest_ts: float | None, now: float) -> tuple[s
             return "wrong_type", (f"{name} must be "
                                   f"{'a number' if py_type is float else py_type.__name__}, "
                                   f"got {t.__name__}")
-    return _check_values(ev, str(kind), newest_ts, now)
+    return _check_values(ev, str(kind), newest_ts, now,
+                         newest_ts if base is None else base, max_ahead_s)
+
+
+def check_time(ts: float, base: float | None, now: float,
+               max_ahead_s: float | None = MAX_AHEAD_S) -> tuple[str, str] | None:
+    """Whether an event or watermark at ``ts`` may move its partition's event time.
+
+    ``base`` is the partition's newest accepted time before the message (None: nothing yet),
+    ``now`` the wall clock. More than ``max_ahead_s`` ahead of the wall clock is ``future``
+    (``max_ahead_s`` None or 0: no such bound, for simulated time that runs ahead of the clock);
+    more than :data:`MAX_STEP_S` past ``base`` is ``time_jump``, unless the wall clock agrees
+    (``ts`` within :data:`CLOCK_SKEW_S` of it: a partition quiet for a night, a replay of old
+    data with a gap). Event time far in the past is never refused here: replays and the demo's
+    history run days behind the clock, in small steps.
+
+    >>> now = 1.8e9
+    >>> check_time(4.09e9, now - 60, now)[0]
+    'future'
+    >>> check_time(now + 23 * 3600, now, now)[0]
+    'time_jump'
+    >>> check_time(now - 30 * 86400, now - 40 * 86400, now) is None   # catching up on history
+    True
+    >>> check_time(now + 23 * 3600, now + 22 * 3600, now, max_ahead_s=None) is None
+    True
+    """
+    if not MIN_TS <= ts <= MAX_TS:
+        return "bad_timestamp", f"ts {ts} is outside 2000..2100 (seconds since the epoch, UTC)"
+    if max_ahead_s and ts > now + max_ahead_s:
+        return "future", (f"ts {ts} is {(ts - now) / 3600:.1f} h ahead of the wall clock "
+                          f"(at most {max_ahead_s / 3600:g} h)")
+    if base is not None and ts > base + MAX_STEP_S and ts > now + CLOCK_SKEW_S:
+        return "time_jump", (f"ts {ts} is {(ts - base) / 3600:.1f} h past the partition's "
+                             f"event time {base} (at most {MAX_STEP_S / 3600:g} h a message) and "
+                             "ahead of the wall clock")
+    return None
 
 
 def _check_values(ev: dict[str, Any], kind: str, newest_ts: float | None,
-                  now: float) -> tuple[str, str] | None:
+                  now: float, base: float | None,
+                  max_ahead_s: float | None) -> tuple[str, str] | None:
     ts = ev["ts"]
-    if not MIN_TS <= ts <= MAX_TS:
-        return "bad_timestamp", f"ts {ts} is outside 2000..2100 (seconds since the epoch, UTC)"
-    if ts > max(now, newest_ts or 0.0) + MAX_AHEAD_S:
-        return "bad_timestamp", f"ts {ts} is more than a day in the future"
     if newest_ts is not None and ts < newest_ts - MAX_BEHIND_S:
         return "bad_timestamp", f"ts {ts} is more than 400 days older than the newest event"
     amount = ev.get("amount")
@@ -244,7 +282,7 @@ def _check_values(ev: dict[str, Any], kind: str, newest_ts: float | None,
         return "bad_value", f"match_score {ev['match_score']} is outside 0..1"
     if kind == "activity" and ev["session_s"] < 0:
         return "bad_value", "session_s is negative"
-    return None
+    return check_time(ts, base, now, max_ahead_s)
 
 
 def _encode(item: Any) -> bytes:
@@ -254,9 +292,19 @@ def _encode(item: Any) -> bytes:
         return repr(item).encode()
 
 
-def decode_message(payload: bytes | None, newest_ts: float | None, now: float) -> Decoded:
-    """Split one Kafka message into valid events, watermarks and rejects."""
+def decode_message(payload: bytes | None, newest_ts: float | None, now: float, *,
+                   max_ahead_s: float | None = MAX_AHEAD_S) -> Decoded:
+    """Split one Kafka message into valid events, watermarks and rejects.
+
+    ``newest_ts`` is the partition's newest accepted event time (None or -inf: nothing yet),
+    ``now`` the wall clock: every event and watermark of the message is held to
+    :func:`check_time` against the time before the message (or its first accepted one), so one
+    message moves event time by a bounded step however many items it holds.
+    """
     out = Decoded([], [], [])
+    if newest_ts is not None and not math.isfinite(newest_ts):
+        newest_ts = None
+    base = newest_ts
     if payload is None:
         out.rejected.append(Rejected("invalid_json", "empty message (no value)", b""))
         return out
@@ -280,24 +328,32 @@ def decode_message(payload: bytes | None, newest_ts: float | None, now: float) -
             continue
         if item.get("kind") == "watermark":
             ts = item.get("ts")
-            if isinstance(ts, _NUMBER_TYPES) and _type_ok(ts, float) and MIN_TS <= ts <= MAX_TS:
+            if not (isinstance(ts, _NUMBER_TYPES) and _type_ok(ts, float)):
+                out.rejected.append(Rejected("bad_timestamp", "watermark without a valid ts",
+                                             payload if single else _encode(item)))
+                continue
+            problem = check_time(float(ts), base, now, max_ahead_s)
+            if problem is None:
                 out.watermarks.append(float(ts))
                 newest_ts = float(ts) if newest_ts is None else max(newest_ts, float(ts))
+                base = newest_ts if base is None else base
             else:
-                out.rejected.append(Rejected("bad_timestamp", "watermark without a valid ts",
+                out.rejected.append(Rejected(problem[0], f"watermark: {problem[1]}",
                                              payload if single else _encode(item)))
             continue
         kind = item.get("kind")
         accept = _ACCEPT.get(kind) if kind.__class__ is str else None
         if accept is not None and accept(item):
-            problem = _check_values(item, str(kind), newest_ts, now)
+            problem = _check_values(item, str(kind), newest_ts, now, base, max_ahead_s)
         else:
-            problem = validate(item, newest_ts, now)
+            problem = validate(item, newest_ts, now, base=base, max_ahead_s=max_ahead_s)
         if problem is None:
             out.events.append(item)
             ts = item["ts"]
             if newest_ts is None or ts > newest_ts:
                 newest_ts = ts
+            if base is None:
+                base = ts
         else:
             out.rejected.append(Rejected(problem[0], problem[1],
                                          payload if single else _encode(item)))

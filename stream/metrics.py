@@ -20,13 +20,14 @@ from prometheus_client import Counter, Gauge, Histogram
 from alerting.policies import SEVERITY_RANK
 from core.vocabulary import EVENT_KINDS
 from kpis.formulas import KPIS
+from stream.checkpoint import REFUSED_REASONS
 from stream.events import DEAD_LETTER_REASONS
 
 __all__ = [
     "KPI", "EVENTS", "DEAD_LETTERS", "DUPLICATES", "MESSAGES", "REDELIVERED", "OFFSET_GAPS",
     "PROCESSING_LAG", "CONSUMER_LAG", "FETCH_HELD", "COHORT_KPI",
     "WATERMARK", "WINDOWS_CLOSED", "ANOMALIES", "ALERTS", "SLACK_CALLS", "LLM_CALLS",
-    "SLACK_LATENCY", "LLM_LATENCY",
+    "SLACK_LATENCY", "LLM_LATENCY", "STATE_FILES_REFUSED",
     "SEVERITIES", "ALERT_STATUSES", "SLACK_OUTCOMES", "LLM_OUTCOMES",
 ]
 
@@ -78,6 +79,9 @@ LLM_CALLS = Counter("pulse_llm_calls", "Calls to the explanation model, by outco
                     ["outcome"])
 SLACK_LATENCY = Histogram("pulse_slack_call_seconds", "Latency of Slack Web API calls.")
 LLM_LATENCY = Histogram("pulse_llm_call_seconds", "Latency of explanation model calls.")
+STATE_FILES_REFUSED = Counter(
+    "pulse_state_files_refused",
+    "State files (checkpoints) refused at load and rebuilt from Kafka, by reason.", ["reason"])
 
 
 def _zero(counter: Counter, **values: Iterable[str]) -> None:
@@ -89,6 +93,7 @@ def _zero(counter: Counter, **values: Iterable[str]) -> None:
 
 _zero(EVENTS, kind=EVENT_KINDS)
 _zero(DEAD_LETTERS, reason=DEAD_LETTER_REASONS)
+_zero(STATE_FILES_REFUSED, reason=REFUSED_REASONS)
 _zero(ANOMALIES, kpi=[k.id for k in KPIS], severity=SEVERITIES)  # cohort KPIs are never flagged
 _zero(ALERTS, status=ALERT_STATUSES)
 _zero(SLACK_CALLS, outcome=SLACK_OUTCOMES)

@@ -17,11 +17,12 @@ from stream.checkpoint import Checkpoint
 from stream.resume import Offsets, Resume
 from stream.settings import Settings
 
-__all__ = ["PartitionState", "Partitions", "WINDOWS_PER_MESSAGE"]
+__all__ = ["PartitionState", "Partitions", "WINDOWS_PER_MESSAGE", "MAX_CLOSE_PER_STEP"]
 
 log = logging.getLogger(__name__)
 
 WINDOWS_PER_MESSAGE = 48     # closed windows per ``kpi-partials`` message (a backlog closes many)
+MAX_CLOSE_PER_STEP = 14 * 24  # windows a partition closes per message at most (the rest: later)
 
 
 class PartitionState:
@@ -59,7 +60,8 @@ class Partitions:
     def checkpoint(self, partition: int) -> Checkpoint:
         s = self.settings
         name = f"{s.app_id}-{s.topic('events')}-p{partition}.ckpt"
-        return Checkpoint(Path(s.data_dir) / "checkpoints" / name)
+        return Checkpoint(Path(s.data_dir) / "checkpoints" / name, app_id=s.app_id,
+                          topics=(self.topic,), partition=partition)
 
     async def ensure_open(self, assigned: list[int]) -> None:
         """Resume (or start) the state of every assigned partition not open yet."""
@@ -96,6 +98,17 @@ class Partitions:
                 self.reported.pop(p, None)
                 self.resume.forget((self.topic, p))
 
+    def step_limit(self, windows: PartitionWindows, watermark: float) -> float:
+        """``watermark``, or less: the time that closes ``MAX_CLOSE_PER_STEP`` more windows of
+        ``windows``, so one message never makes a worker close months of empty windows (the
+        rest close with the next messages)."""
+        first = windows.closed_before
+        if first is None:
+            return watermark
+        s = self.settings
+        return min(watermark, (first + MAX_CLOSE_PER_STEP) * float(s.window_seconds)
+                   + s.lateness_seconds)
+
     async def close_windows(self, watermark: float) -> None:
         """Close every open partition's windows up to ``watermark``; report them to the merge,
         all partitions in one message (Faust's cost is per message), at most
@@ -104,12 +117,13 @@ class Partitions:
         message: list[Partial] = []
         room = WINDOWS_PER_MESSAGE
         for p, windows in self.open.items():
-            closed = windows.advance(watermark, close_empty=True)
+            upto = self.step_limit(windows, watermark)
+            closed = windows.advance(upto, close_empty=True)
             closed_before = windows.closed_before
             # running counts of the open window, every tick, once the slowest partition has
             # reached the tick too: the merge needs them all for it, so waiting costs no time,
             # and every partition's peek of a tick travels in one message (not one each)
-            peeks = windows.take_peeks(until=watermark)
+            peeks = windows.take_peeks(until=upto)
             if not closed and not peeks and closed_before == self.reported.get(p):
                 continue
             self.reported[p] = closed_before

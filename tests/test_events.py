@@ -31,7 +31,8 @@ PAY = {"event_id": "p1", "kind": "payment", "ts": NOW - 60, "user_id": "u1",
     ({**PAY, "amount": 2e6}, "bad_value"),
     ({**PAY, "first": "yes"}, "wrong_type"),
     ({**PAY, "status": "pending"}, "bad_value"),
-    ({**SCAN, "ts": NOW + 3 * 86400}, "bad_timestamp"),
+    ({**SCAN, "ts": NOW + 3 * 86400}, "future"),
+    ({**SCAN, "ts": NOW + 7 * 3600}, "time_jump"),
     ({**SCAN, "ts": 100.0}, "bad_timestamp"),
     ({**SCAN, **{f"x{i}": i for i in range(40)}}, "oversized"),
 ])
@@ -45,8 +46,24 @@ def test_good_events_pass_and_stale_ones_do_not() -> None:
     assert validate(SCAN, NOW, NOW) is None
     assert validate(PAY, NOW, NOW) is None
     assert validate({**SCAN, "ts": NOW - 401 * 86400}, NOW, NOW)[0] == "bad_timestamp"
-    # the accelerated demo runs ahead of the wall clock: fine while event time moves smoothly
-    assert validate({**SCAN, "ts": NOW + 90 * 86400}, NOW + 90 * 86400 - 5, NOW) is None
+    # the accelerated demo runs ahead of the wall clock (PULSE_MAX_AHEAD_SECONDS=0): fine
+    # while event time moves smoothly; a live worker holds it to a day ahead of the clock
+    assert validate({**SCAN, "ts": NOW + 90 * 86400}, NOW + 90 * 86400 - 5, NOW,
+                    max_ahead_s=0) is None
+    assert validate({**SCAN, "ts": NOW + 90 * 86400}, NOW + 90 * 86400 - 5, NOW)[0] == "future"
+    # history far behind the clock is caught up on, even across a gap of days
+    assert validate({**SCAN, "ts": NOW - 30 * 86400}, NOW - 40 * 86400, NOW) is None
+
+
+def test_one_message_moves_event_time_a_bounded_step() -> None:
+    """However many items a message holds, they are held to the partition's time before it."""
+    ladder = [{**SCAN, "event_id": f"r{i}", "ts": NOW + i * 5 * 3600} for i in range(1, 6)]
+    d = decode_message(orjson.dumps(ladder + [{"kind": "watermark", "ts": 4.09e9}]), NOW, NOW)
+    assert [e["event_id"] for e in d.events] == ["r1"]   # 5 h on: within a step
+    assert [r.reason for r in d.rejected] == ["time_jump"] * 3 + ["future"] * 2
+    # behind the wall clock, a message may jump (a quiet night, a replay's gap)
+    d = decode_message(orjson.dumps(ladder[:2]), NOW - 86400, NOW + 11 * 3600)
+    assert [e["event_id"] for e in d.events] == ["r1", "r2"] and not d.rejected
 
 
 def test_a_batch_keeps_good_events_and_rejects_bad_ones_individually() -> None:

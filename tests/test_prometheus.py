@@ -33,6 +33,7 @@ from kpis.formulas import KPIS
 from kpis.messages import is_running
 from stream import metrics
 from stream.broker import free_port
+from stream.checkpoint import REFUSED_REASONS
 from stream.events import DEAD_LETTER_REASONS
 from stream.worker_process import die_with_parent
 from tests.conftest import Pipeline
@@ -161,6 +162,7 @@ def closed_label_sets() -> dict[str, set[frozenset[tuple[str, str]]]]:
         # stream/agents/alerts.py record_call: "slack" to the Slack counter, the rest to the LLM's
         "pulse_slack_calls_total": one("outcome", {o for s, o in outcomes if s == "slack"}),
         "pulse_llm_calls_total": one("outcome", {o for s, o in outcomes if s != "slack"}),
+        "pulse_state_files_refused_total": one("reason", refused_reasons()),
     }
 
 
@@ -413,6 +415,11 @@ def dead_letter_reasons() -> set[str]:
     return {r for (r,) in Literals.under("stream").reaching("Rejected", ((0, "reason"),))}
 
 
+def refused_reasons() -> set[str]:
+    """Reasons of the ``Refused`` state files stream/checkpoint.py makes (the metric's label)."""
+    return {r for (r,) in Literals.under("stream").reaching("Refused", ((0, "reason"),))}
+
+
 def test_label_values_in_metrics_are_the_ones_the_code_passes() -> None:
     from detectors.rules import SEVERITIES
     from detectors.series import _RANK
@@ -422,6 +429,7 @@ def test_label_values_in_metrics_are_the_ones_the_code_passes() -> None:
     assert {o for s, o in pairs if s == "slack"} == set(metrics.SLACK_OUTCOMES)
     assert {o for s, o in pairs if s == "llm"} == set(metrics.LLM_OUTCOMES)
     assert dead_letter_reasons() == set(DEAD_LETTER_REASONS)
+    assert refused_reasons() == set(REFUSED_REASONS)
     assert set(metrics.SEVERITIES) == set(SEVERITIES) == set(_RANK) - {None}
     for values in (metrics.ALERT_STATUSES, metrics.SLACK_OUTCOMES, metrics.LLM_OUTCOMES,
                    metrics.SEVERITIES, DEAD_LETTER_REASONS):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -42,19 +41,15 @@ SAVE_EVERY_S = 1.0
 
 
 def _saved() -> tuple[Checkpoint, Resumable]:
-    """The agent's checkpoint and what it holds (a lifecycle saved by an older version, the
-    plain pickle ``<app>-alerts.pkl``, is taken over with no offsets)."""
+    """The agent's checkpoint and what it holds (a fresh lifecycle when there is none, or it is
+    refused: stream/checkpoint.py)."""
     folder = Path(settings.data_dir) / "checkpoints"
-    checkpoint = Checkpoint(folder / f"{settings.app_id}-alerts.ckpt")
+    checkpoint = Checkpoint(folder / f"{settings.app_id}-alerts.ckpt", app_id=settings.app_id,
+                            topics=(settings.topic("anomalies"),))
     saved = checkpoint.load()
     if isinstance(saved, Resumable) and isinstance(saved.state, AlertManager):
         return checkpoint, saved
-    try:
-        with (folder / f"{settings.app_id}-alerts.pkl").open("rb") as f:
-            legacy = pickle.load(f)   # our own file, written by the previous version
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError):
-        legacy = None
-    return checkpoint, Resumable(legacy if isinstance(legacy, AlertManager) else AlertManager())
+    return checkpoint, Resumable(AlertManager())
 
 
 def make_service(manager: AlertManager) -> AlertService:

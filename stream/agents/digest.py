@@ -39,8 +39,6 @@ SAVE_EVERY_S = 2.0
 
 def _saved(checkpoint: Checkpoint) -> Resumable:
     saved = checkpoint.load()
-    if isinstance(saved, DigestBuilder):   # saved by an older version: no offsets
-        saved = Resumable(saved)
     if isinstance(saved, Resumable) and isinstance(saved.state, DigestBuilder) and \
             saved.state.window_s == settings.window_seconds:
         return saved
@@ -77,7 +75,8 @@ async def daily_digest(stream: Any) -> None:
     the live ones to Slack."""
     data = Path(settings.data_dir)
     kpis_name, alerts_name = settings.topic("kpis"), settings.topic("alerts")
-    checkpoint = Checkpoint(data / "checkpoints" / f"{settings.app_id}-digest.pkl")
+    checkpoint = Checkpoint(data / "checkpoints" / f"{settings.app_id}-digest.ckpt",
+                            app_id=settings.app_id, topics=(kpis_name, alerts_name))
     saved = _saved(checkpoint)
     builder: DigestBuilder = saved.state
     publisher = DigestPublisher(settings, settings.digest_file or data / "digest.jsonl",

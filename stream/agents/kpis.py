@@ -107,7 +107,8 @@ async def _consume(parts: Partitions, clock: PartitionClock, hold: FetchHold,
     now, now_mono = time.time(), time.monotonic()
     metrics.MESSAGES.inc()
     metrics.PROCESSING_LAG.set(max(0.0, now - appended))
-    decoded = decode_message(payload, windows.watermark, now)
+    decoded = decode_message(payload, windows.watermark, now,
+                             max_ahead_s=settings.max_ahead_seconds)
     kinds: Counter[str] = Counter()
     rejected = list(decoded.rejected)
     newest = max(decoded.watermarks, default=None)

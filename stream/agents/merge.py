@@ -76,7 +76,8 @@ class MergeState:
 
 def _checkpoint() -> Checkpoint:
     name = f"{settings.app_id}-{settings.topic('kpi-partials')}-merge.ckpt"
-    return Checkpoint(Path(settings.data_dir) / "checkpoints" / name)
+    return Checkpoint(Path(settings.data_dir) / "checkpoints" / name, app_id=settings.app_id,
+                      topics=(settings.topic("kpi-partials"),))
 
 
 @app.agent(kpi_partials_topic)
