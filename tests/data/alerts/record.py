@@ -64,17 +64,17 @@ class Case:
 # finds most of those the detectors can find at all
 CASES = (
     Case("payment-outage-normal", "payment-outage", "normal"),                  # overall
-    Case("payment-outage-subtle", "payment-outage", "subtle", (1, 2, 3, 4, 5), 10.0),
+    Case("payment-outage-subtle", "payment-outage", "subtle", (4, 1, 3, 5), 10.0),
     Case("signup-tracking-drop-normal", "signup-tracking-drop", "normal", (1, 2, 3), sliced=False),
     Case("signup-tracking-drop-normal-channel", "signup-tracking-drop", "normal", (4, 6, 9),
          sliced=True),
-    Case("signup-tracking-drop-subtle", "signup-tracking-drop", "subtle", (1, 2, 3), 10.0),
+    Case("signup-tracking-drop-subtle", "signup-tracking-drop", "subtle", (3, 1, 4), 10.0),
     Case("match-rate-regression-normal", "match-rate-regression", "normal"),    # one segment
     Case("match-rate-regression-subtle", "match-rate-regression", "subtle", (1,), 10.0),
     Case("channel-traffic-surge-normal", "channel-traffic-surge", "normal"),    # one channel
     Case("channel-traffic-surge-subtle", "channel-traffic-surge", "subtle", (1,), 10.0),
     Case("churn-spike-normal", "churn-spike", "normal", (1, 2, 3)),
-    Case("churn-spike-subtle", "churn-spike", "subtle", (1, 2, 3), 10.0),
+    Case("churn-spike-subtle", "churn-spike", "subtle", (1, 3, 4), 10.0),
 )
 
 
