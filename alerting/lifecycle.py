@@ -79,10 +79,20 @@ def lead_and_scope(members: dict[str, dict]) -> tuple[dict, dict]:
     return overall, {"segment": "all", "channel": "all", "share": None, "spread": bool(rows)}
 
 
+MIN_SCOPE_EVENTS = 20
+"""Fewer events than this behind the overall series (its ``n``, or an additive KPI's expected
+count) say nothing about where a change is: 4 failed payments of 4 can all be on one channel by
+chance, and the headline would then blame that channel for an outage that hit everyone."""
+
+
 def _concentrated(c: dict, overall: dict) -> bool:
     """Whether one contributor row holds most of the overall change, beyond its size."""
     share = _num(c.get("share")) or 0.0
     if share < CONCENTRATED_SHARE:
+        return False
+    events = _num(overall.get("expected") if overall["kpi"] in ADDITIVE_KPIS
+                  else overall.get("n"))
+    if events is not None and events < MIN_SCOPE_EVENTS:
         return False
     size = _size(c, overall)
     return size is None or share - size >= CONCENTRATED_SHARE - 0.4

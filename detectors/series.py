@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from detectors._math import (
     anscombe,
@@ -16,7 +16,7 @@ from detectors._math import (
     z_for_score,
     z_tail,
 )
-from detectors.forecast import Forecast, SeasonalForecast, clamped_share
+from detectors.forecast import MIN_SCALE, Forecast, SeasonalForecast, clamped_share
 from detectors.rules import TargetRule
 from detectors.surprise import RobustSurprise
 
@@ -47,6 +47,17 @@ def _count_run_z(points: list[RunPoint]) -> float:
     return (anscombe(sum(p[1] for p in points)) - 2.0 * math.sqrt(mean + 0.125)) / math.sqrt(var)
 
 
+class Run(NamedTuple):
+    """A sustained run's numbers: a count's total or a share's / level's mean over ``windows``
+    windows, what was expected of it, its ``n`` (summed), and its points' mean residual std."""
+
+    value: float
+    expected: float
+    n: float | None
+    windows: int
+    std: float
+
+
 _BINOMIAL_BAND_MAX_N = 500
 """Beyond this many events a share's band is its Gaussian one (about as wide by then)."""
 
@@ -63,6 +74,11 @@ class Verdict:
     severity: str | None          # "warning" | "critical" | None
     direction: str | None         # "up" | "down" | None
     detector: str | None          # what fired: "forecast", "sustained" or "rule:<kpi>"
+    # a sustained run: the numbers are the run's (a count's total, a share's or level's mean over
+    # its ``windows`` windows), its band that of such a run; None and 1 for a point's own verdict
+    value: float | None = None
+    n: float | None = None
+    windows: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -198,11 +214,11 @@ class SeriesWatcher:
         # the latest points, for the sustained-shift check
         self.recent: deque[RunPoint] = deque(maxlen=max(sustained_windows, 1))
 
-    def _sustained(self, z: float) -> tuple[float, str | None]:
-        """Score and direction of the strongest recent run ending at the current point."""
+    def _sustained(self, z: float) -> tuple[float, str | None, Run | None]:
+        """Score, direction and numbers of the strongest recent run ending at the current point."""
         runs = len(self.recent)
         if self.sustained_windows < 2 or runs < 2 or abs(z) < self.sustained_min_z:
-            return 0.0, None
+            return 0.0, None, None
         sign = 1.0 if z > 0 else -1.0
         best, best_k, total = 0.0, 0, 0.0
         recent = list(self.recent)
@@ -214,7 +230,7 @@ class SeriesWatcher:
             if sign * zk > best:
                 best, best_k = sign * zk, k
         if best_k == 0:
-            return 0.0, None
+            return 0.0, None, None
         p = min(1.0, (self.sustained_windows - 1) * z_tail(best))
         points = list(self.recent)[-best_k:]
         value = sum(pt[1] for pt in points)
@@ -224,8 +240,39 @@ class SeriesWatcher:
         if self.kind != "count":  # counts: totals over the run; ratios and levels: its means
             value, expected = value / best_k, expected / best_k
         if not self._enough_evidence(value, expected, n):
-            return 0.0, None
-        return surprise(p), "up" if sign > 0 else "down"
+            return 0.0, None, None
+        stds = [pt[4] for pt in points]
+        return surprise(p), "up" if sign > 0 else "down", Run(value, expected, n, best_k,
+                                                              sum(stds) / len(stds))
+
+    def _run_band(self, run: Run, point_lower: float, point_upper: float) -> tuple[float, float]:
+        """The normal band of a run's total (a count) or mean (a share, a level): what such a
+        run would show without an incident, narrower than one window's (a few windows of few
+        payments say more together than each alone)."""
+        e, k = run.expected, run.windows
+        if self.kind == "count":   # a total of k windows: Poisson-like, with the model's spread
+            half = self._band_z() * run.std * math.sqrt(max(e, 1.0))
+            return max(0.0, e - half), e + half
+        if self.kind == "ratio" and run.n:
+            model = self.model
+            assert isinstance(model, SeasonalForecast)
+            p = clamped_share(e, run.n)
+            std = math.sqrt(max(model.var, 0.0) / k + p * (1.0 - p) / run.n)
+            if model._calibrated():
+                std *= math.sqrt(max(model.scale, MIN_SCALE))
+            lower, upper = e - self._band_z() * std, e + self._band_z() * std
+            k_events = run.value * run.n
+            if run.n <= _BINOMIAL_BAND_MAX_N and abs(k_events - round(k_events)) < 1e-6 * run.n:
+                lo, hi = binomial_band(round(run.n), p, z_tail(self._z_cap))
+                lower, upper = min(lower, lo / run.n), max(upper, hi / run.n)
+            return max(lower, 0.0), min(upper, 1.0)
+        half = (point_upper - point_lower) / 2.0 / math.sqrt(k)   # a mean of k windows
+        return e - half, e + half
+
+    def _band_z(self) -> float:
+        model = self.model
+        inner = model if isinstance(model, SeasonalForecast) else model.forecaster
+        return float(getattr(inner, "band_z", self._z_cap))
 
     def _run_point(self, value: float, fc: Forecast, n: float | None) -> RunPoint:
         """The point as the sustained-shift check sees it: z (and a count) clipped at the cap."""
@@ -345,11 +392,13 @@ class SeriesWatcher:
             fc = fc._replace(z=fc.residual_z)
         if fc.z:  # a scored point: it joins the runs of the sustained-shift check
             self.recent.append(self._run_point(float(value), fc, n))
-        run_score, run_direction = self._sustained(fc.z)
+        run_score, run_direction, run = self._sustained(fc.z)
         sustained = run_score >= self.warning_score
+        shown: Run | None = None   # the run the verdict speaks for
         if sustained and severity is None and self.direction in ("both", run_direction):
             severity = "critical" if run_score >= self.critical_score else "warning"
             detector, direction, score = "sustained", run_direction, max(score, run_score)
+            shown = run
         hold = self.hold_score if self.hold_score is not None else self.warning_score
         suspicious = suspicious or sustained or run_score >= hold
 
@@ -367,17 +416,24 @@ class SeriesWatcher:
         self.n += 1
         known = fc.expected == fc.expected
         lower, upper = self._band(fc, float(value), n) if known else (math.nan, math.nan)
-        if severity == "critical" and known and lower <= value <= upper:
-            # a run or a target can be critical in substance, but a point inside the band
-            # people are shown reads as a contradiction: critical needs a departure beyond it
+        shown_value, expected = float(value), fc.expected
+        if shown is not None and known:   # a run is told in its own numbers and band
+            lower, upper = self._run_band(shown, lower, upper)
+            shown_value, expected = shown.value, shown.expected
+        if severity == "critical" and known and lower <= shown_value <= upper:
+            # a target can be missed in substance, but a value inside the band people are
+            # shown reads as a contradiction: critical needs a departure beyond it
             severity = "warning"
         return Verdict(
             score=score,
-            expected=fc.expected if known else None,
+            expected=expected if known else None,
             lower=lower if known else None,
             upper=upper if known else None,
             is_anomaly=severity is not None,
             severity=severity,
             direction=direction if severity else None,
             detector=detector,
+            value=shown.value if shown is not None else None,
+            n=shown.n if shown is not None else None,
+            windows=shown.windows if shown is not None else 1,
         )

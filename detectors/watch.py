@@ -296,9 +296,9 @@ class KpiSeriesWatch:
     def _event(self, msg: dict[str, Any], key: Series, s: dict[str, Any], v: Verdict,
                seen: dict[Series, tuple[dict[str, Any], Verdict]],
                calendar: Calendar | None = None, until: float = 0.0) -> dict[str, Any]:
-        value = float(s["value"])
+        value = float(s["value"]) if v.value is None else v.value
         expected = v.expected if v.expected is not None else value
-        n = s.get("n")
+        n = s.get("n") if v.value is None else v.n
         contributors: list[dict[str, Any]] = []
         if key == (ALL, ALL):
             contributors = self._contributors(value - expected, n, seen)
@@ -321,6 +321,10 @@ class KpiSeriesWatch:
         }
         if known:   # a window during known events: the alert says which
             event["calendar"] = [e.describe() for e in known]
+        if v.windows > 1:   # a sustained run: its numbers, over the windows it spans
+            width = float(msg["window_end_ts"]) - float(msg["window_start_ts"])
+            event.update(run_windows=v.windows,
+                         run_start_ts=float(msg["window_start_ts"]) - (v.windows - 1) * width)
         return event
 
     def _contributors(self, total: float, n_all: Any,

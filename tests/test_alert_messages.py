@@ -239,6 +239,13 @@ def render(alert: dict) -> tuple[dict, str, list[dict], str | None, str]:
 # -- the recorded incidents --------------------------------------------------------------------
 
 def _cases() -> list[str]:
+    """The recorded incidents that raised an alert (a subtle churn spike may raise none: the
+    fixture is kept, and the coverage test below still sees it, but there is nothing to render)."""
+    return sorted(p.stem for p in DATA.glob("*.json")
+                  if json.loads(p.read_text(encoding="utf-8"))["changes"])
+
+
+def _all_cases() -> list[str]:
     return sorted(p.stem for p in DATA.glob("*.json"))
 
 
@@ -247,15 +254,11 @@ def _load(case: str) -> dict:
 
 
 def _changes(case: str) -> list[dict]:
-    doc = _load(case)
-    if not doc["changes"]:
-        pytest.skip(f"{case}: the detectors raised no alert on this incident "
-                    f"(seed {doc['seed']}, scale {doc.get('scale', 1)}); nothing to render")
-    return list(doc["changes"])
+    return list(_load(case)["changes"])
 
 
 def test_fixtures_cover_every_incident_kind_normal_and_subtle() -> None:
-    cases = _cases()
+    cases = _all_cases()
     for kind in INCIDENT_KINDS:
         for difficulty in ("normal", "subtle"):
             assert f"{kind}-{difficulty}" in cases

@@ -238,3 +238,12 @@ def test_a_big_slice_with_its_share_of_a_spread_change_is_not_a_concentration():
     overall = anomaly("signups", 0, 429.0, 1000.0, contributors=rows)
     final = feed(m, [overall, closed(0)])[-1].alert
     assert final["scope"]["spread"] and final["segment"] == "all"
+
+
+def test_a_concentration_on_a_handful_of_events_is_not_believed():
+    m = AlertManager()
+    overall = anomaly("payment_failure_rate", 0, 0.6, 0.03, score=0.99, contributors=_spread(0.82))
+    overall["n"] = 5   # five payment attempts: all of one channel's by chance
+    slice_ = anomaly("payment_failure_rate", 0, 0.7, 0.03, score=0.9, segment="new_grad")
+    final = feed(m, [overall, slice_, closed(0)])[-1].alert
+    assert (final["segment"], final["channel"]) == ("all", "all")

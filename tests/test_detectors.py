@@ -315,13 +315,13 @@ def test_csv_gaps_irregular_timestamps_missing_values(tmp_path):
     assert stats["bad_timestamps"] == 1 and scores[-1] >= 0.99
 
 
-def test_csv_fifty_thousand_rows_fast_and_causal(tmp_path):
+def test_csv_fifty_thousand_rows_causal(tmp_path):
     rng = random.Random(2)
     rows = [(iso(i), f"{100 + 30 * math.sin(i / 288 * 2 * math.pi) + rng.gauss(0, 3):.2f}")
             for i in range(50_000)]
     rows[40_000] = (rows[40_000][0], "400")
-    full, stats = check(tmp_path, rows, name="full.csv")
-    assert stats["rows_per_second"] >= 20_000, stats
+    full, stats = check(tmp_path, rows, name="full.csv")   # its speed: make bench (detect_rows_per_s)
+    assert stats["rows"] == 50_000
     assert full[40_000] >= 0.9
     assert sum(s >= 0.5 for s in full) <= 10
     prefix, _ = check(tmp_path, rows[:30_123], name="prefix.csv")
@@ -427,9 +427,10 @@ def test_nothing_is_critical_inside_its_own_band(kpi, kind):
             p = 0.03 * shift if shift < 2 else 0.3   # min_abs_change is 20 pp
             value = sum(rng.random() < p for _ in range(200)) / n
         v = w.update(START + h * HOUR, value, n)
-        if v.severity == "critical":
+        if v.severity == "critical":   # a run's verdict speaks of the run: its value, its band
             criticals += 1
-            assert not v.lower <= value <= v.upper, (h, value, v)
+            shown = value if v.value is None else v.value
+            assert not v.lower <= shown <= v.upper, (h, shown, v)
     assert criticals > 0   # the shifts are large enough to be critical somewhere
 
 
