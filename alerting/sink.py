@@ -18,6 +18,9 @@ ALERT_FIELDS = (
     "value", "expected", "score", "explanation", "explanation_source", "related",
     "lower", "upper", "direction", "unit", "detector", "since", "duration_windows", "version",
     "reason", "contributors", "feedback", "silenced", "resolved_at",
+    # what readers of the file (pulse ask, the page, the digest) need without the topic
+    "since_ts", "window_start_ts", "window_end_ts", "n", "scope", "changes", "joined",
+    "previous", "early", "as_of_ts", "elapsed_minutes",
 )
 
 
@@ -27,6 +30,9 @@ def alert_record(alert: dict, silenced: bool = False) -> dict:
     record["silenced"] = silenced
     if record["resolved_at"] is None:
         del record["resolved_at"]
+    for key in ALERT_FIELDS[27:]:   # absent from snapshots of older workers: not written as null
+        if key not in alert:
+            del record[key]
     return record
 
 
