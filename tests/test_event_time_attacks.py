@@ -97,3 +97,29 @@ def test_a_ratchet_of_spend_events_23_hours_apart_is_stopped(pipeline2: Pipeline
     reasons = [d["reason"] for d in dead]
     assert reasons[0] == "time_jump" and set(reasons) == {"time_jump", "future"}
     assert len(reasons) == 240 and "late" not in reasons
+
+
+def test_one_message_closes_at_most_two_weeks_of_windows() -> None:
+    from kpis.engine import PartitionWindows
+    from stream.partitions import MAX_CLOSE_PER_STEP, Partitions
+    from stream.settings import Settings
+
+    sent: list[bytes] = []
+
+    async def send_partials(value: bytes) -> None:
+        sent.append(value)
+
+    async def count() -> int:
+        return 1
+
+    s = Settings()
+    parts = Partitions("events", s, None, lambda: {0}, count, send_partials)  # type: ignore[arg-type]
+    windows = parts.open[0] = PartitionWindows(s.window_seconds, s.lateness_seconds)
+    windows.add(signups("e", T0, 1)[0])
+    asyncio.run(parts.close_windows(T0 + 2 * HOUR))
+    first = windows.closed_before
+    assert first is not None
+    asyncio.run(parts.close_windows(4.09e9))   # however far the time: two weeks of windows
+    assert windows.closed_before == first + MAX_CLOSE_PER_STEP
+    asyncio.run(parts.close_windows(4.09e9))
+    assert windows.closed_before == first + 2 * MAX_CLOSE_PER_STEP
