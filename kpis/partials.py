@@ -6,11 +6,13 @@ adds the partitions up. Beside the ``kpis`` codec (kpis/messages.py); both are p
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 
 from kpis.engine import Peek, WindowInputs
 
-__all__ = ["Partial", "encode_partials", "decode_partials"]
+__all__ = ["Partial", "encode_partials", "decode_partials", "partials_of"]
 
 Partial = tuple[int, int, int | None, list[WindowInputs], list[Peek]]
 """(partition, partitions of the topic, closed_before, closed windows, peeks of its open
@@ -36,7 +38,12 @@ def encode_partials(partials: list[Partial]) -> bytes:
 
 def decode_partials(raw: bytes) -> list[Partial]:
     """The partials of a ``kpi-partials`` message (an array; one object is read as one)."""
-    doc = orjson.loads(raw)
+    return partials_of(orjson.loads(raw))
+
+
+def partials_of(doc: Any) -> list[Partial]:
+    """The partials of a decoded ``kpi-partials`` message. Trusts its shape: what the worker
+    reads from the topic is checked first (stream/internal.py ``partials_in``)."""
     out = []
     for d in doc if isinstance(doc, list) else [doc]:
         windows = [WindowInputs(w["window"], {(seg, ch): row for seg, ch, row in w["rows"]},

@@ -26,8 +26,10 @@ from alerting.sink import alert_record
 from alerting.socket_mode import start_slack_inbound
 from stream import metrics
 from stream.agents.detect import anomalies_topic
+from stream.agents.merge import dead_letter
 from stream.app import app, make_resume, owns, settings
 from stream.checkpoint import Checkpoint, Resumable
+from stream.internal import anomaly_in
 from stream.kpi_state import docs_from_topic
 
 __all__ = ["alerts_topic", "alert_changes", "record_call"]
@@ -107,7 +109,11 @@ async def alert_changes(stream: Any) -> None:
             msg, closed = event.message, False
             async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
                                             msg.timestamp):
-                doc = orjson.loads(rec.value or b"{}")
+                doc, bad = anomaly_in(rec.value)
+                if doc is None:   # not an anomaly nor a marker: to dead-letters, once
+                    if bad is not None and not rec.replayed:
+                        await dead_letter(bad, rec.topic, rec.partition, rec.offset)
+                    continue
                 await handle(service, doc, can_post, can_explain)
                 closed = closed or doc.get("kind") == "window_closed"
             if closed:

@@ -28,10 +28,10 @@ import orjson
 from detectors import load_config, state
 from detectors.calendar import CalendarError, CalendarFile
 from detectors.watch import KpiWatch
-from kpis.messages import docs_in
 from stream import metrics
-from stream.agents.merge import kpis_topic
+from stream.agents.merge import dead_letter, kpis_topic
 from stream.app import app, make_resume, settings
+from stream.internal import kpi_docs_in
 from stream.resume import Offsets
 
 __all__ = ["anomalies_topic", "detector_state", "detect_anomalies", "DetectorStates"]
@@ -111,15 +111,6 @@ def _calendar_error(error: CalendarError) -> None:
               "the file and it is read again)", error)
 
 
-def _docs(raw: bytes, offset: int) -> list[dict[str, Any]]:
-    try:
-        return docs_in(raw)
-    except Exception as exc:   # not ours: say so, keep detecting
-        log.error("skipped kpis message %d, which is not KPI documents (%s): %.200r", offset,
-                  exc, raw)
-        return []
-
-
 async def _process(states: DetectorStates, docs: list[dict[str, Any]], offset: int,
                    silent: bool = False) -> None:
     """Detect on one ``kpis`` message (a window's KPI documents, marker last). ``silent``: it
@@ -166,7 +157,9 @@ async def detect_anomalies(stream: Any) -> None:
         closed = False
         async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
                                         msg.timestamp):
-            docs = _docs(rec.value or b"", rec.offset)
+            docs, bad = kpi_docs_in(rec.value)   # the bad ones to dead-letters, once
+            for rej in () if rec.replayed else bad:
+                await dead_letter(rej, rec.topic, rec.partition, rec.offset)
             await _process(states, docs, rec.offset, silent=rec.replayed)
             closed = closed or any(d.get("kind") == "window_closed" for d in docs)
         if closed:   # saved after a whole window

@@ -17,14 +17,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from alerting.digest import DIGEST_KPIS, DigestBuilder
 from alerting.digest_delivery import DigestPublisher
-from kpis.messages import docs_in
 from stream.agents.alerts import record_call
+from stream.agents.merge import dead_letter
 from stream.app import app, make_resume, owns, settings
 from stream.checkpoint import Checkpoint, Resumable
+from stream.internal import alert_in, kpi_docs_in
 from stream.resume import Resume
 
 __all__ = ["digest_inputs", "daily_digest"]
@@ -49,11 +48,10 @@ async def on_kpis(builder: DigestBuilder, publisher: DigestPublisher, resume: Re
                   raw: bytes) -> bool:
     """One ``kpis`` message into the builder, each day it finishes written (and the live ones
     posted); True if it closed a window."""
-    try:
-        docs = docs_in(raw)
-    except Exception as exc:   # not ours: say so, keep building
-        log.error("skipped a kpis message that is not KPI documents (%s)", exc)
-        return False
+    docs, bad = kpi_docs_in(raw)   # the detect agent dead-letters the bad ones
+    if bad:
+        log.warning("skipped %d kpis documents the digest cannot use (%s)", len(bad),
+                    bad[0].detail)
     closed = False
     for doc in docs:
         closed = closed or doc.get("kind") == "window_closed"
@@ -90,7 +88,11 @@ async def daily_digest(stream: Any) -> None:
             async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
                                             msg.timestamp):
                 if rec.topic == alerts_name:
-                    builder.add_alert(orjson.loads(rec.value or b"{}"))
+                    alert, bad = alert_in(rec.value)
+                    if alert is not None:
+                        builder.add_alert(alert)
+                    elif bad is not None and not rec.replayed:
+                        await dead_letter(bad, rec.topic, rec.partition, rec.offset)
                 else:
                     closed = await on_kpis(builder, publisher, resume, rec.value or b"") or closed
             if closed:

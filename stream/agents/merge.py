@@ -21,14 +21,16 @@ import orjson
 
 from kpis.engine import KpiMerger, KpiSnapshot
 from kpis.messages import group_snapshots, is_running, window_messages
-from kpis.partials import decode_partials
+from kpis.partials import Partial
 from stream import metrics
-from stream.agents.kpis import kpi_partials_topic
+from stream.agents.kpis import dead_letter_doc, dead_letters_topic, kpi_partials_topic
 from stream.app import app, make_resume, owns, settings
 from stream.checkpoint import Checkpoint
+from stream.events import Rejected
+from stream.internal import partials_in
 from stream.resume import Offsets
 
-__all__ = ["kpis_topic", "merge_windows", "publish", "MergeState"]
+__all__ = ["kpis_topic", "merge_windows", "publish", "MergeState", "dead_letter"]
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +55,7 @@ class MergeState:
         self.next_offset = offsets.get((topic, 0), self.next_offset)
         return self
 
-    def add(self, raw: bytes) -> list[KpiSnapshot]:
-        try:
-            partials = decode_partials(raw)
-        except Exception as exc:   # not ours: say so, keep merging
-            log.error("skipped a kpi-partials message that is not a partial (%s): %.200r",
-                      exc, raw)
-            return []
+    def add(self, partials: list[Partial]) -> list[KpiSnapshot]:
         out: list[KpiSnapshot] = []
         for partition, partitions, closed_before, windows, peeks in partials:
             if self.merger is None:
@@ -95,11 +91,33 @@ async def merge_windows(stream: Any) -> None:
             msg = event.message
             async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
                                             msg.timestamp):
-                await publish(state.add(rec.value or b""))
+                partials, bad = partials_in(rec.value, _events_partitions(),
+                                            settings.window_seconds)
+                if bad is not None and not rec.replayed:
+                    await dead_letter(bad, rec.topic, rec.partition, rec.offset)
+                await publish(state.add(partials))
             await resume.checkpoint()
     finally:
         if owns(topic):   # not if another worker merges now
             checkpoint.save(state.at(resume.due, topic))
+
+
+def _events_partitions() -> int | None:
+    """The ``events`` topic's partition count, as the consumer's metadata knows it."""
+    try:
+        return app.consumer.topic_partitions(settings.topic("events")) or None
+    except Exception:   # no metadata yet
+        return None
+
+
+async def dead_letter(rej: Rejected, topic: str, partition: int, offset: int) -> None:
+    """A message of an internal topic that the agent cannot use, to ``dead-letters``
+    (stream/internal.py says why)."""
+    log.error("dead-lettered %s message %d (%s: %s)", topic, offset, rej.reason, rej.detail)
+    metrics.DEAD_LETTERS.labels(rej.reason).inc()
+    await dead_letters_topic.send(key=rej.reason.encode(),
+                                  value=orjson.dumps(dead_letter_doc(rej, topic, partition,
+                                                                     offset)))
 
 
 async def publish(snaps: list[KpiSnapshot]) -> None:
