@@ -57,6 +57,10 @@ class Settings:
         9464, "PULSE_METRICS_PORT", "Port of the Prometheus /metrics endpoint (0: none).")
     web_port: int = _setting(
         6066, "PULSE_WEB_PORT", "Port of Faust's own web server in the worker.")
+    web_bind: str = _setting(
+        "127.0.0.1", "PULSE_WEB_BIND",
+        "Address the worker's web server (its page, no login) listens on: loopback unless "
+        "set, e.g. 0.0.0.0 for every interface.")
     data_dir: str = _setting(
         ".pulse", "PULSE_DATA_DIR", "Where workers keep local state (Faust tables, checkpoints).")
     log_level: str = _setting("info", "PULSE_LOG_LEVEL", "Worker log level.")

@@ -136,6 +136,7 @@ async def _demo(opts: DemoOptions, settings: Settings, bootstrap: str) -> int:
                                    if out else {})})
     worker.start()
     _say(f"pulse demo: broker {bootstrap}, metrics http://127.0.0.1:{worker.metrics_port}/metrics")
+    _say(f"page: http://127.0.0.1:{worker.web_port}/ (Overview, Funnel, Cohorts, Alerts, Ask)")
     sim = Simulation(opts.seed, history_start, "none", model=BusinessModel().scaled(opts.scale),
                      difficulty=opts.difficulty)
     events_file: IO[bytes] | None = open(out / "events.jsonl", "wb") if out else None  # noqa: SIM115

@@ -22,7 +22,7 @@ from stream.topics import ensure_topics, pipeline_topics
 __all__ = ["main", "AGENT_MODULES"]
 
 AGENT_MODULES = ("stream.agents.kpis", "stream.agents.merge", "stream.agents.detect",
-                 "stream.agents.alerts", "stream.agents.digest")
+                 "stream.agents.alerts", "stream.agents.digest", "stream.pages")
 
 
 ORPHAN_GRACE_S = 15.0

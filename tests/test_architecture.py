@@ -26,7 +26,8 @@ def _modules(package: str) -> list[Path]:
 
 
 def test_plain_python_packages_never_import_kafka() -> None:
-    for package in ("core", "kpis", "detectors", "alerting", "evaluation", "assistant"):
+    for package in ("core", "kpis", "detectors", "alerting", "evaluation", "assistant",
+                    "dashboard"):
         for path in _modules(package):
             assert not _imports(path) & KAFKA, path
     for path in _modules("simulator"):
