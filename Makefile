@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test lint bench clean venv promtool
+.PHONY: demo test lint bench clean venv promtool chromium
 
 venv: $(STAMP)
 
@@ -29,7 +29,7 @@ $(TEST_STAMP): $(STAMP) pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pulse demo $(ARGS)
 
-test: $(TEST_STAMP) promtool
+test: $(TEST_STAMP) promtool chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # tests/test_deploy.py and tests/test_prometheus.py need promtool and prometheus (Debian package
@@ -42,9 +42,35 @@ promtool:
 	  || { cat .apt-prometheus.log; rm -f .apt-prometheus.log; exit 1; }; \
 	  rm -f .apt-prometheus.log; }
 
+# tests/test_page.py drives Debian's chromium through Playwright (never a downloaded browser);
+# a no-op once /usr/bin/chromium is there.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing the Debian package chromium for the page test"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends chromium; } >.apt-chromium.log 2>&1 \
+	  || { cat .apt-chromium.log; rm -f .apt-chromium.log; exit 1; }; \
+	  rm -f .apt-chromium.log; }
+
+# Tests against real Apache Kafka (tests/real_kafka/; plain `make test` does not collect them):
+# the broker's jars come from Maven Central (deploy/kafka/pom.xml) into .kafka/, then KRaft
+# brokers run from them (deploy/kafka/cluster.py). Needs java 17+ and mvn: installed from
+# Debian when missing. The version is KAFKA_VERSION in deploy/kafka/cluster.py (3.9.1).
+.PHONY: test-kafka
+test-kafka: $(TEST_STAMP)
+	@{ command -v java && command -v mvn; } >/dev/null 2>&1 || { \
+	  echo "installing the Debian packages openjdk-17-jre-headless and maven for real Kafka"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends openjdk-17-jre-headless maven; } >.apt-kafka.log 2>&1 \
+	  || { cat .apt-kafka.log; rm -f .apt-kafka.log; exit 1; }; \
+	  rm -f .apt-kafka.log; }
+	$(BIN)/python deploy/kafka/cluster.py fetch
+	PULSE_REAL_KAFKA=1 $(BIN)/python -m pytest tests/real_kafka -s --timeout 900 \
+	  --durations=0 $(PYTEST_ARGS)
+
 lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/mypy core evaluation stream kpis detectors alerting simulator pulse
+	$(BIN)/mypy core evaluation stream kpis detectors alerting simulator pulse assistant dashboard
 
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench $(ARGS)

@@ -237,10 +237,11 @@ def _non_trivial(png: bytes, min_height: int = 700) -> None:
     assert len(colours) > 60 and pixels[..., :3].std() > 0.08, (len(colours), pixels.std())
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="no /usr/bin/chromium: make chromium")
 @pytest.mark.timeout(600)
 def test_the_page_of_a_running_demo(demo: Demo) -> None:
     from playwright.sync_api import expect, sync_playwright
+
+    assert Path(CHROMIUM).exists(), "no /usr/bin/chromium: `make chromium` installs it"
 
     t0 = time.monotonic()
     url = demo.wait_for_line(r"page: (http://127\.0\.0\.1:\d+/)", 30).group(1)
