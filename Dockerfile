@@ -18,6 +18,7 @@ COPY pulse ./pulse
 COPY core ./core
 COPY evaluation ./evaluation
 COPY assistant ./assistant
+COPY dashboard ./dashboard
 RUN pip install . && rm -rf /src
 
 RUN useradd --create-home --uid 10001 pulse \

@@ -43,6 +43,7 @@ def create_app(s: Settings) -> faust.App:
         store="memory://",
         datadir=f"{s.data_dir}/faust",
         web_port=s.web_port,
+        web_bind=s.web_bind,   # loopback unless PULSE_WEB_BIND opens it: the page has no login
         topic_partitions=s.events_partitions,
         topic_replication_factor=1,
         consumer_auto_offset_reset="earliest",

@@ -52,8 +52,6 @@ REFRESH_S = 15          # the tabs reload themselves this often (cheap: cached p
 FIRST_WAIT_S = 20.0     # the first request waits this long for the topics to be read
 RETRY_S = 5.0
 
-app.conf.web_bind = settings.web_bind
-
 
 class PageState:
     """The documents of the ``kpis``, ``alerts`` and ``anomalies`` topics, followed from the
