@@ -29,7 +29,6 @@ from typing import Any
 from alerting.escape import clean_event_text
 from core.timefmt import clock_utc, human_utc, parse_utc
 from kpis.formulas import KPI_BY_ID, KpiDef
-from kpis.formulas import KPIS as KPI_DEFS
 
 __all__ = [
     "CHANNEL_NAMES",
@@ -121,7 +120,7 @@ def _info(k: KpiDef) -> KpiInfo:
     return KpiInfo(k.title, k.doc, kind, FAMILIES.get(k.id, (f"kpi:{k.id}",)), target)
 
 
-KPIS: dict[str, KpiInfo] = {k.id: _info(k) for k in KPI_DEFS}
+KPIS: dict[str, KpiInfo] = {k.id: _info(k) for k in KPI_BY_ID.values()}   # cohort KPIs too
 
 _NUMBER = re.compile(r"(?<![A-Za-z_])\d[\d,]*(?:\.\d+)?")
 _IDS = re.compile(r"\b(" + "|".join(sorted((re.escape(k) for k in KPI_BY_ID if "_" in k),
