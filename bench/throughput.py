@@ -98,7 +98,9 @@ def measure_throughput(bootstrap: str, days: float = 84.0, prefix: str = "bench-
     raw = asyncio.run(raw_consume(bootstrap, topic, n))
     # a backlog, like the demo's history: digests of its days are written with the template
     # summary and no chart, nothing goes to Slack or the model
+    # simulated days that may run past today's wall clock: no bound on event time ahead of it
     worker = WorkerProcess(bootstrap, env={"PULSE_TOPIC_PREFIX": prefix,
+                                           "PULSE_MAX_AHEAD_SECONDS": "0",
                                            "PULSE_APP_ID": f"{prefix}app",
                                            "PULSE_NOTIFY_AFTER": str(int(end) + 86_400)}).start()
     assert worker.process is not None
