@@ -206,7 +206,9 @@ def worker_env(settings: Settings, rid: str, out: Path, config: str | None,
            if settings.calendar_file else "",
            "PULSE_ALERTS_FILE": str((out / "alerts.jsonl").resolve()),
            "PULSE_DETECTORS_CONFIG": str(Path(config).resolve()) if config else "",
-           "PULSE_FEEDBACK_PORT": "0"}
+           "PULSE_FEEDBACK_PORT": "0",
+           # recorded event time, a demo's accelerated clock included, may be past today's
+           "PULSE_MAX_AHEAD_SECONDS": "0"}
     if slack:
         env["PULSE_NOTIFY_AFTER"] = "0"
     else:
