@@ -320,7 +320,7 @@ def test_csv_fifty_thousand_rows_causal(tmp_path):
     rows = [(iso(i), f"{100 + 30 * math.sin(i / 288 * 2 * math.pi) + rng.gauss(0, 3):.2f}")
             for i in range(50_000)]
     rows[40_000] = (rows[40_000][0], "400")
-    full, stats = check(tmp_path, rows, name="full.csv")   # its speed: make bench (detect_rows_per_s)
+    full, stats = check(tmp_path, rows, name="full.csv")   # speed: make bench, detect_rows_per_s
     assert stats["rows"] == 50_000
     assert full[40_000] >= 0.9
     assert sum(s >= 0.5 for s in full) <= 10
