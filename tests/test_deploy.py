@@ -398,8 +398,9 @@ def test_env_example_and_gitignore() -> None:
         if name in secrets:
             assert value == "", f".env.example must not hold a value for {name}"
     assert secrets <= names
-    assert re.search(r"^# ?PULSE_PROCESSING_GUARANTEE=exactly_once$",
-                     (ROOT / ".env.example").read_text(), re.M)
+    # exactly_once does not work with Faust 0.15.3 (tests/real_kafka): never offered as a switch
+    assert not re.search(r"^# ?PULSE_PROCESSING_GUARANTEE=exactly_once$",
+                         (ROOT / ".env.example").read_text(), re.M)
     assert ".env" in (ROOT / ".gitignore").read_text().split()
 
 
