@@ -82,6 +82,15 @@ def _duration(text: str) -> str:
     return text
 
 
+def _add_kpi_sources(p: argparse.ArgumentParser) -> None:
+    """Where ``ask`` and ``digest`` read the KPI state: files, or a broker's topics."""
+    p.add_argument("--kpis", metavar="FILE", help="a kpis.jsonl (e.g. a demo's --out DIR)")
+    p.add_argument("--alerts", metavar="FILE", help="alerts.jsonl (default: beside --kpis, "
+                   "or the alerts topic)")
+    p.add_argument("--broker", default="", help="read the kpis and alerts topics of this "
+                   "broker (default: PULSE_KAFKA_BOOTSTRAP)")
+
+
 def _add_business_flags(p: argparse.ArgumentParser) -> None:
     from simulator import DIFFICULTIES
     p.add_argument("--difficulty", default="normal", choices=DIFFICULTIES,
@@ -203,12 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ask = sub.add_parser("ask", help="answer a question about the KPIs, from Pulse's numbers")
     ask.add_argument("question", help='e.g. "What\'s driving our churn rate?"')
-    ask.add_argument("--kpis", metavar="FILE", help="answer from a kpis.jsonl (e.g. a demo's "
-                     "--out DIR)")
-    ask.add_argument("--alerts", metavar="FILE", help="alerts.jsonl (default: beside --kpis, "
-                     "or the alerts topic)")
-    ask.add_argument("--broker", default="", help="read the kpis and alerts topics of this "
-                     "broker (default: PULSE_KAFKA_BOOTSTRAP)")
+    _add_kpi_sources(ask)
     alerts = sub.add_parser("alerts", help="list the open alerts: age, severity, KPI, scope")
     alerts.add_argument("--alerts", metavar="FILE", help="an alerts.jsonl (e.g. a demo's "
                         "--out DIR)")
@@ -217,11 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     dig = sub.add_parser("digest", help="print the daily digest of a day from the KPI state")
     dig.add_argument("--day", metavar="DATE", help="UTC day, YYYY-MM-DD (default: the last "
                      "day that has ended)")
-    dig.add_argument("--kpis", metavar="FILE", help="a kpis.jsonl (e.g. a demo's --out DIR)")
-    dig.add_argument("--alerts", metavar="FILE", help="alerts.jsonl (default: beside --kpis, "
-                     "or the alerts topic)")
-    dig.add_argument("--broker", default="", help="read the kpis and alerts topics of this "
-                     "broker (default: PULSE_KAFKA_BOOTSTRAP)")
+    _add_kpi_sources(dig)
     dig.add_argument("--json", action="store_true", help="the digest document as JSON")
     dig.add_argument("--chart", metavar="FILE.png", help="also draw the seven-day chart")
     return p
