@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from datetime import date
 from typing import Any
 
@@ -263,23 +262,15 @@ _ALERT = (("id", "str", True), ("status", "str", True), ("kpi", "str", False),
           ("window_end", "str", False), ("resolved_at", "str", False), ("version", "int", False))
 
 
-def _checked(raw: bytes | None, problem_of: Callable[[Any], tuple[str, str] | None]
-             ) -> tuple[dict[str, Any] | None, Rejected | None]:
-    """The JSON object of ``raw`` if ``problem_of`` finds nothing wrong with it, else why not."""
-    problem = _json_problem(raw)
-    doc = None
-    if problem is None:
-        doc = orjson.loads(raw or b"")
-        problem = problem_of(doc)
-    if problem is not None:
-        return None, Rejected(problem[0], problem[1], raw or b"")
-    return doc, None
-
-
 def anomaly_in(raw: bytes | None) -> tuple[dict[str, Any] | None, Rejected | None]:
     """An ``anomalies`` message (an anomaly event or a ``window_closed`` marker,
     docs/anomalies.md), or why it is rejected."""
-    return _checked(raw, _anomaly_problem)
+    problem = _json_problem(raw)
+    if problem is None:
+        problem = _anomaly_problem(orjson.loads(raw or b""))
+    if problem is not None:
+        return None, Rejected(problem[0], problem[1], raw or b"")
+    return orjson.loads(raw or b""), None
 
 
 def _anomaly_problem(d: Any) -> tuple[str, str] | None:
@@ -301,7 +292,12 @@ def _anomaly_problem(d: Any) -> tuple[str, str] | None:
 
 def alert_in(raw: bytes | None) -> tuple[dict[str, Any] | None, Rejected | None]:
     """An ``alerts`` message (an ``alerts.jsonl`` record), or why it is rejected."""
-    return _checked(raw, _alert_problem)
+    problem = _json_problem(raw)
+    if problem is None:
+        problem = _alert_problem(orjson.loads(raw or b""))
+    if problem is not None:
+        return None, Rejected(problem[0], problem[1], raw or b"")
+    return orjson.loads(raw or b""), None
 
 
 def _alert_problem(d: Any) -> tuple[str, str] | None:
