@@ -265,12 +265,22 @@ _ALERT = (("id", "str", True), ("status", "str", True), ("kpi", "str", False),
 def anomaly_in(raw: bytes | None) -> tuple[dict[str, Any] | None, Rejected | None]:
     """An ``anomalies`` message (an anomaly event or a ``window_closed`` marker,
     docs/anomalies.md), or why it is rejected."""
+    return _doc_in(raw, alert=False)
+
+
+def _doc_in(raw: bytes | None, alert: bool) -> tuple[dict[str, Any] | None, Rejected | None]:
+    """The JSON object of an ``anomalies`` or (``alert``) ``alerts`` message, or why not."""
     problem = _json_problem(raw)
+    doc = None
     if problem is None:
-        problem = _anomaly_problem(orjson.loads(raw or b""))
+        doc = orjson.loads(raw or b"")
+        if alert:
+            problem = _alert_problem(doc)
+        else:
+            problem = _anomaly_problem(doc)
     if problem is not None:
         return None, Rejected(problem[0], problem[1], raw or b"")
-    return orjson.loads(raw or b""), None
+    return doc, None
 
 
 def _anomaly_problem(d: Any) -> tuple[str, str] | None:
@@ -292,12 +302,7 @@ def _anomaly_problem(d: Any) -> tuple[str, str] | None:
 
 def alert_in(raw: bytes | None) -> tuple[dict[str, Any] | None, Rejected | None]:
     """An ``alerts`` message (an ``alerts.jsonl`` record), or why it is rejected."""
-    problem = _json_problem(raw)
-    if problem is None:
-        problem = _alert_problem(orjson.loads(raw or b""))
-    if problem is not None:
-        return None, Rejected(problem[0], problem[1], raw or b"")
-    return orjson.loads(raw or b""), None
+    return _doc_in(raw, alert=True)
 
 
 def _alert_problem(d: Any) -> tuple[str, str] | None:
