@@ -25,10 +25,10 @@ import pytest
 
 from kpis.messages import is_running
 from simulator import Simulation
-from simulator.publisher import EventPublisher, run_clock
 from stream.worker_process import WorkerProcess
 from tests.conftest import Pipeline
 from tests.real_kafka.conftest import as_broker, canonical, read_committed
+from tests.test_restart import _publish, _publish_final
 
 START = 1_794_000_000 // 3600 * 3600
 DAY = 86400.0
@@ -39,20 +39,8 @@ async def _publish_all(p: Pipeline, produced: list[dict]) -> None:
     """Six days with a payment outage on day five, then a watermark past the end."""
     sim = Simulation(seed=3, start_ts=START, scenario="payment-outage",
                      incident_range=(START + 4 * DAY + 2 * 3600, START + 5 * DAY - 3600))
-    pub = EventPublisher(p.bootstrap, p.topic("events"))
-    await pub.start()
-    orig = pub.publish
-
-    async def publish(events: list[dict], watermark: float) -> None:
-        produced.extend(events)
-        await orig(events, watermark)
-
-    pub.publish = publish  # type: ignore[method-assign]
-    try:
-        await run_clock(sim, pub, START, END, speed=None)
-        await orig([], END + 600)
-    finally:
-        await pub.stop()
+    await _publish(p, sim, START, END, produced)
+    await _publish_final(p, END + 600)
 
 
 EOS_STALLS = (
