@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable
 from typing import IO, Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaClient, AIOKafkaProducer
+from aiokafka.protocol.metadata import MetadataRequest
 
 from simulator.generator import Simulation
 from stream.topics import ensure_topics
@@ -24,6 +25,19 @@ from stream.topics import ensure_topics
 __all__ = ["EventPublisher", "ensure_topics", "partition_of", "run_clock"]
 
 HOUR = 3600.0
+_NO_IDEMPOTENCE = "tansu"   # cluster ids of brokers that refuse idempotent produce requests
+
+
+async def _cluster_id(bootstrap: str) -> str:
+    """The cluster id the broker reports in its metadata ("" if it reports none)."""
+    client = AIOKafkaClient(bootstrap_servers=bootstrap)
+    await client.bootstrap()
+    try:
+        node = next(iter(client.cluster.brokers())).nodeId
+        response = await client.send(node, MetadataRequest([]))
+        return str(getattr(response, "cluster_id", "") or "")
+    finally:
+        await client.close()
 
 
 def partition_of(ev: dict[str, Any], partitions: int) -> int:
@@ -43,13 +57,25 @@ class EventPublisher:
         self.sink = sink           # events.jsonl: every event produced, in order
         self.sent = 0
         self.partitions = 1
+        self.idempotent = False
         self._producer: AIOKafkaProducer | None = None
         self._pending: list[asyncio.Future[Any]] = []
 
     async def start(self) -> None:
+        """Connect with the safest producer the broker takes.
+
+        Every send waits for all in-sync replicas (``acks="all"``), so a leader lost under load
+        loses nothing it acknowledged; idempotence, so that the retries after it write nothing
+        twice, is on wherever the broker supports it. The embedded Tansu broker (0.6) advertises
+        InitProducerId but answers idempotent produce requests with UnknownError, so there it is
+        off: a capability of the broker, read from its cluster id, not an assumption about the
+        address.
+        """
+        idempotent = not (await _cluster_id(self.bootstrap)).startswith(_NO_IDEMPOTENCE)
+        self.idempotent = idempotent
         self._producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap, linger_ms=5, max_request_size=4 << 20,
-            max_batch_size=1 << 20)
+            max_batch_size=1 << 20, acks="all", enable_idempotence=idempotent)
         await self._producer.start()
         parts = await self._producer.partitions_for(self.topic)
         self.partitions = max(1, len(parts))

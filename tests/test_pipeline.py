@@ -42,6 +42,9 @@ async def _run(p: Pipeline) -> tuple[list[dict], list[dict], list[dict]]:
     pub = EventPublisher(p.bootstrap, p.topic("events"))
     produced: list[dict] = []
     await pub.start()
+    # The embedded Tansu refuses idempotent produce requests, so the capability probe turns it
+    # off there (on Kafka tests/real_kafka/test_leader_kill.py asserts it is on).
+    assert not pub.idempotent
     try:
         orig = pub.publish
 

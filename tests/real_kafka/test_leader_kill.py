@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from kpis.messages import is_running
@@ -44,19 +43,6 @@ def cluster() -> Iterator[Any]:
           f"{time.monotonic() - t0:.1f} s", flush=True)
     yield c
     c.stop()
-
-
-class SafePublisher(EventPublisher):
-    """The simulator's publisher with the producer settings that survive a leader change:
-    acks from all in-sync replicas, and idempotence so that retries write nothing twice."""
-
-    async def start(self) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, linger_ms=5, max_request_size=4 << 20,
-            max_batch_size=1 << 20, acks="all", enable_idempotence=True,
-            request_timeout_ms=60_000)
-        await self._producer.start()
-        self.partitions = len(await self._producer.partitions_for(self.topic))
 
 
 async def _create_topics(bootstrap: str) -> None:
@@ -91,8 +77,9 @@ async def _leaders(bootstrap: str, topic: str) -> dict[int, int]:
 
 async def _publish(c: Any, sim: Simulation, t0: float, t1: float, produced: list[dict],
                    kill_at: float | None = None, killed: list[float] | None = None) -> None:
-    pub = SafePublisher(c.bootstrap, PREFIX + "events")
+    pub = EventPublisher(c.bootstrap, PREFIX + "events")   # the simulator's own producer
     await pub.start()
+    assert pub.idempotent, "real Kafka takes idempotent produce: the publisher must use it"
     orig = pub.publish
 
     async def publish(events: list[dict], watermark: float) -> None:
