@@ -31,7 +31,6 @@ Definitions (W = one window, an hour; only windows starting inside the evaluatio
 from __future__ import annotations
 
 import json
-import math
 import pickle
 import random
 import sys
@@ -45,10 +44,10 @@ from detectors.calendar import Calendar
 from detectors.config import DetectorConfig, load_config
 from detectors.watch import KpiWatch
 from evaluation.matching import WINDOW
+from evaluation.pipeline import STEP, Pipeline
 from evaluation.progress import Progress
 from evaluation.scoring import Tally, details, score, summary
 from kpis import KpiEngine
-from kpis.messages import group_snapshots
 from simulator import Simulation, plan_incidents
 from simulator.benign import plan_benign
 from simulator.detectability import IncidentCounts, floor_minutes
@@ -60,18 +59,14 @@ __all__ = ["SCENARIOS", "START", "run_evaluate"]
 SCENARIOS = ("payment-outage", "signup-tracking-drop", "match-rate-regression",
              "channel-traffic-surge", "churn-spike", "none")
 START = 1_767_571_200.0  # 2026-01-05 00:00 UTC, a Monday
-STEP = 300.0   # event time between watermarks: an alert's time is known to 5 minutes
 DAY = 86400.0
 INCIDENT_MARGIN = 12 * 3600.0
 
 
 # -- running -------------------------------------------------------------------------------------
 @dataclass
-class _Run:
-    sim: Simulation
-    engine: KpiEngine
+class _Run(Pipeline):
     watch: KpiWatch
-    reached: float
 
     def feed(self, until: float, tick: Any = None,
              counts: IncidentCounts | None = None) -> list[dict[str, Any]]:
@@ -87,15 +82,12 @@ class _Run:
         out: list[dict[str, Any]] = []
         flagged: set[tuple[str, str, str, float]] = set()
         day_mark = self.reached
-        while self.reached < until:
-            t = min(until, (math.floor(self.reached / STEP) + 1) * STEP)
-            events = self.sim.advance(t)
-            if counts is not None:
-                counts.add(events)
-            for ev in events:
-                self.engine.add(ev)
-            for msg in group_snapshots(self.engine.advance(t, complete=True)):
-                for anomaly in self.watch.observe(msg):
+        on_events = counts.add if counts is not None else None
+        for t, message in self.messages(until, STEP, on_events):
+            for doc in message:
+                if doc.get("kind") == "window_closed":
+                    continue
+                for anomaly in self.watch.observe(doc):
                     key = (anomaly["kpi"], anomaly["segment"], anomaly["channel"],
                            anomaly["window_start_ts"])
                     if key in flagged:
@@ -103,7 +95,6 @@ class _Run:
                     flagged.add(key)
                     anomaly["emitted_ts"] = t
                     out.append(anomaly)
-            self.reached = t
             if tick is not None and t - day_mark >= DAY:
                 tick((t - day_mark) / DAY)
                 day_mark = t
@@ -168,9 +159,10 @@ def run_evaluate(seeds: int = 5, json_path: str | None = None, config_path: str 
     tallies = {name: Tally() for name in scenarios}
     for seed in range(1, seeds + 1):
         bar.label = f"seed {seed}: warm-up"
-        run = _Run(Simulation(seed, START, "none", model=model, difficulty=difficulty),
-                   KpiEngine(window_s=WINDOW, lateness_s=lateness, peek_s=worker.early_seconds),
-                   KpiWatch(cfg), START)
+        run = _Run(sim=Simulation(seed, START, "none", model=model, difficulty=difficulty),
+                   engine=KpiEngine(window_s=WINDOW, lateness_s=lateness,
+                                    peek_s=worker.early_seconds),
+                   reached=START, watch=KpiWatch(cfg))
         run.feed(warm_end, bar.tick)
         frozen = pickle.dumps(run, protocol=pickle.HIGHEST_PROTOCOL)
         for name in scenarios:

@@ -120,8 +120,8 @@ def test_pickle_round_trip_mid_stream_gives_identical_output():
 def test_fork_replays_the_scenario_own_stream():
     """The evaluation's shared warm-up is the scenario's own stream (event ids aside)."""
     lo, hi = START + 26 * HOUR, START + 46 * HOUR
-    base = _Run(Simulation(2, START, "none"), KpiEngine(window_s=HOUR, lateness_s=0),
-                KpiWatch(load_config()), START)
+    base = _Run(sim=Simulation(2, START, "none"), engine=KpiEngine(window_s=HOUR, lateness_s=0),
+                reached=START, watch=KpiWatch(load_config()))
     warm = base.sim.advance(START + 24 * HOUR)
     fork = _fork(pickle.dumps(base), 2, "payment-outage", lo, hi)
     fresh = Simulation(2, START, "payment-outage", (lo, hi))

@@ -1,7 +1,8 @@
 """Regenerate the README's chart images from simulated incidents (not run in CI; a few minutes).
 
 ``.venv/bin/python docs/images/make_images.py`` runs the simulator in-process through the same
-code the worker runs (KpiEngine, group_snapshots, KpiWatch, AlertManager, DigestBuilder), one
+code the worker runs (``evaluation.pipeline``: KpiEngine, KpiWatch, AlertManager; and
+DigestBuilder), one
 clean five-week warm-up shared by every scenario (as evaluation/run.py does), then draws the
 alert, digest and replay charts into this directory.
 """
@@ -24,51 +25,42 @@ from core.settings import Settings  # noqa: E402
 from core.timefmt import iso_utc  # noqa: E402
 from detectors.config import load_config  # noqa: E402
 from detectors.watch import KpiWatch  # noqa: E402
+from evaluation.pipeline import STEP, Pipeline, alert_changes  # noqa: E402
 from kpis import KpiEngine  # noqa: E402
-from kpis.messages import group_snapshots, window_messages  # noqa: E402
 from pulse.replay_chart import render_timeline  # noqa: E402
 from simulator import BusinessModel, Incident, Simulation, plan_incidents  # noqa: E402
 
 OUT = Path(__file__).resolve().parent
 SEED = 12                       # its channel surge hits referral, its match regression one segment
 START = 1_767_571_200.0         # 2026-01-05 00:00 UTC, a Monday (evaluation/run.py)
-DAY, STEP = 86_400.0, 300.0
+DAY = 86_400.0
 WARM_DAYS, EVAL_DAYS = 35.0, 7.0   # the 30-day KPIs are complete in the digest's week
 SCALE = 4.0                    # a business big enough for hourly payment rates to mean something
 
 
 @dataclass
-class Run:
+class Run(Pipeline):
     """One simulated pipeline: events -> KPI windows -> detectors -> alerts and digests."""
 
-    sim: Simulation
-    engine: KpiEngine
     watch: KpiWatch
     manager: AlertManager
     digests: DigestBuilder
-    reached: float
     rows: list[dict[str, Any]] = field(default_factory=list)      # kpis.jsonl lines
     changes: list[dict[str, Any]] = field(default_factory=list)   # alert snapshots, in order
     days: list[dict[str, Any]] = field(default_factory=list)      # finished digests
 
     def feed(self, until: float) -> None:
-        while self.reached < until:
-            t = min(until, self.reached + STEP)
-            for ev in self.sim.advance(t):
-                self.engine.add(ev)
-            for batch in window_messages(group_snapshots(self.engine.advance(t, complete=True))):
-                for doc in batch:
-                    self._take(doc)
-            self.reached = t
+        for _, message in self.messages(until, STEP):
+            for doc in message:
+                self._take(doc)
 
     def _take(self, doc: dict[str, Any]) -> None:
+        for c in alert_changes(doc, self.watch, self.manager):
+            self.changes.append(c.alert)
+            self.digests.add_alert(c.alert)
         if doc.get("kind") == "window_closed":
-            self._alerts(self.manager.on_window_closed(float(doc["window_end_ts"])))
             self.days += self.digests.add_message(doc)
             return
-        for anomaly in self.watch.observe(doc):
-            now = anomaly.get("as_of_ts") or anomaly["window_end_ts"]
-            self._alerts(self.manager.on_anomaly(anomaly, float(now)))
         self.digests.add_message(doc)
         if doc.get("as_of_ts") is None and doc.get("cohort") is None:
             self.rows += [{"kpi": doc["kpi"], "segment": s["segment"], "channel": s["channel"],
@@ -76,18 +68,14 @@ class Run:
                           for s in doc["series"] if "all" in (s["segment"], s["channel"])
                           and s["value"] is not None]
 
-    def _alerts(self, changes: list[Any]) -> None:
-        for c in changes:
-            self.changes.append(c.alert)
-            self.digests.add_alert(c.alert)
-
 
 def warm_up() -> bytes:
     worker = Settings.from_env()
-    run = Run(Simulation(SEED, START, "none", model=BusinessModel().scaled(SCALE)),
-              KpiEngine(window_s=3600.0, lateness_s=float(worker.lateness_seconds),
-                        peek_s=float(worker.early_seconds)),
-              KpiWatch(load_config()), AlertManager(), DigestBuilder(window_s=3600.0), START)
+    run = Run(sim=Simulation(SEED, START, "none", model=BusinessModel().scaled(SCALE)),
+              engine=KpiEngine(window_s=3600.0, lateness_s=float(worker.lateness_seconds),
+                               peek_s=float(worker.early_seconds)),
+              reached=START, watch=KpiWatch(load_config()), manager=AlertManager(),
+              digests=DigestBuilder(window_s=3600.0))
     run.feed(START + WARM_DAYS * DAY)
     return pickle.dumps(run, protocol=pickle.HIGHEST_PROTOCOL)
 

@@ -5,10 +5,11 @@ Run by hand (not in CI) when the detectors or the lifecycle change::
     .venv/bin/python tests/data/alerts/record.py            # every case (~15 min)
     .venv/bin/python tests/data/alerts/record.py payment-outage-normal
 
-It runs the project's own pipeline in-process, as ``pulse evaluate`` does: the simulator
-(clean warm-up, then one incident, no benign look-alikes), ``KpiEngine`` with early looks
-(``peek_s=300``), ``kpis.messages`` (the ``kpis`` topic's messages and ``window_closed``
-markers), ``detectors.watch.KpiWatch`` and ``alerting.lifecycle.AlertManager``; it writes every
+It runs the project's own pipeline in-process, as ``pulse evaluate`` does
+(``evaluation.pipeline``): the simulator (clean warm-up, then one incident, no benign
+look-alikes), ``KpiEngine`` with early looks (``peek_s=300``), the ``kpis`` topic's messages and
+``window_closed`` markers, ``detectors.watch.KpiWatch`` and ``alerting.lifecycle.AlertManager``;
+it writes every
 :class:`~alerting.lifecycle.AlertChange` of the alerts that start while the incident runs
 (``<case>.json``: the incident label, then the changes in order).
 """
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import pickle
 import subprocess
 import sys
@@ -33,14 +33,13 @@ if str(ROOT) not in sys.path:
 from alerting.lifecycle import AlertManager  # noqa: E402
 from detectors.config import load_config  # noqa: E402
 from detectors.watch import KpiWatch  # noqa: E402
+from evaluation.pipeline import STEP, Pipeline, alert_changes  # noqa: E402
 from evaluation.run import START  # noqa: E402
 from kpis import KpiEngine  # noqa: E402
-from kpis.messages import group_snapshots, window_messages  # noqa: E402
 from simulator import BusinessModel, Simulation  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 HOUR, DAY = 3600.0, 86400.0
-STEP = 300.0        # watermark every 5 minutes of event time, as evaluation/run.py
 LATENESS = 600.0    # PULSE_LATENESS_SECONDS
 PEEK = 300.0        # PULSE_EARLY_SECONDS
 AFTER_S = 18 * HOUR  # how long to run after the incident's end (resolutions, reopenings)
@@ -79,40 +78,21 @@ CASES = (
 
 
 @dataclass
-class Run:
-    sim: Simulation
-    engine: KpiEngine
+class Run(Pipeline):
     watch: KpiWatch
     manager: AlertManager
-    reached: float
 
     def feed(self, until: float) -> list[dict[str, Any]]:
         """Simulate to ``until``; every alert change, as ``{"status", "reason", "alert"}``."""
-        changes: list[dict[str, Any]] = []
-        while self.reached < until:
-            t = min(until, (math.floor(self.reached / STEP) + 1) * STEP)
-            for ev in self.sim.advance(t):
-                self.engine.add(ev)
-            docs = group_snapshots(self.engine.advance(t, complete=True))
-            for message in window_messages(docs):
-                for doc in message:
-                    if doc.get("kind") == "window_closed":
-                        out = self.manager.on_window_closed(float(doc["window_end_ts"]))
-                    else:
-                        out = []
-                        for anomaly in self.watch.observe(doc):
-                            now = anomaly.get("as_of_ts") or anomaly["window_end_ts"]
-                            out += self.manager.on_anomaly(anomaly, float(now))
-                    changes += [{"status": c.status, "reason": c.reason, "alert": c.alert}
-                                for c in out]
-            self.reached = t
-        return changes
+        return [{"status": c.status, "reason": c.reason, "alert": c.alert}
+                for _, message in self.messages(until, STEP) for doc in message
+                for c in alert_changes(doc, self.watch, self.manager)]
 
 
 def warm(seed: int, scale: float, days: float) -> bytes:
-    run = Run(Simulation(seed, START, "none", model=BusinessModel().scaled(scale)),
-              KpiEngine(window_s=HOUR, lateness_s=LATENESS, peek_s=PEEK),
-              KpiWatch(load_config()), AlertManager(), START)
+    run = Run(sim=Simulation(seed, START, "none", model=BusinessModel().scaled(scale)),
+              engine=KpiEngine(window_s=HOUR, lateness_s=LATENESS, peek_s=PEEK),
+              reached=START, watch=KpiWatch(load_config()), manager=AlertManager())
     run.feed(START + days * DAY)
     return pickle.dumps(run, protocol=pickle.HIGHEST_PROTOCOL)
 
