@@ -64,15 +64,24 @@ _KINDS: dict[str, Any] = {
     "object": lambda v: v.__class__ is dict,
 }
 _NUMBER = {"number": "a finite number"}
+_NUMBERS = frozenset((int, float))
+
+
+_read: list[Any] = [None, None]   # the message _json_problem last read, and its JSON
 
 
 def _json_problem(raw: bytes | None) -> tuple[str, str] | None:
+    """Why ``raw`` is not JSON Pulse can read, or None; the JSON is then kept for :func:`_json`.
+
+    orjson refuses NaN and infinities (a literal or a number too large for a double), so every
+    number of a document that passed is finite.
+    """
     if raw is None:
         return "invalid_json", "empty message (no value)"
     if len(raw) > MAX_INTERNAL_BYTES:
         return "oversized", f"message of {len(raw)} bytes (at most {MAX_INTERNAL_BYTES})"
     try:
-        orjson.loads(raw)
+        _read[:] = raw, orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         try:
             json.loads(raw)   # the standard library reads NaN and Infinity
@@ -80,6 +89,14 @@ def _json_problem(raw: bytes | None) -> tuple[str, str] | None:
             return "invalid_json", str(e)[:200]
         return "bad_value", "a number that is not finite (NaN or Infinity)"
     return None
+
+
+def _json(raw: bytes | None) -> Any:
+    """The JSON of ``raw`` that :func:`_json_problem` has just read: a message is parsed once
+    (the partials of a close are this stage's largest messages)."""
+    kept, doc = _read
+    _read[:] = None, None
+    return doc if kept is raw else orjson.loads(raw or b"")
 
 
 def _fields_problem(doc: Any, spec: tuple[tuple[str, str, bool], ...],
@@ -123,11 +140,12 @@ def partials_in(raw: bytes | None, partitions: int | None,
     one worker's close of its partitions). ``partitions``: the ``events`` topic's partition
     count when known (each partial must say the same)."""
     problem = _json_problem(raw)
+    doc = _json(raw) if problem is None else None
     if problem is None:
-        problem = _partials_problem(orjson.loads(raw or b""), partitions, window_s)
+        problem = _partials_problem(doc, partitions, window_s)
     if problem is not None:
         return [], Rejected(problem[0], problem[1], raw or b"")
-    return partials_of(orjson.loads(raw or b"")), None
+    return partials_of(doc), None
 
 
 def _partials_problem(doc: Any, partitions: int | None,
@@ -168,7 +186,7 @@ def _window_problem(w: Any, spec: tuple[tuple[str, str, bool], ...], first: int,
         counts = row[2]
         if counts.__class__ is not list or len(counts) != ROW_LENGTH:
             return "bad_value", f"a row's counts must be a list of {ROW_LENGTH} numbers"
-        if not all(_finite(c) for c in counts):
+        if not set(map(type, counts)) <= _NUMBERS:   # finite: _json_problem
             return "wrong_type", "a row's counts must be finite numbers"
     for ref in w.get("referrals", ()):
         if ref.__class__ is not list or len(ref) != 3 or ref[0].__class__ is not str \
@@ -212,7 +230,7 @@ def kpi_docs_in(raw: bytes | None) -> tuple[list[dict[str, Any]], list[Rejected]
     problem = _json_problem(raw)
     if problem is not None:
         return [], [Rejected(problem[0], problem[1], raw or b"")]
-    doc = orjson.loads(raw or b"")
+    doc = _json(raw)
     single = not isinstance(doc, list)
     docs, rejected = [], []
     for item in [doc] if single else doc:
@@ -273,7 +291,7 @@ def _doc_in(raw: bytes | None, alert: bool) -> tuple[dict[str, Any] | None, Reje
     problem = _json_problem(raw)
     doc = None
     if problem is None:
-        doc = orjson.loads(raw or b"")
+        doc = _json(raw)
         if alert:
             problem = _alert_problem(doc)
         else:
