@@ -1,4 +1,9 @@
-"""``make bench``: measure one worker on the embedded broker and write bench/results.json.
+"""``make bench``: measure one worker and write bench/results.json.
+
+On the embedded broker by default; ``--broker kafka`` measures the same on a single-node Apache
+Kafka (deploy/kafka/cluster.py, the version ``make test-kafka`` runs), ``--broker both`` on each,
+side by side (``make bench ARGS="--broker both"``). The embedded numbers stay at the top level of
+results.json; Kafka's are under ``"kafka"``.
 
 Not part of ``make test``: numbers depend on the machine, so they are reported, never asserted.
 """
@@ -6,10 +11,14 @@ Not part of ``make test``: numbers depend on the machine, so they are reported, 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib.util
 import json
 import os
 import platform
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +29,7 @@ from bench.startup import measure_startup
 from bench.throughput import measure_throughput
 from stream.broker import EmbeddedBroker
 
-TARGETS = {"events_per_s": (">=", 30_000), "ratio": (">=", 0.5),
+TARGETS: dict[str, tuple[str, float]] = {"events_per_s": (">=", 30_000), "ratio": (">=", 0.5),
            "alert_latency_p95_s": ("<=", 2.0), "startup_s": ("<=", 10.0),
            "restart_s": ("<=", 15.0), "peak_rss_mb": ("<=", 400.0),
            "detect_rows_per_s": (">=", 20_000)}
@@ -32,18 +41,66 @@ def machine() -> str:
             f"{platform.release()}, CPython {platform.python_version()}")
 
 
+NOT_METRICS = ("machine", "date", "kafka", "kafka_version")
+
+
+def _verdict(key: str, value: Any) -> str:
+    if key not in TARGETS or not isinstance(value, int | float):
+        return ""
+    op, target = TARGETS[key]
+    ok = value >= target if op == ">=" else value <= target
+    return "met" if ok else "MISSED"
+
+
 def table(results: dict[str, Any]) -> str:
-    rows = ["| metric | value | target |", "|---|---|---|"]
-    for key, value in results.items():
-        if key in ("machine", "date"):
-            continue
-        op, target = TARGETS.get(key, ("", ""))
-        verdict = ""
-        if op:
-            ok = value >= target if op == ">=" else value <= target
-            verdict = f"{op} {target} {'met' if ok else 'MISSED'}"
-        rows.append(f"| `{key}` | {value:,} | {verdict} |")
+    """The README's bench table: one column per broker measured, the target, and a verdict
+    per column."""
+    kafka: dict[str, Any] = results.get("kafka") or {}
+    embedded = any(k not in NOT_METRICS and k != "detect_rows_per_s" for k in results)
+    heads = [*(["embedded"] if embedded else []),
+             *([f"Kafka {results.get('kafka_version', '')}".strip()] if kafka else [])]
+    rows = [f"| metric | {' | '.join(heads)} | target |", "|---|" + "---|" * (len(heads) + 1)]
+    keys = [k for k in results if k not in NOT_METRICS]
+    keys += [k for k in kafka if k not in results]
+    for key in keys:
+        cells = []
+        for column in ([results] if embedded else []) + ([kafka] if kafka else []):
+            # the detectors need no broker: measured once, shown in the first column
+            value = column.get(key, None if embedded else results.get(key))
+            cells.append("" if value is None else f"{value:,} {_verdict(key, value)}".strip())
+        goal = f"{TARGETS[key][0]} {TARGETS[key][1]:,}" if key in TARGETS else ""
+        rows.append(f"| `{key}` | {' | '.join(cells)} | {goal} |")
     return "\n".join(rows)
+
+
+def _measure_on(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Everything measured against a broker (the detectors alone need none)."""
+    out: dict[str, Any] = {}
+    print("throughput and memory ...", flush=True)
+    out.update(measure_throughput(bootstrap, days=args.days))
+    print("start-up and restart ...", flush=True)
+    out.update(measure_startup(bootstrap))
+    print("alert latency (window close -> Slack post) ...", flush=True)
+    out.update(measure_alert_latency(bootstrap, live_s=args.live_s))
+    print(f"pulse replay --max of {args.replay_events:,} events ...", flush=True)
+    out["replay_events_per_s"] = round(measure_replay(bootstrap, args.replay_events))
+    return out
+
+
+@contextlib.contextmanager
+def _kafka() -> Iterator[tuple[str, str]]:
+    """A single-node Apache Kafka from deploy/kafka/cluster.py: (bootstrap, version)."""
+    path = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "cluster.py"
+    spec = importlib.util.spec_from_file_location("pulse_kafka_cluster", path)
+    assert spec is not None and spec.loader is not None
+    cluster = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = cluster
+    spec.loader.exec_module(cluster)
+    print(f"Apache Kafka {cluster.KAFKA_VERSION}: fetching (once) and starting one node ...",
+          flush=True)
+    cluster.fetch()
+    with cluster.KafkaCluster(1) as c:
+        yield c.bootstrap, cluster.KAFKA_VERSION
 
 
 def main() -> None:
@@ -53,21 +110,21 @@ def main() -> None:
     p.add_argument("--live-s", type=float, default=120.0, help="live seconds for alert latency")
     p.add_argument("--replay-events", type=int, default=1_000_000)
     p.add_argument("--out", default="bench/results.json")
+    p.add_argument("--broker", choices=["embedded", "kafka", "both"], default="embedded",
+                   help="which broker to measure on (kafka: a single-node Apache Kafka from "
+                        "Maven Central, needs java 17+ and mvn as for make test-kafka)")
     args = p.parse_args()
     results: dict[str, Any] = {"machine": machine(),
                                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     print("pulse detect on 100,000 rows ...", flush=True)
     results.update(measure_detect())
-    with EmbeddedBroker() as broker:
-        print("throughput and memory ...", flush=True)
-        results.update(measure_throughput(broker.bootstrap, days=args.days))
-        print("start-up and restart ...", flush=True)
-        results.update(measure_startup(broker.bootstrap))
-        print("alert latency (window close -> Slack post) ...", flush=True)
-        results.update(measure_alert_latency(broker.bootstrap, live_s=args.live_s))
-        print(f"pulse replay --max of {args.replay_events:,} events ...", flush=True)
-        results["replay_events_per_s"] = round(measure_replay(broker.bootstrap,
-                                                              args.replay_events))
+    if args.broker in ("embedded", "both"):
+        with EmbeddedBroker() as broker:
+            results.update(_measure_on(broker.bootstrap, args))
+    if args.broker in ("kafka", "both"):
+        with _kafka() as (bootstrap, version):
+            results["kafka_version"] = version
+            results["kafka"] = _measure_on(bootstrap, args)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nmachine: {results['machine']}\n")
     print(table(results))
