@@ -354,20 +354,23 @@ class SlackInbound:
 async def start_slack_inbound(service: AlertService, settings: Settings,
                               load_store: Callable[[], Awaitable[Any]], *,
                               active: Callable[[], bool] = lambda: True,
-                              feedback_host: str = "0.0.0.0", feedback_port: int | None = None,
+                              feedback_host: str | None = None, feedback_port: int | None = None,
                               answer: Callable[[str, Any], Any] | None = None,
                               ping_interval: float = 5.0) -> SlackInbound:
     """Start what ``settings`` asks for: the interactivity endpoint on ``PULSE_FEEDBACK_PORT``
-    (never without ``SLACK_SIGNING_SECRET``) and Socket Mode with ``SLACK_APP_TOKEN`` (it
-    needs the bot token too, to post). ``load_store`` returns the KPI state questions are
-    answered from, ``answer`` answers them (default :func:`assistant.answer.answer_async` with
-    the service's model client); ``active`` says whether to be connected now."""
+    of ``PULSE_FEEDBACK_BIND`` (loopback by default; ``feedback_host``/``feedback_port``
+    override them; never without ``SLACK_SIGNING_SECRET``) and Socket Mode with
+    ``SLACK_APP_TOKEN`` (it needs the bot token too, to post). ``load_store`` returns the
+    KPI state questions are answered from, ``answer`` answers them (default
+    :func:`assistant.answer.answer_async` with the service's model client); ``active`` says
+    whether to be connected now."""
     port = settings.feedback_port if feedback_port is None else feedback_port
+    host = settings.feedback_bind if feedback_host is None else feedback_host
     if port and not settings.slack_signing_secret:
         log.error(E_NO_SIGNING_SECRET)
     elif port:
-        bound = await service.serve_feedback(feedback_host, port, settings.slack_signing_secret)
-        log.info("Slack interactivity endpoint on port %d: POST /slack/actions", bound)
+        bound = await service.serve_feedback(host, port, settings.slack_signing_secret)
+        log.info("Slack interactivity endpoint on %s port %d: POST /slack/actions", host, bound)
     socket = None
     if settings.slack_app_token and not settings.slack_app_token.startswith("xapp-"):
         log.error("SLACK_APP_TOKEN is not an app-level token (xapp-…): Socket Mode is off. "

@@ -61,6 +61,14 @@ class Settings:
         "127.0.0.1", "PULSE_WEB_BIND",
         "Address the worker's web server (its page, no login) listens on: loopback unless "
         "set, e.g. 0.0.0.0 for every interface.")
+    metrics_bind: str = _setting(
+        "127.0.0.1", "PULSE_METRICS_BIND",
+        "Address the Prometheus /metrics endpoint listens on: loopback unless set, e.g. 0.0.0.0 "
+        "for a Prometheus on another host or container.")
+    feedback_bind: str = _setting(
+        "127.0.0.1", "PULSE_FEEDBACK_BIND",
+        "Address the Slack interactivity endpoint listens on: loopback unless set (e.g. 0.0.0.0, "
+        "or behind a TLS proxy on the same host).")
     data_dir: str = _setting(
         ".pulse", "PULSE_DATA_DIR", "Where workers keep local state (Faust tables, checkpoints).")
     log_level: str = _setting("info", "PULSE_LOG_LEVEL", "Worker log level.")

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
         loop.close()
     if settings.metrics_port:
         try:
-            start_http_server(settings.metrics_port, addr="0.0.0.0")
+            start_http_server(settings.metrics_port, addr=settings.metrics_bind)
         except OSError as e:
             sys.exit(f"pulse worker: cannot serve /metrics on port {settings.metrics_port} ({e}); "
                      "set PULSE_METRICS_PORT to a free port, or 0 to turn it off.")
