@@ -349,7 +349,8 @@ class Commands:
             reply = digest_reply(self.digest_path)
             reply.headline = f"The latest daily digest, for {who}"
         elif cmd.name == "silence":
-            reply = self.silence(cmd, str(payload.get("user_id") or ""))
+            # the silences file is written in a thread: never on the event loop
+            reply = await asyncio.to_thread(self.silence, cmd, str(payload.get("user_id") or ""))
             reply.headline = f"{who} silenced {_e(kpi_label(cmd.kpi or ''), 80)} alerts"
         else:
             raise CommandError(f"unknown command {cmd.name!r}")

@@ -34,8 +34,9 @@ from alerting.feedback import Feedback, FeedbackStore, make_feedback_app
 from alerting.feedback_server import FeedbackServer
 from alerting.lifecycle import AlertChange, AlertManager
 from alerting.outbox import Delivery, DeliveryError, Outbox, observed_call
-from alerting.policies import Silences, silences_path
+from alerting.policies import silences_path
 from alerting.sender import Sender
+from alerting.silence import LiveSilences
 from alerting.sink import ConsoleSink, JsonlSink
 from alerting.slack import SlackPoster, alert_message, change_reply, make_slack_client
 from alerting.template import template_explanation
@@ -95,7 +96,7 @@ class AlertService:
             JsonlSink(alerts_path or data_dir / "alerts.jsonl")]
         if console is not None:
             self.sinks.insert(0, ConsoleSink(console))
-        self.silences = Silences(silences_path(data_dir))
+        self.silences = LiveSilences(silences_path(data_dir))  # bounded, written off the loop
         self.feedback_store = FeedbackStore(data_dir / "feedback.jsonl")
         self.routes = dict(routes) if routes is not None else {
             "critical": settings.slack_channel, "warning": settings.slack_channel}
@@ -166,6 +167,7 @@ class AlertService:
         if self._server is not None:
             await self._server.close()
             self._server = None
+        await self.silences.flush()
         await self.explainer.close()
 
     # -- feedback from Slack buttons ------------------------------------------------------
