@@ -8,6 +8,12 @@ honours it (a snooze is a one-hour silence). With a signing secret, requests are
 (``X-Slack-Signature``, ``v0`` HMAC-SHA256, at most five minutes old) and refused with 401
 otherwise; the worker does not start the endpoint without one (:data:`E_NO_SIGNING_SECRET`),
 and Socket Mode (alerting/socket_mode.py) needs no endpoint at all.
+
+A signed click is still checked before anything is silenced: its alert id must be one Pulse
+posted (``posted``, the service's outbox threads; else 404), each Slack user and the endpoint
+as a whole have a token bucket (:class:`ClickLimits`; over it, 429 with ``Retry-After``), and a
+click that would pass the cap of live silences gets 503 (alerting/silence.py). None of these
+refusals stores feedback or makes a silence.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -24,13 +31,16 @@ from pathlib import Path
 
 from aiohttp import web
 
+from alerting.silence import SilenceLimitError
 from alerting.slack import ACTION_ACK, ACTION_FALSE_ALARM, ACTION_SNOOZE
 
 __all__ = [
     "ACTIONS",
+    "ClickLimits",
     "E_NO_SIGNING_SECRET",
     "Feedback",
     "FeedbackStore",
+    "TokenBucket",
     "load_feedback",
     "make_feedback_app",
     "parse_payload",
@@ -134,10 +144,60 @@ def load_feedback(path: str | os.PathLike[str], action: str | None = None) -> li
     return [r for r in rows if action is None or r.get("action") == action]
 
 
+@dataclass(frozen=True)
+class ClickLimits:
+    """How many clicks the endpoint honours: a burst, then a steady rate, per Slack user
+    (team and user id) and in all. A person clicks a few buttons a minute during an
+    incident; a flood (a script, a replayed request) gets 429 after the burst."""
+
+    user_burst: int = 10
+    user_per_s: float = 1 / 6      # 10 a minute
+    total_burst: int = 60
+    total_per_s: float = 1.0
+
+
+class TokenBucket:
+    """``burst`` tokens per key, refilled at ``per_s`` a second; the clock is passed in.
+
+    >>> b = TokenBucket(burst=2, per_s=0.5)
+    >>> b.take("u", 0.0), b.take("u", 0.0), b.take("u", 0.0), b.take("u", 2.0)
+    (0.0, 0.0, 2.0, 0.0)
+    """
+
+    def __init__(self, burst: int, per_s: float, max_keys: int = 10_000):
+        if burst < 1 or per_s <= 0:
+            raise ValueError("a token bucket needs burst >= 1 and per_s > 0")
+        self.burst, self.per_s, self.max_keys = burst, per_s, max_keys
+        self.levels: dict[str, tuple[float, float]] = {}  # key -> (tokens, at)
+
+    def take(self, key: str, now: float) -> float:
+        """Take a token: 0.0 if there was one, else the seconds until there is."""
+        tokens, at = self.levels.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) * self.per_s)
+        if tokens < 1.0:
+            self.levels[key] = (tokens, now)
+            return (1.0 - tokens) / self.per_s
+        self.levels[key] = (tokens - 1.0, now)
+        if len(self.levels) > self.max_keys:  # forget buckets that have refilled
+            full = self.burst / self.per_s
+            self.levels = {k: v for k, v in self.levels.items() if now - v[1] < full}
+        return 0.0
+
+
 def make_feedback_app(on_feedback: Callable[[Feedback], Awaitable[None]], *,
-                      signing_secret: str | None = None, path: str = "/slack/actions",
-                      clock: Callable[[], float] = time.time) -> web.Application:
-    """An aiohttp app with Slack's interactivity endpoint at ``path``."""
+                      posted: Callable[[str], bool], signing_secret: str | None = None,
+                      path: str = "/slack/actions", clock: Callable[[], float] = time.time,
+                      limits: ClickLimits = ClickLimits(),
+                      monotonic: Callable[[], float] = time.monotonic) -> web.Application:
+    """An aiohttp app with Slack's interactivity endpoint at ``path``.
+
+    ``posted(alert_id)`` says whether Pulse posted that alert to Slack: a click on any other
+    id is refused (404). ``limits`` bounds the clicks honoured (429 beyond, see
+    :class:`ClickLimits`), timed by ``monotonic``; ``clock`` checks signature ages.
+    """
+    per_user = TokenBucket(limits.user_burst, limits.user_per_s)
+    overall = TokenBucket(limits.total_burst, limits.total_per_s)
+    limited: set[str] = set()  # users refused since their last honoured click (logged once)
 
     async def actions(request: web.Request) -> web.Response:
         body = await request.read()
@@ -153,9 +213,34 @@ def make_feedback_app(on_feedback: Callable[[Feedback], Awaitable[None]], *,
             payload = json.loads(raw)
         except json.JSONDecodeError:
             return web.Response(status=400, text="payload is not JSON")
-        for fb in parse_payload(payload, clock()):
+        if not isinstance(payload, dict):
+            return web.Response(status=400, text="payload is not a JSON object")
+        clicks = parse_payload(payload, clock())
+        if not clicks:
+            return web.Response(status=200, text="")
+        who = _who(payload)
+        now = monotonic()
+        wait = per_user.take(who, now) or overall.take("*", now)
+        if wait:
+            if who not in limited:
+                limited.add(who)
+                log.warning("too many clicks from Slack user %s: refused (429) until they "
+                            "slow down", who)
+            return web.Response(status=429, headers={"Retry-After": str(math.ceil(wait))},
+                                text=f"too many clicks: try again in {math.ceil(wait)} s")
+        limited.discard(who)
+        unknown = sorted({fb.alert_id for fb in clicks if not posted(fb.alert_id)})
+        if unknown:
+            log.warning("click from Slack user %s on alert %s, which Pulse did not post: "
+                        "refused", who, unknown[0])
+            return web.Response(status=404,
+                                text=f"no alert {unknown[0]} was posted by Pulse: click ignored")
+        for fb in clicks:
             try:
                 await on_feedback(fb)
+            except SilenceLimitError as e:
+                log.error("%s feedback on alert %s: %s", fb.action, fb.alert_id, e)
+                return web.Response(status=503, text=str(e))
             except Exception:  # a click must never break the endpoint
                 log.exception("could not apply %s feedback on alert %s", fb.action, fb.alert_id)
         return web.Response(status=200, text="")
@@ -163,3 +248,12 @@ def make_feedback_app(on_feedback: Callable[[Feedback], Awaitable[None]], *,
     app = web.Application()
     app.router.add_post(path, actions)
     return app
+
+
+def _who(payload: dict) -> str:
+    """``team:user`` of a click, the key of its rate limit."""
+    user, team = payload.get("user"), payload.get("team")
+    user = user if isinstance(user, dict) else {}
+    team = team if isinstance(team, dict) else {}
+    uid = str(user.get("id") or user.get("username") or "?")[:64]
+    return f"{str(team.get('id') or user.get('team_id') or '')[:32]}:{uid}"

@@ -175,7 +175,11 @@ class AlertService:
     def feedback_app(self, signing_secret: str | None = None) -> web.Application:
         """The interactivity endpoint (``POST /slack/actions``) bound to this service."""
         return make_feedback_app(self.on_feedback, signing_secret=signing_secret,
-                                 clock=self.clock)
+                                 clock=self.clock, posted=self.posted)
+
+    def posted(self, alert_id: str) -> bool:
+        """Whether Pulse posted this alert to Slack (only those have buttons to click)."""
+        return self.outbox.thread_of(alert_id) is not None
 
     async def serve_feedback(self, host: str = "127.0.0.1", port: int = 3001,
                              signing_secret: str | None = None) -> int:

@@ -290,7 +290,8 @@ async def test_a_signed_http_click_is_still_honoured(tmp_path):
                      slack_signing_secret=SECRET)
         svc = make_service(s)
         (opened,) = await svc.handle(anomaly("payments", 0, 40.0, 120.0))
-        inbound = await start_slack_inbound(svc, s, load_store, feedback_host="127.0.0.1")
+        await svc.wait_idle()   # posted: only alerts Pulse posted take clicks
+        inbound = await start_slack_inbound(svc, s, load_store)   # PULSE_FEEDBACK_BIND: loopback
         payload = {"type": "block_actions", "user": {"id": "U0ANA"},
                    "actions": [{"action_id": ACTION_ACK, "value": opened.alert["id"]}]}
         body = urllib.parse.urlencode({"payload": json.dumps(payload)}).encode()
