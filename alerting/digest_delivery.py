@@ -132,10 +132,15 @@ class DigestPublisher:
             return doc
         if live and self.notify:
             started = time.monotonic()
-            doc["summary"], doc["summary_source"] = await summarise(doc, self.explainer)
-            if self.explainer.enabled:
-                self._observe("llm", "ok" if doc["summary_source"] == "llm" else "fallback",
-                              time.monotonic() - started)
+            try:
+                doc["summary"], doc["summary_source"] = await summarise(doc, self.explainer)
+            except Exception:  # the template summary is already in doc: the day is not lost
+                self._observe("llm", "error", time.monotonic() - started)
+                log.exception("digest summary failed for %s; keeping the template", doc["day"])
+            else:
+                if self.explainer.enabled:
+                    self._observe("llm", "ok" if doc["summary_source"] == "llm" else "fallback",
+                                  time.monotonic() - started)
         if live and self.charts:
             doc["chart"] = await asyncio.to_thread(self._draw, doc)
         with self.path.open("a", encoding="utf-8") as f:

@@ -2,7 +2,10 @@
 
 The prompt carries only the evidence (``alerting.evidence``) as a delimited JSON block, and the
 system prompt says that block is data, never instructions. The client has its own timeout and
-one retry (``max_retries=1``); there is no second retry loop here. Calls are limited per hour
+one retry (``max_retries=1``); there is no second retry loop here, only a deadline on the whole
+call (an answer trickled in under the client's read timeout still ends). Whatever the model or
+the API does — an error, a timeout, a 200 that is not JSON, a message of an unexpected shape —
+:meth:`Explainer.complete` returns ``None`` and the template stays. Calls are limited per hour
 (:class:`~alerting.policies.CallBudget`) and answers are cached per incident pattern. An answer
 that writes a number the evidence does not hold, or that is empty, is rejected and the template
 stays: the model never changes a number in a message.
@@ -10,6 +13,7 @@ stays: the model never changes a number in a message.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -137,8 +141,10 @@ class Explainer:
 
     def __init__(self, client: anthropic.AsyncAnthropic | None, model: str, *,
                  budget: CallBudget | None = None, cache: ExplanationCache | None = None,
-                 max_tokens: int = 300, clock: Callable[[], float] = time.time):
+                 max_tokens: int = 300, clock: Callable[[], float] = time.time,
+                 deadline_s: float | None = None):
         self.client = client
+        self.deadline_s = deadline_s
         self.model = model
         self.budget = budget if budget is not None else CallBudget()
         self.cache = cache if cache is not None else ExplanationCache()
@@ -173,7 +179,8 @@ class Explainer:
         return Explanation(checked, "llm")
 
     async def complete(self, system: str, user: str) -> str | None:
-        """One Messages API call within the hourly budget; ``None`` on any failure."""
+        """One Messages API call within the hourly budget and ``deadline_s``; ``None`` on any
+        failure (it never raises, but for cancellation)."""
         if self.client is None:
             return None
         if not self.budget.allow(self.clock()):
@@ -183,15 +190,27 @@ class Explainer:
         import anthropic
         from anthropic.types import TextBlock
         try:
-            message = await self.client.messages.create(
+            message = await asyncio.wait_for(self.client.messages.create(
                 model=self.model, max_tokens=self.max_tokens, system=system,
-                messages=[{"role": "user", "content": user}])
+                messages=[{"role": "user", "content": user}]), self.deadline_s)
         except anthropic.APIError as e:
             status = getattr(e, "status_code", None)
             log.warning("model call failed (%s%s); using the template", type(e).__name__,
                         f", HTTP {status}" if status else "")
             return None
-        parts = [b.text for b in message.content if isinstance(b, TextBlock)]
+        except TimeoutError:
+            log.warning("model call took over %.0f s; using the template", self.deadline_s)
+            return None
+        except Exception as e:  # a 200 that is not JSON, an SDK tripping on an odd body, ...
+            log.warning("model call failed (%s); using the template", type(e).__name__)
+            return None
+        content = getattr(message, "content", None)
+        if not isinstance(content, list):
+            log.warning("model answer of an unexpected shape (content is %s); using the "
+                        "template", type(content).__name__)
+            return None
+        parts = [b.text for b in content
+                 if isinstance(b, TextBlock) and isinstance(getattr(b, "text", None), str)]
         return " ".join(parts).strip() or None
 
     async def close(self) -> None:
@@ -210,4 +229,6 @@ def make_explainer(settings: Settings, *, timeout: float = 10.0, per_hour: int =
             api_key=settings.anthropic_api_key,
             base_url=settings.anthropic_base_url or None,
             timeout=timeout, max_retries=1)
-    return Explainer(client, settings.llm_model, budget=CallBudget(per_hour), clock=clock)
+    # two attempts of ``timeout`` each (connect, write, each read) and the retry's pause
+    return Explainer(client, settings.llm_model, budget=CallBudget(per_hour), clock=clock,
+                     deadline_s=2 * timeout + 2.0)

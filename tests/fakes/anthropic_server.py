@@ -17,8 +17,12 @@ It can also play a script of turns, one per request, before falling back to ``re
 
 A turn is a text (the final answer), a ``{"tool", "input"}`` dict (optional ``"id"``), a list
 of those and texts (one message with several blocks), ``{"text", "stop_reason"}`` (a text
-that stops for another reason, e.g. ``"max_tokens"``), ``{"status": 500}`` (an error reply)
-or a function of the request body returning a turn. ``script(*turns)`` queues more.
+that stops for another reason, e.g. ``"max_tokens"``), ``{"status": 500}`` (an error reply),
+a broken answer — ``{"raw": "{not json"}`` (a 200 whose body is that text, as
+``application/json``), ``{"body": {...}}`` (a 200 with that JSON, a Message or not), either
+with ``"every": s`` to send it a few bytes at a time, ``s`` apart (a trickle that stays under
+the client's read timeout) — or a function of the request body returning a turn.
+``script(*turns)`` queues more.
 
 Like the real API it answers 400 to a tool without a name or an object ``input_schema``, and
 to a ``tool_use`` that the next user message does not answer with a ``tool_result`` first.
@@ -102,7 +106,7 @@ class FakeAnthropic:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def _messages(self, request: web.Request) -> web.Response:
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
         body = json.loads(await request.read())
         self.requests.append({"headers": dict(request.headers), "json": body})
         if self.delay:  # cut short when the server stops, so tests do not wait it out
@@ -135,6 +139,8 @@ class FakeAnthropic:
             return web.json_response({"type": "error", "error": {
                 "type": "api_error", "message": "Internal server error"}},
                 status=int(turn["status"]))
+        if isinstance(turn, dict) and ("raw" in turn or "body" in turn):
+            return await self._broken(request, turn)
         content, stop_reason = self._content(turn)
         message = {
             "id": f"msg_fake{next(self._ids):06d}", "type": "message", "role": "assistant",
@@ -145,6 +151,23 @@ class FakeAnthropic:
         }
         self.replies.append(message)
         return web.json_response(message)
+
+    async def _broken(self, request: web.Request, turn: dict[str, Any]) -> web.StreamResponse:
+        """A 200 that is not a proper Message: ``raw`` text or a ``body`` of any shape."""
+        data = (str(turn["raw"]) if "raw" in turn else json.dumps(turn["body"])).encode()
+        every = float(turn.get("every") or 0.0)
+        if not every:
+            return web.Response(body=data, content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(request)
+        for i in range(0, len(data), 8):
+            await response.write(data[i:i + 8])
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), every)
+            if self._stopping.is_set():
+                break
+        await response.write_eof()
+        return response
 
     def _content(self, turn: Turn) -> tuple[list[dict[str, Any]], str]:
         """A turn's content blocks and stop reason."""
