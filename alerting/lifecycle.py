@@ -158,6 +158,7 @@ class Alert:
     explanation: str = ""
     explanation_source: str = "template"
     feedback: list[dict] = field(default_factory=list)
+    peak: str = "warning"  # the highest severity it has had: see ``severity``
 
     def __setstate__(self, state: dict) -> None:
         # alerts pickled before a field existed get its default
@@ -169,8 +170,13 @@ class Alert:
 
     @property
     def severity(self) -> str:
-        return max((m.get("severity", "warning") for m in self.members.values()),
-                   key=lambda s: SEVERITY_RANK.get(s, 0))
+        """The highest severity of its series now, or the highest it has had: an alert does not
+        calm down while its incident goes on. A few payments in the next window, all failing, are
+        weaker evidence than the window that made it critical, not a milder outage; "100 %
+        failing, warning" after "89 % failing, critical" reads as nonsense. It ends by resolving."""
+        now = max((m.get("severity", "warning") for m in self.members.values()),
+                  key=lambda s: SEVERITY_RANK.get(s, 0))
+        return max(now, self.peak, key=lambda s: SEVERITY_RANK.get(s, 0))
 
 
 class AlertManager:
@@ -375,6 +381,7 @@ class AlertManager:
         alert.last_end_ts = max(alert.last_end_ts, we)
         alert.started_ts = min(alert.started_ts, ws)
         alert.clean_windows = 0
+        alert.peak = alert.severity
         if old_severity is not None and alert.severity != old_severity:
             alert.reasons.append(f"severity now {alert.severity}")
             alert.changes.append("severity")

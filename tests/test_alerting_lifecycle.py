@@ -145,6 +145,22 @@ def test_escalation_to_critical_is_reported():
     assert changes[-1].alert["kpi"] == "cac"
 
 
+def test_an_open_alert_does_not_calm_down_while_its_incident_goes_on():
+    """Critical at 89 % failing, then a window of a few payments all failing is only a warning
+    by its evidence: the alert stays critical and says nothing of a lower severity."""
+    m = AlertManager()
+    (opened,) = feed(m, [anomaly("payment_failure_rate", 0, 0.889, 0.045), closed(0)])
+    assert opened.alert["severity"] == "critical"
+    later = feed(m, [anomaly("payment_failure_rate", 1, 1.0, 0.045, severity="warning"),
+                     closed(1), anomaly("payment_failure_rate", 2, 1.0, 0.045,
+                                        severity="warning"), closed(2)])
+    assert all(c.alert["severity"] == "critical" for c in later)
+    assert not any("severity now" in c.reason for c in later)
+    resolved = feed(m, [closed(w) for w in range(3, 10)])
+    assert [c.status for c in resolved] == ["resolved"]
+    assert resolved[0].alert["severity"] == "critical"
+
+
 def test_state_pickles_and_continues():
     m = AlertManager()
     opened = feed(m, payment_outage(0))
