@@ -20,7 +20,8 @@ from typing import IO, Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from alerting.evidence import format_value, kpi_label, where
+from alerting.escape import clean_event_text
+from alerting.evidence import format_value, kpi_label, plain_ids, where
 from kpis import KPIS
 from kpis.formulas import KPI_BY_ID
 from kpis.messages import docs_in, is_running
@@ -28,8 +29,10 @@ from stream.kpi_state import series_rows
 
 __all__ = ["KpiView", "alert_line"]
 
-_SHORT = ("signups", "scans", "match_rate", "conversion_rate", "payment_failure_rate", "revenue",
-          "mrr", "churn_rate")
+_SHORT = {"signups": "signups", "scans": "scans", "match_rate": "match rate",
+          "conversion_rate": "conversion", "payment_failure_rate": "payment failures",
+          "revenue": "revenue", "mrr": "MRR", "churn_rate": "churn"}
+"""The KPIs of a window's one-line summary off a terminal, with the words that name them."""
 
 
 MIN_SHOWN_N = 20
@@ -52,6 +55,9 @@ def alert_line(alert: dict[str, Any], width: int | None = None) -> str:
             f"{format_value(expected, kpi)}), window {when}")
     if related:
         text += f"; with {', '.join(related)}"
+    reason = str(alert.get("reason") or "")
+    if reason and alert.get("status") != "open":   # what changed: two updates differ by it
+        text += f" — {clean_event_text(plain_ids(reason), 160)}"
     lines = [text]
     if alert.get("status") == "open" and alert.get("explanation"):
         lines.append(str(alert["explanation"]))
@@ -171,7 +177,8 @@ class KpiView:
     def _show_window(self) -> None:
         if self.quiet or not self.live or not self._current:
             return
-        when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(self._current_end - 3600))
+        when = (time.strftime("%Y-%m-%d %H:%M", time.gmtime(self._current_end - 3600))
+                + time.strftime("–%H:%M UTC", time.gmtime(self._current_end)))
         if self.tty:
             rows = [f"\x1b[2J\x1b[HJobMetrics Pulse — overall KPIs, window ending "
                     f"{time.strftime('%a %Y-%m-%d %H:%M UTC', time.gmtime(self._current_end))}",
@@ -191,9 +198,9 @@ class KpiView:
                         f"anomalies, {len(self.alert_changes)} alert changes; Ctrl-C stops.")
             self.stream.write("\n".join(rows) + "\n")
         else:
-            parts = [f"{k} {shown_value(k, self._current[k], self._current_n.get(k))}"
-                     for k in _SHORT if k in self._current]
-            self.stream.write(f"{when}  " + "  ".join(parts) + "\n")
+            parts = [f"{word} {shown_value(k, self._current[k], self._current_n.get(k))}"
+                     for k, word in _SHORT.items() if k in self._current]
+            self.stream.write(f"{when}  " + " · ".join(parts) + "\n")
         self.stream.flush()
 
     async def wait_for_window_end(self, end: float, timeout: float) -> bool:
