@@ -183,7 +183,8 @@ class DigestPublisher:
     async def _deliver(self, d: Delivery, thread_ts: str | None) -> str | None:
         assert self.poster is not None
         if d.kind == "post":
-            return await self.poster.post(d.channel, d.text, d.blocks)
+            return await self.poster.post(d.channel, d.text, d.blocks, key=d.key,
+                                          earlier_attempt=d.earlier_attempt)
         if d.kind == "chart" and d.chart is not None and thread_ts is not None:
             try:
                 png = Path(d.chart["path"]).read_bytes()

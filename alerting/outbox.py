@@ -8,7 +8,14 @@ retryable failure (network, 429, 5xx) stops the flush and keeps the order; a per
 replaces a pending older one. The parent message's ``ts`` of each alert is kept, so replies and
 updates find their thread.
 
+A message (``post``, ``reply``) is done only with its ``ts``. Each attempt to send one is
+recorded first (``try``, on disk), because an attempt that failed ambiguously (a timeout, a 5xx,
+a 200 that is not JSON, a crash while the request was out) may still have been posted: the next
+attempt has :attr:`Delivery.earlier_attempt` set, and the send function looks for the message
+by its key (Slack message metadata) before posting again (``alerting.slack.SlackPoster.post``).
+
 File format, one JSON object a line: ``{"op": "add", "delivery": {...}}``,
+``{"op": "try", "key": k, "at": wall_time}``,
 ``{"op": "done", "key": k, "thread": [alert_id, channel, ts] | null}``,
 ``{"op": "drop", "key": k, "why": "..."}``.
 """
@@ -31,11 +38,14 @@ log = logging.getLogger(__name__)
 
 
 class DeliveryError(Exception):
-    """A delivery failed; ``retryable`` says whether waiting may help (outage, rate limit)."""
+    """A delivery failed; ``retryable`` says whether waiting may help (outage, rate limit),
+    ``ambiguous`` that the call may have taken effect all the same (a timeout, a 5xx, a 200
+    that is not JSON)."""
 
-    def __init__(self, message: str, retryable: bool):
+    def __init__(self, message: str, retryable: bool, ambiguous: bool = False):
         super().__init__(message)
         self.retryable = retryable
+        self.ambiguous = ambiguous
 
 
 @dataclass
@@ -43,7 +53,9 @@ class Delivery:
     """One Slack call to make.
 
     ``kind``: ``post`` (parent), ``reply`` (thread reply), ``update`` (``chat.update`` of the
-    parent) or ``chart`` (PNG in the thread; ``chart`` holds what to draw).
+    parent) or ``chart`` (PNG in the thread; ``chart`` holds what to draw). ``tries`` counts
+    the attempts to send a message (``post``, ``reply``) and ``tried_at`` is the wall time of
+    the first one.
     """
 
     key: str
@@ -53,7 +65,18 @@ class Delivery:
     text: str = ""
     blocks: list[dict] | None = None
     chart: dict | None = field(default=None)
+    tries: int = 0
+    tried_at: float = 0.0
 
+    @property
+    def earlier_attempt(self) -> float | None:
+        """The wall time of the first attempt when this is not the first one (an earlier
+        attempt may have been posted: look for it before posting again), else ``None``."""
+        return self.tried_at if self.tries > 1 else None
+
+
+MESSAGE_KINDS = frozenset({"post", "reply"})
+"""Kinds that create a Slack message: each attempt is recorded before it is made."""
 
 # Sends one delivery; gets the parent's ts (None for a post); returns the new message's ts.
 SendFn = Callable[[Delivery, str | None], Awaitable[str | None]]
@@ -62,9 +85,11 @@ SendFn = Callable[[Delivery, str | None], Awaitable[str | None]]
 class Outbox:
     """Pending deliveries and known threads, in ``path`` (JSON lines)."""
 
-    def __init__(self, path: str | os.PathLike[str], max_threads: int = 2000):
+    def __init__(self, path: str | os.PathLike[str], max_threads: int = 2000,
+                 clock: Callable[[], float] = time.time):
         self.path = Path(path)
         self.max_threads = max_threads
+        self.clock = clock
         self.pending: list[Delivery] = []
         self.threads: OrderedDict[str, tuple[str, str]] = OrderedDict()  # alert -> (channel, ts)
         self.keys: dict[str, None] = {}  # recent idempotency keys, oldest first
@@ -106,22 +131,36 @@ class Outbox:
                 self._finish(d, None, drop="parent message was never posted")
                 continue
             self._inflight = d.key
+            if d.kind in MESSAGE_KINDS:
+                self._tried(d)
             try:
                 ts = await send(d, thread[1] if thread else None)
             except DeliveryError as e:
                 if e.retryable:
-                    log.warning("Slack unavailable (%s); %d deliveries pending", e,
-                                len(self.pending))
+                    log.warning("Slack unavailable (%s)%s; %d deliveries pending", e,
+                                ": it may have been posted, it is looked for before the next "
+                                "attempt" if e.ambiguous else "", len(self.pending))
                     return False
                 log.error("Slack refused a %s for alert %s (%s); skipped", d.kind, d.alert_id, e)
                 self._finish(d, None, drop=str(e))
                 continue
             finally:
                 self._inflight = None
+            if d.kind in MESSAGE_KINDS and not ts:  # done only with its ts
+                log.warning("Slack answered a %s for alert %s without a ts; it is looked for "
+                            "before the next attempt", d.kind, d.alert_id)
+                return False
             self.sent += 1
             self._finish(d, (d.alert_id, d.channel, ts) if d.kind == "post" and ts else None)
         self._compact()
         return True
+
+    def _tried(self, d: Delivery) -> None:
+        """Record an attempt to send ``d`` before it is made (it may land unanswered)."""
+        d.tries += 1
+        if not d.tried_at:
+            d.tried_at = self.clock()
+        self._append({"op": "try", "key": d.key, "at": d.tried_at}, sync=True)
 
     def _finish(self, d: Delivery, thread: tuple[str, str, str] | None, drop: str = "") -> None:
         self.pending.remove(d)
@@ -169,6 +208,10 @@ class Outbox:
                     d = Delivery(**record["delivery"])
                     self._seen(d.key)
                     by_key[d.key] = d
+                elif op == "try" and record.get("key") in by_key:
+                    tried = by_key[record["key"]]
+                    tried.tries += 1
+                    tried.tried_at = tried.tried_at or float(record.get("at") or 0.0)
                 elif op in ("done", "drop"):
                     self._seen(record["key"])
                     by_key.pop(record["key"], None)

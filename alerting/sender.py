@@ -5,7 +5,9 @@ An :class:`~alerting.outbox.Outbox` holds what is to be sent (persisted, keyed, 
 background task that flushes again, with growing pauses, while Slack is unavailable. Each
 call's own retries (connection errors, 429 with ``Retry-After``, 5xx) are slack_sdk's retry
 handlers (alerting/slack.py ``make_slack_client``): this loop only waits between flushes of
-what those gave up on, so nothing is retried in two layers at once.
+what those gave up on, so nothing is retried in two layers at once. A post whose outcome is
+unknown (a timeout, a 5xx, a 200 that is not JSON) is one those handlers leave alone: the next
+flush looks for it in Slack before posting it again (:class:`~alerting.outbox.Outbox`).
 """
 
 from __future__ import annotations

@@ -275,12 +275,14 @@ class AlertService:
     async def _deliver(self, d: Delivery, thread_ts: str | None) -> str | None:
         assert self.poster is not None
         if d.kind == "post":
-            return await self.poster.post(d.channel, d.text, d.blocks)
+            return await self.poster.post(d.channel, d.text, d.blocks, key=d.key,
+                                          earlier_attempt=d.earlier_attempt)
         thread = self.outbox.thread_of(d.alert_id)
         assert thread is not None and thread_ts is not None
         channel = thread[0]
         if d.kind == "reply":
-            return await self.poster.post(channel, d.text, thread_ts=thread_ts)
+            return await self.poster.post(channel, d.text, thread_ts=thread_ts, key=d.key,
+                                          earlier_attempt=d.earlier_attempt)
         if d.kind == "update":
             await self.poster.update(channel, thread_ts, d.text, d.blocks or [])
             return None

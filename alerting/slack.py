@@ -1,6 +1,14 @@
 """Slack through slack_sdk: a configured async client, Block Kit messages, a poster.
 
-The client retries connection errors, 429 (it sleeps ``Retry-After``) and 500/503 with backoff.
+The client retries connection errors, 429 (it sleeps ``Retry-After``) and 500/503 with backoff,
+except where a repeat could post a message twice: a ``chat.postMessage`` whose outcome is
+unknown (a timeout, a dropped connection, a 5xx, a 200 that is not JSON) is not repeated by the
+client but raised as an ambiguous :class:`DeliveryError`; the outbox then has
+:meth:`SlackPoster.post` look for it (its key is in the message's ``metadata``) before posting
+again, so each message is posted once whatever Slack does. Reading channel history needs the
+``channels:history`` scope (``groups:history`` for a private channel); without it a repeat is
+posted without looking (logged).
+
 Every message carries a top-level ``text`` (notifications, screen readers) with its blocks, and
 every piece of text that came from events or from the model is escaped
 (``alerting.escape``). Block limits are respected: header 150 characters, section text 3,000,
@@ -10,8 +18,10 @@ field 2,000, at most 10 fields.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import re
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -23,6 +33,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.http_retry.jitter import Jitter
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
 from alerting.escape import escape_mrkdwn, truncate
@@ -59,9 +72,13 @@ __all__ = [
     "change_reply",
     "grafana_link",
     "headline",
+    "METADATA_EVENT",
+    "is_ambiguous",
     "is_retryable",
     "make_slack_client",
 ]
+
+log = logging.getLogger(__name__)
 
 ACTION_ACK = "pulse_ack"
 ACTION_SNOOZE = "pulse_snooze_1h"
@@ -69,6 +86,11 @@ ACTION_FALSE_ALARM = "pulse_false_alarm"
 GRAFANA_DASHBOARD_PATH = "/d/pulse-kpis/jobmetrics-pulse"
 _ICON = {"critical": ":red_circle:", "warning": ":large_yellow_circle:"}
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+METADATA_EVENT = "pulse_delivery"
+"""``metadata.event_type`` of Pulse's messages; ``event_payload.key`` is the delivery's key."""
+_LOOKBACK_S = 120.0   # a message is looked for from this long before the first attempt (skew)
+_LOOKUP_PAGES = 20    # of 200 messages each
+_CREATES_MESSAGE = ("/chat.postMessage",)
 
 
 class ProportionalJitter(Jitter):
@@ -82,32 +104,89 @@ class ProportionalJitter(Jitter):
         return duration * (1 + self.rng.random())
 
 
-def make_slack_client(settings: Settings, *, timeout: int = 10,
+class _NoBlindRepost:
+    """Mixin for a retry handler: no repeat of a ``chat.postMessage`` whose outcome is unknown
+    (the outbox looks for the message first, then posts it again if it is not there)."""
+
+    async def _can_retry_async(self, *, state: RetryState, request: HttpRequest,
+                               response: HttpResponse | None = None,
+                               error: Exception | None = None) -> bool:
+        if request.url.endswith(_CREATES_MESSAGE) and _outcome_unknown(response, error):
+            return False
+        return bool(await super()._can_retry_async(  # type: ignore[misc]
+            state=state, request=request, response=response, error=error))
+
+
+class _ConnectionErrorRetryHandler(_NoBlindRepost, AsyncConnectionErrorRetryHandler):
+    pass
+
+
+class _ServerErrorRetryHandler(_NoBlindRepost, AsyncServerErrorRetryHandler):
+    pass
+
+
+def _outcome_unknown(response: HttpResponse | None, error: BaseException | None) -> bool:
+    """Whether a request may have taken effect although it failed: a 5xx, or an error after
+    the connection was made (not a refused connection)."""
+    if response is not None and response.status_code >= 500:
+        return True
+    if error is None or isinstance(error, aiohttp.ClientConnectorError):
+        return False
+    return isinstance(error, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
+                              aiohttp.ServerConnectionError, asyncio.TimeoutError))
+
+
+def make_slack_client(settings: Settings, *, timeout: float = 10,
                       backoff_factor: float = 0.5) -> AsyncWebClient:
     """An ``AsyncWebClient`` for ``settings`` with retries for connection errors, 429 and 5xx.
 
     Connection errors and 500/503 are retried twice with exponential backoff (``backoff_factor``
-    × 2^attempt, plus jitter); 429 up to three times after its ``Retry-After``.
+    × 2^attempt, plus jitter); 429 up to three times after its ``Retry-After``. A
+    ``chat.postMessage`` is repeated only when Slack cannot have stored it (a refused
+    connection, a 429); other failures of it are left to the outbox (see the module).
     """
     backoff = BackoffRetryIntervalCalculator(backoff_factor=backoff_factor,
                                              jitter=ProportionalJitter())
     base_url = settings.slack_api_url if settings.slack_api_url.endswith("/") else (
         settings.slack_api_url + "/")
-    return AsyncWebClient(token=settings.slack_token, base_url=base_url, timeout=timeout,
+    return AsyncWebClient(token=settings.slack_token, base_url=base_url,
+                          timeout=timeout,  # type: ignore[arg-type]  # aiohttp takes a float
                           retry_handlers=[
-                              AsyncConnectionErrorRetryHandler(max_retry_count=2,
-                                                               interval_calculator=backoff),
-                              AsyncRateLimitErrorRetryHandler(max_retry_count=3),
-                              AsyncServerErrorRetryHandler(max_retry_count=2,
+                              _ConnectionErrorRetryHandler(max_retry_count=2,
                                                            interval_calculator=backoff),
+                              AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+                              _ServerErrorRetryHandler(max_retry_count=2,
+                                                       interval_calculator=backoff),
                           ])
 
 
-def is_retryable(error: BaseException) -> bool:
-    """Whether a failed Slack call may succeed later (outage, rate limit) or never will."""
+def _answer(error: SlackApiError) -> tuple[int, dict | None]:
+    """(HTTP status, the JSON object of the answer or ``None`` when it was not JSON)."""
+    response = error.response
+    status = getattr(response, "status_code", None) or getattr(response, "status", 0)
+    data = getattr(response, "data", None)
+    # slack_sdk makes an empty answer of a body that is not JSON (HTML from a proxy); a body
+    # that claims to be JSON but is not leaves the aiohttp response itself, without data
+    return int(status or 0), data if isinstance(data, dict) and "ok" in data else None
+
+
+def is_ambiguous(error: BaseException) -> bool:
+    """Whether a failed call may have taken effect all the same: a timeout, a connection lost
+    after the request went out, a 5xx, a 200 that is not a Slack answer."""
     if isinstance(error, SlackApiError):
-        status = error.response.status_code
-        return status == 429 or status >= 500 or error.response.get("error") in (
+        status, data = _answer(error)
+        return status >= 500 or (status < 400 and data is None)
+    return _outcome_unknown(None, error)
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether a failed Slack call may succeed later (outage, rate limit, an answer that is not
+    Slack's) or never will."""
+    if isinstance(error, SlackApiError):
+        status, data = _answer(error)
+        if data is None:
+            return status < 400 or status == 429 or status >= 500
+        return status == 429 or status >= 500 or data.get("error") in (
             "ratelimited", "service_unavailable", "fatal_error", "internal_error",
             "request_timeout")
     return isinstance(error, (aiohttp.ClientError, asyncio.TimeoutError, OSError))
@@ -356,19 +435,77 @@ def _lead_moved(alert: dict) -> bool:
 
 
 class SlackPoster:
-    """The Slack calls Pulse makes; errors become :class:`DeliveryError`."""
+    """The Slack calls Pulse makes; errors become :class:`DeliveryError`.
+
+    ``found`` counts the messages that :meth:`post` found already posted instead of posting
+    them again.
+    """
 
     def __init__(self, client: AsyncWebClient):
         self.client = client
+        self.found = 0
 
     async def post(self, channel: str, text: str, blocks: list[dict] | None = None,
-                   thread_ts: str | None = None) -> str:
-        """Post a message (a thread reply when ``thread_ts``); returns its ``ts``."""
+                   thread_ts: str | None = None, *, key: str | None = None,
+                   earlier_attempt: float | None = None) -> str:
+        """Post a message (a thread reply when ``thread_ts``); returns its ``ts``.
+
+        With ``key``, the message carries it in its ``metadata``; with ``earlier_attempt``
+        too (the wall time of an attempt that may have been posted unanswered), the channel (or
+        the thread) is first searched for a message with that key since then, and its ``ts``
+        returned instead of posting again.
+        """
+        if key is not None and earlier_attempt is not None:
+            try:
+                ts = await self.find(channel, key, earlier_attempt, thread_ts)
+            except DeliveryError as e:
+                if e.retryable:
+                    raise   # not known whether it is there: not posted again yet
+                log.warning("could not look for an earlier post (%s): posting it again", e)
+                ts = None
+            if ts is not None:
+                self.found += 1
+                log.info("message %s was already posted (ts %s): not posted again", key, ts)
+                return ts
+        metadata = ({"event_type": METADATA_EVENT, "event_payload": {"key": key}}
+                    if key is not None else None)
         async with _delivery("chat.postMessage"):
             response = await self.client.chat_postMessage(
                 channel=channel, text=text, blocks=blocks, thread_ts=thread_ts,
-                unfurl_links=False, unfurl_media=False)
-        return str(response["ts"])
+                unfurl_links=False, unfurl_media=False, metadata=metadata)
+        ts = response.get("ts")
+        if not ts:
+            raise DeliveryError("chat.postMessage answered without a ts", retryable=True,
+                                ambiguous=True)
+        return str(ts)
+
+    async def find(self, channel: str, key: str, since: float,
+                   thread_ts: str | None = None) -> str | None:
+        """The ``ts`` of the message with ``key`` in its metadata posted to ``channel`` (in the
+        thread of ``thread_ts``) since ``since`` (wall time, less a margin for clock skew), or
+        ``None``."""
+        oldest = f"{max(since - _LOOKBACK_S, 0.0):.6f}"
+        cursor: str | None = None
+        for _ in range(_LOOKUP_PAGES):
+            what = "conversations.replies" if thread_ts else "conversations.history"
+            async with _delivery(what):
+                if thread_ts:
+                    page = await self.client.conversations_replies(
+                        channel=channel, ts=thread_ts, oldest=oldest, limit=200, cursor=cursor,
+                        include_all_metadata=True)
+                else:
+                    page = await self.client.conversations_history(
+                        channel=channel, oldest=oldest, limit=200, cursor=cursor,
+                        include_all_metadata=True)
+            for message in page.get("messages") or []:
+                if _key_of(message) == key and message.get("ts"):
+                    return str(message["ts"])
+            cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                return None
+        log.warning("message %s not found in %d pages of %s: posting it again", key,
+                    _LOOKUP_PAGES, channel)
+        return None
 
     async def update(self, channel: str, ts: str, text: str, blocks: list[dict]) -> None:
         async with _delivery("chat.update"):
@@ -380,6 +517,14 @@ class SlackPoster:
             await self.client.files_upload_v2(channel=channel, thread_ts=thread_ts, content=data,
                                               filename=filename, title=title,
                                               alt_txt=title)
+
+
+def _key_of(message: Any) -> str | None:
+    metadata = message.get("metadata") if isinstance(message, dict) else None
+    if not isinstance(metadata, dict) or metadata.get("event_type") != METADATA_EVENT:
+        return None
+    payload = metadata.get("event_payload")
+    return str(payload.get("key")) if isinstance(payload, dict) else None
 
 
 class _delivery:
@@ -396,10 +541,12 @@ class _delivery:
         if exc is None:
             return False
         if isinstance(exc, SlackApiError):
-            detail = f"{exc.response.status_code} {exc.response.get('error')}"
+            status, data = _answer(exc)
+            detail = f"{status} {data.get('error') if data else 'answer that is not JSON'}"
         elif isinstance(exc, (SlackClientError, aiohttp.ClientError, asyncio.TimeoutError,
                               OSError)):
             detail = type(exc).__name__
         else:
             return False
-        raise DeliveryError(f"{self.what} failed: {detail}", is_retryable(exc)) from exc
+        raise DeliveryError(f"{self.what} failed: {detail}", is_retryable(exc),
+                            is_ambiguous(exc)) from exc

@@ -1,9 +1,17 @@
 """A local stand-in for the Slack Web API (and its file upload URLs), for the real slack_sdk.
 
-Answers ``auth.test``, ``chat.postMessage``, ``chat.update``, ``files.getUploadURLExternal``,
-the upload URL it hands out, and ``files.completeUploadExternal`` the way Slack does, records
-every request, and can be told to misbehave: ``fail_next(n, 429, retry_after=1)``, ``fail_next(n,
-500)``, ``down = True`` (503 to everything) or ``refuse()`` (port closed).
+Answers ``auth.test``, ``chat.postMessage`` (keeping its ``metadata``), ``chat.update``,
+``conversations.history`` and ``conversations.replies`` (newest first / oldest first, ``oldest``,
+``limit`` and ``cursor``, metadata only with ``include_all_metadata``),
+``files.getUploadURLExternal``, the upload URL it hands out, and ``files.completeUploadExternal``
+the way Slack does, records every request, and can be told to misbehave: ``fail_next(n, 429,
+retry_after=1)``, ``fail_next(n, 500)``, ``down = True`` (503 to everything) or ``refuse()``
+(port closed). Posts can also be stored and answered badly, the failures that leave a client
+not knowing whether its message is in the channel: ``answer_late(seconds, n)`` (stored, answered
+after ``seconds``, past the client's timeout), ``answer_html(n, store=...)`` (a proxy's 200
+``text/html`` page) and ``fail_after_storing(n, status=500)``. ``posted(key)`` lists the
+messages whose metadata carries a key. ``history_scope = False`` plays a bot token without
+``channels:history``: both history methods answer ``missing_scope``.
 
     async with FakeSlack(token="xoxb-test") as slack:
         client = AsyncWebClient(token="xoxb-test", base_url=slack.base_url)
@@ -43,9 +51,13 @@ class FakeSlack:
     uploads: dict[str, bytes] = field(default_factory=dict)  # file id -> content
     down: bool = False
     delay: float = 0.0
+    history_scope: bool = True
 
     def __post_init__(self) -> None:
         self._forced: deque[tuple[int, dict[str, str]]] = deque()
+        # how the next posts are answered once stored: ("late", s) / ("html", store) / (status,)
+        self._post_tricks: deque[tuple[str, Any]] = deque()
+        self.late_s = 0.0  # every post: stored, then answered this late (0: at once)
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
@@ -60,6 +72,33 @@ class FakeSlack:
     def fail_next(self, n: int, status: int = 429, retry_after: int | None = 1) -> None:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         self._forced.extend([(status, headers)] * n)
+
+    def answer_late(self, seconds: float, n: int | None = None) -> None:
+        """Store the next ``n`` posts (every post while ``n`` is None, until ``late_s = 0``)
+        and answer each ``seconds`` later."""
+        if n is None:
+            self.late_s = seconds
+        else:
+            self._post_tricks.extend([("late", seconds)] * n)
+
+    def answer_html(self, n: int, store: bool = False, content_type: str = "text/html") -> None:
+        """Answer the next ``n`` posts 200 with an HTML page (as ``content_type``), after
+        storing them if ``store``."""
+        self._post_tricks.extend([("html", (store, content_type))] * n)
+
+    def fail_after_storing(self, n: int, status: int = 500) -> None:
+        """Store the next ``n`` posts, then answer ``status``."""
+        self._post_tricks.extend([("status", status)] * n)
+
+    def posted(self, key: str | None = None) -> list[dict]:
+        """Stored messages, oldest first; with ``key``, those whose metadata carries it."""
+        return [m for m in self.messages.values()
+                if key is None or (m.get("metadata") or {}).get("event_payload", {}).get(
+                    "key") == key]
+
+    def parents(self) -> list[dict]:
+        """Stored top-level messages, oldest first."""
+        return [m for m in self.messages.values() if not m.get("thread_ts")]
 
     def calls(self, method: str, ok_only: bool = True) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and (r.ok or not ok_only)]
@@ -137,9 +176,31 @@ class FakeSlack:
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
+        trick = self._post_tricks.popleft() if (
+            method == "chat.postMessage" and self._post_tricks) else None
+        if trick is None and method == "chat.postMessage" and self.late_s:
+            trick = ("late", self.late_s)
+        if trick is not None and trick[0] == "html" and not trick[1][0]:
+            return self._html(rec, trick[1][1])
         body = handler(rec.params)
         rec.ok = bool(body.get("ok"))
+        if trick is not None:
+            if trick[0] == "html":
+                return self._html(rec, trick[1][1])
+            if trick[0] == "status":
+                rec.status, rec.ok = int(trick[1]), False
+                return web.json_response({"ok": False, "error": "internal_error"},
+                                         status=rec.status)
+            # stored; answered after the client gave up (cut short when the server stops)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), float(trick[1]))
         return web.json_response(body)
+
+    @staticmethod
+    def _html(rec: Recorded, content_type: str) -> web.Response:
+        rec.status, rec.ok = 200, False
+        return web.Response(text="<html><body><h1>502 Bad Gateway</h1></body></html>",
+                            content_type=content_type)
 
     async def _upload(self, request: web.Request) -> web.Response:
         rec = await self._record(request, "upload")
@@ -157,7 +218,8 @@ class FakeSlack:
     # -- the API methods ------------------------------------------------------------------
 
     def _ts(self) -> str:
-        return f"1763719200.{next(self._ids):06d}"
+        """Like Slack's: the wall-clock second, then a sequence number (unique, ordered)."""
+        return f"{int(time.time())}.{next(self._ids):06d}"
 
     def _auth_test(self, p: dict) -> dict:
         return {"ok": True, "url": "https://pulse.slack.com/", "team": "Pulse", "user": "pulse",
@@ -174,8 +236,50 @@ class FakeSlack:
         message = {"type": "message", "ts": ts, "text": p.get("text", ""),
                    "blocks": _blocks(p.get("blocks")), "thread_ts": p.get("thread_ts"),
                    "channel": p["channel"]}
+        metadata = p.get("metadata")
+        if isinstance(metadata, str):
+            metadata = json.loads(metadata)
+        if metadata is not None:
+            if not isinstance(metadata, dict) or not metadata.get("event_type") or not isinstance(
+                    metadata.get("event_payload"), dict):
+                return {"ok": False, "error": "invalid_metadata_format"}
+            message["metadata"] = metadata
         self.messages[ts] = message
         return {"ok": True, "channel": p["channel"], "ts": ts, "message": message}
+
+    def _conversations_history(self, p: dict) -> dict:
+        if not self.history_scope:
+            return {"ok": False, "error": "missing_scope", "needed": "channels:history"}
+        found = [m for m in self.messages.values() if m["channel"] == p.get("channel")
+                 and (not m.get("thread_ts") or m["thread_ts"] == m["ts"])]
+        return self._page(sorted(found, key=lambda m: float(m["ts"]), reverse=True), p)
+
+    def _conversations_replies(self, p: dict) -> dict:
+        if not self.history_scope:
+            return {"ok": False, "error": "missing_scope", "needed": "channels:history"}
+        parent = self.messages.get(str(p.get("ts")))
+        if parent is None or parent["channel"] != p.get("channel"):
+            return {"ok": False, "error": "thread_not_found"}
+        found = [parent] + [m for m in self.messages.values()
+                            if m.get("thread_ts") == parent["ts"] and m["ts"] != parent["ts"]]
+        return self._page(sorted(found, key=lambda m: float(m["ts"])), p)
+
+    def _page(self, found: list[dict], p: dict) -> dict:
+        """Slack's paging: ``oldest``/``latest`` (exclusive), ``limit`` (default 100),
+        ``cursor`` (an offset here); metadata only with ``include_all_metadata``."""
+        if not p.get("channel"):
+            return {"ok": False, "error": "channel_not_found"}
+        oldest, latest = float(p.get("oldest") or 0), float(p.get("latest") or 1e12)
+        found = [m for m in found if oldest < float(m["ts"]) < latest]
+        start = int(p.get("cursor") or 0)
+        limit = min(int(p.get("limit") or 100), 999)
+        page = found[start:start + limit]
+        meta = str(p.get("include_all_metadata", "")).lower() in ("1", "true")
+        messages = [{k: v for k, v in m.items() if k != "channel" and (meta or k != "metadata")}
+                    for m in page]
+        more = start + limit < len(found)
+        return {"ok": True, "messages": messages, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
 
     def _chat_update(self, p: dict) -> dict:
         message = self.messages.get(p.get("ts", ""))
