@@ -109,7 +109,10 @@ class Outbox:
                 self._append({"op": "drop", "key": old.key, "why": "superseded"})
         self._seen(delivery.key)
         self.pending.append(delivery)
-        self._append({"op": "add", "delivery": asdict(delivery)}, sync=True)
+        # without tries/tried_at (0 here; "try" records carry them): a build before them
+        # still reads this file
+        record = {k: v for k, v in asdict(delivery).items() if k not in ("tries", "tried_at")}
+        self._append({"op": "add", "delivery": record}, sync=True)
         return True
 
     def thread_of(self, alert_id: str) -> tuple[str, str] | None:
