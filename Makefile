@@ -75,5 +75,11 @@ lint: $(TEST_STAMP)
 bench: $(TEST_STAMP)
 	$(BIN)/python -m bench $(ARGS)
 
+# The fault matrix of issue 19 (bench/faults/): bench/faults.json and docs/faults.md. A
+# measurement, not a test; ARGS="--only kill-backlog,slack-429 --soak-minutes 0" re-runs rows.
+.PHONY: faults
+faults: $(TEST_STAMP)
+	$(BIN)/python -m bench.faults $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
