@@ -37,7 +37,7 @@ def _read_topics(bootstrap: str, settings: Settings, kpis: bool,
 
     async def read() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         docs = await docs_from_topic(bootstrap, settings.topic("kpis")) if kpis else []
-        alerts = await docs_from_topic(bootstrap, settings.topic("alerts"), 0.5)
+        alerts = await docs_from_topic(bootstrap, settings.topic("alerts"))
         return docs, alerts
 
     try:

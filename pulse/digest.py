@@ -52,7 +52,7 @@ def run_digest(day: str | None, kpis: str | None, alerts: str | None, broker: st
         rows = [r for doc in asyncio.run(docs_from_topic(bootstrap, settings.topic("kpis")))
                 for r in series_rows(doc)]
         alert_rows = (rows_from_file(alerts) if alerts else
-                      asyncio.run(docs_from_topic(bootstrap, settings.topic("alerts"), 0.5)))
+                      asyncio.run(docs_from_topic(bootstrap, settings.topic("alerts"))))
         source = f"topic {settings.topic('kpis')} at {bootstrap}"
     b = builder_from(rows, alert_rows, window_s=settings.window_seconds)
     held = b.days_held()

@@ -29,6 +29,7 @@ from core.timefmt import iso_utc, parse_utc
 from pulse.progress import ProgressBar
 from stream.eventfile import RECORD_VERSION
 from stream.settings import Settings
+from stream.topic_end import EndReader
 
 __all__ = ["RecordError", "RecordStats", "parse_time", "record_range", "run_record"]
 
@@ -116,41 +117,19 @@ async def record_range(bootstrap: str, topic: str, start: float, end: float, out
         if not parts:
             raise RecordError(f"topic {topic!r} does not exist at {bootstrap}; check "
                               "PULSE_TOPIC_PREFIX")
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        first = await consumer.beginning_offsets(tps)
-        last = await consumer.end_offsets(tps)
-        for tp in tps:
-            consumer.seek(tp, first[tp])
-        todo = {tp for tp in tps if last[tp] > first[tp]}
-        # The end of a partition is fixed at the high watermark of its first fetch: Tansu (the
-        # embedded broker) answers ListOffsets(latest) with a count of record batches, not of
-        # records, so end_offsets() alone can stop a reading early.
-        fixed: set[TopicPartition] = set()
+        reader = EndReader(consumer, [TopicPartition(topic, p) for p in sorted(parts)])
         out.parent.mkdir(parents=True, exist_ok=True)
         with _open_out(part_file, out.suffix == ".gz") as f:
             header = {"version": RECORD_VERSION, "topic": topic, "from": iso_utc(start),
                       "to": iso_utc(end), "from_ts": start, "to_ts": end,
-                      "partitions": len(tps), "recorded_at": iso_utc(time.time())}
+                      "partitions": len(reader.tps), "recorded_at": iso_utc(time.time())}
             f.write(orjson.dumps({"pulse_record": header}) + b"\n")
-            while todo:
-                batch = await consumer.getmany(*todo, timeout_ms=1000, max_records=5000)
-                for tp in todo - fixed:
-                    hw = consumer.highwater(tp)
-                    if hw is not None:
-                        last[tp] = max(last[tp], hw)
-                        fixed.add(tp)
-                total = sum(last[tp] - first[tp] for tp in tps)
-                for tp, records in batch.items():
-                    for rec in records:
-                        if rec.offset >= last[tp]:
-                            continue
-                        stats.messages_read += 1
-                        _write_record(f, rec, start, end, stats)
-                for tp in list(todo & fixed):
-                    if await consumer.position(tp) >= last[tp]:
-                        todo.discard(tp)
+            async for records in reader.batches(timeout_ms=1000, max_records=5000):
+                for rec in records:
+                    stats.messages_read += 1
+                    _write_record(f, rec, start, end, stats)
                 if progress is not None:
+                    total = reader.total
                     progress.update(stats.messages_read / total if total else 1.0,
                                     stats.events)
         os.replace(part_file, out)
