@@ -191,7 +191,8 @@ class DigestPublisher:
             except OSError as e:
                 raise DeliveryError(f"digest chart unreadable: {e}", retryable=False) from e
             await self.poster.upload_png(d.channel, thread_ts, png, Path(d.chart["path"]).name,
-                                         f"Daily KPIs, week to {d.chart['day']}")
+                                         f"Daily KPIs, week to {d.chart['day']}",
+                                         earlier_attempt=d.earlier_attempt)
             return None
         raise DeliveryError(f"unknown digest delivery kind {d.kind!r}", retryable=False)
 

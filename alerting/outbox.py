@@ -8,11 +8,12 @@ retryable failure (network, 429, 5xx) stops the flush and keeps the order; a per
 replaces a pending older one. The parent message's ``ts`` of each alert is kept, so replies and
 updates find their thread.
 
-A message (``post``, ``reply``) is done only with its ``ts``. Each attempt to send one is
-recorded first (``try``, on disk), because an attempt that failed ambiguously (a timeout, a 5xx,
-a 200 that is not JSON, a crash while the request was out) may still have been posted: the next
-attempt has :attr:`Delivery.earlier_attempt` set, and the send function looks for the message
-by its key (Slack message metadata) before posting again (``alerting.slack.SlackPoster.post``).
+A message (``post``, ``reply``) is done only with its ``ts``. Each attempt to send one (or a
+chart) is recorded first (``try``, on disk), because an attempt that failed ambiguously (a
+timeout, a 5xx, a 200 that is not JSON, a crash while the request was out) may still have been
+posted: the next attempt has :attr:`Delivery.earlier_attempt` set, and the send function looks
+for the message by its key (Slack message metadata) before posting again
+(``alerting.slack.SlackPoster.post``), or for the chart by its file name in the thread.
 
 File format, one JSON object a line: ``{"op": "add", "delivery": {...}}``,
 ``{"op": "try", "key": k, "at": wall_time}``,
@@ -54,8 +55,8 @@ class Delivery:
 
     ``kind``: ``post`` (parent), ``reply`` (thread reply), ``update`` (``chat.update`` of the
     parent) or ``chart`` (PNG in the thread; ``chart`` holds what to draw). ``tries`` counts
-    the attempts to send a message (``post``, ``reply``) and ``tried_at`` is the wall time of
-    the first one.
+    the attempts to send a message or a chart (``post``, ``reply``, ``chart``) and
+    ``tried_at`` is the wall time of the first one.
     """
 
     key: str
@@ -76,7 +77,9 @@ class Delivery:
 
 
 MESSAGE_KINDS = frozenset({"post", "reply"})
-"""Kinds that create a Slack message: each attempt is recorded before it is made."""
+"""Kinds that create a Slack message: done only with its ts."""
+TRIED_KINDS = MESSAGE_KINDS | {"chart"}
+"""Kinds whose every attempt is recorded before it is made (a repeat would show twice)."""
 
 # Sends one delivery; gets the parent's ts (None for a post); returns the new message's ts.
 SendFn = Callable[[Delivery, str | None], Awaitable[str | None]]
@@ -134,7 +137,7 @@ class Outbox:
                 self._finish(d, None, drop="parent message was never posted")
                 continue
             self._inflight = d.key
-            if d.kind in MESSAGE_KINDS:
+            if d.kind in TRIED_KINDS:
                 self._tried(d)
             try:
                 ts = await send(d, thread[1] if thread else None)

@@ -291,7 +291,8 @@ class AlertService:
             if png is None:
                 raise DeliveryError("chart could not be drawn", retryable=False)
             await self.poster.upload_png(channel, thread_ts, png, f"pulse-{d.alert_id}.png",
-                                         f"{kpi_label(str(d.chart['kpi']))} around the alert")
+                                         f"{kpi_label(str(d.chart['kpi']))} around the alert",
+                                         earlier_attempt=d.earlier_attempt)
             return None
         raise DeliveryError(f"unknown delivery kind {d.kind!r}", retryable=False)
 

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import random
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -484,6 +485,10 @@ class SlackPoster:
         """The ``ts`` of the message with ``key`` in its metadata posted to ``channel`` (in the
         thread of ``thread_ts``) since ``since`` (wall time, less a margin for clock skew), or
         ``None``."""
+        return await self._search(channel, since, thread_ts, lambda m: _key_of(m) == key, key)
+
+    async def _search(self, channel: str, since: float, thread_ts: str | None,
+                      match: Callable[[dict], bool], what_for: str) -> str | None:
         oldest = f"{max(since - _LOOKBACK_S, 0.0):.6f}"
         cursor: str | None = None
         for _ in range(_LOOKUP_PAGES):
@@ -498,12 +503,12 @@ class SlackPoster:
                         channel=channel, oldest=oldest, limit=200, cursor=cursor,
                         include_all_metadata=True)
             for message in page.get("messages") or []:
-                if _key_of(message) == key and message.get("ts"):
+                if isinstance(message, dict) and message.get("ts") and match(message):
                     return str(message["ts"])
             cursor = (page.get("response_metadata") or {}).get("next_cursor") or None
             if not cursor:
                 return None
-        log.warning("message %s not found in %d pages of %s: posting it again", key,
+        log.warning("%s not found in %d pages of %s: sending it again", what_for,
                     _LOOKUP_PAGES, channel)
         return None
 
@@ -512,7 +517,24 @@ class SlackPoster:
             await self.client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks)
 
     async def upload_png(self, channel: str, thread_ts: str, data: bytes, filename: str,
-                         title: str) -> None:
+                         title: str, *, earlier_attempt: float | None = None) -> None:
+        """Upload a PNG into the thread of ``thread_ts``; with ``earlier_attempt`` (an upload
+        that may have been shared unanswered), not if the thread already has a file of that
+        name since then."""
+        if earlier_attempt is not None:
+            try:
+                found = await self._search(channel, earlier_attempt, thread_ts, lambda m: any(
+                    isinstance(f, dict) and f.get("name") == filename
+                    for f in m.get("files") or []), filename)
+            except DeliveryError as e:
+                if e.retryable:
+                    raise
+                log.warning("could not look for an earlier upload (%s): uploading again", e)
+                found = None
+            if found is not None:
+                self.found += 1
+                log.info("%s is already in the thread: not uploaded again", filename)
+                return
         async with _delivery("files_upload_v2"):
             await self.client.files_upload_v2(channel=channel, thread_ts=thread_ts, content=data,
                                               filename=filename, title=title,

@@ -231,3 +231,22 @@ async def test_a_digest_answered_late_is_posted_once(tmp_path):
     assert parent["text"].startswith(f"Pulse daily digest for {doc['day']}")
     assert len(slack.calls("chat.postMessage", ok_only=False)) == 1
     assert json.loads((tmp_path / "digest.jsonl").read_text())["day"] == doc["day"]
+
+
+async def test_a_chart_shared_but_answered_late_is_not_uploaded_again(tmp_path):
+    async with FakeSlack(token=TOKEN) as slack:
+        slack.answer_late(LATE_S, n=1, method="files.completeUploadExternal")
+        s = settings(slack, tmp_path)
+        svc = AlertService(s, notify=True, console=None, slack_client=make_slack_client(
+            s, timeout=CLIENT_TIMEOUT_S, backoff_factor=0.01))
+        svc.sender.retry_delays = (0.05,)
+        await svc.handle(anomaly("payments", 0, 40.0, 120.0))   # with history: a chart
+        await settle(svc)
+        await svc.close()
+    (parent,) = slack.parents()
+    shared = [m for m in slack.posted() if m.get("files")]
+    assert len(shared) == 1 and shared[0]["thread_ts"] == parent["ts"]
+    alert_id = parent["metadata"]["event_payload"]["key"].split(":")[0]
+    assert shared[0]["files"][0]["name"] == f"pulse-{alert_id}.png"
+    assert len(slack.calls("files.completeUploadExternal", ok_only=False)) == 1
+    assert slack.calls("conversations.replies")   # looked in the thread

@@ -56,9 +56,10 @@ class FakeSlack:
     def __post_init__(self) -> None:
         self._forced: deque[tuple[int, dict[str, str]]] = deque()
         # how the next posts are answered once stored: ("late", s) / ("html", store) / (status,)
-        self._post_tricks: deque[tuple[str, Any]] = deque()
+        self._tricks: dict[str, deque[tuple[str, Any]]] = {}  # by API method
         self.late_s = 0.0  # every post: stored, then answered this late (0: at once)
         self._ids = itertools.count(1)
+        self._file_names: dict[str, str] = {}
         self._runner: web.AppRunner | None = None
         self._stopping = asyncio.Event()
         self.port = 0
@@ -73,22 +74,25 @@ class FakeSlack:
         headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
         self._forced.extend([(status, headers)] * n)
 
-    def answer_late(self, seconds: float, n: int | None = None) -> None:
+    def answer_late(self, seconds: float, n: int | None = None,
+                    method: str = "chat.postMessage") -> None:
         """Store the next ``n`` posts (every post while ``n`` is None, until ``late_s = 0``)
-        and answer each ``seconds`` later."""
+        and answer each ``seconds`` later; with ``method`` (``files.completeUploadExternal``)
+        the next ``n`` calls of it."""
         if n is None:
             self.late_s = seconds
         else:
-            self._post_tricks.extend([("late", seconds)] * n)
+            self._tricks.setdefault(method, deque()).extend([("late", seconds)] * n)
 
     def answer_html(self, n: int, store: bool = False, content_type: str = "text/html") -> None:
         """Answer the next ``n`` posts 200 with an HTML page (as ``content_type``), after
         storing them if ``store``."""
-        self._post_tricks.extend([("html", (store, content_type))] * n)
+        self._tricks.setdefault("chat.postMessage", deque()).extend(
+            [("html", (store, content_type))] * n)
 
     def fail_after_storing(self, n: int, status: int = 500) -> None:
         """Store the next ``n`` posts, then answer ``status``."""
-        self._post_tricks.extend([("status", status)] * n)
+        self._tricks.setdefault("chat.postMessage", deque()).extend([("status", status)] * n)
 
     def posted(self, key: str | None = None) -> list[dict]:
         """Stored messages, oldest first; with ``key``, those whose metadata carries it."""
@@ -176,8 +180,8 @@ class FakeSlack:
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
-        trick = self._post_tricks.popleft() if (
-            method == "chat.postMessage" and self._post_tricks) else None
+        tricks = self._tricks.get(method)
+        trick = tricks.popleft() if tricks else None
         if trick is None and method == "chat.postMessage" and self.late_s:
             trick = ("late", self.late_s)
         if trick is not None and trick[0] == "html" and not trick[1][0]:
@@ -293,6 +297,7 @@ class FakeSlack:
             return {"ok": False, "error": "invalid_arguments"}
         file_id = f"F{next(self._ids):08d}"
         self.uploads[file_id] = b""
+        self._file_names[file_id] = str(p["filename"])
         return {"ok": True, "upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}",
                 "file_id": file_id}
 
@@ -301,8 +306,14 @@ class FakeSlack:
         if not files or any(f.get("id") not in self.uploads or not self.uploads[f["id"]]
                             for f in files):
             return {"ok": False, "error": "invalid_arguments"}
-        return {"ok": True, "files": [{"id": f["id"], "title": f.get("title", "")}
-                                      for f in files]}
+        shared = [{"id": f["id"], "name": self._file_names.get(f["id"], ""),
+                   "title": f.get("title", "")} for f in files]
+        channel, thread_ts = p.get("channel_id"), p.get("thread_ts")
+        if channel:   # shared in the channel (the thread): a message with the files
+            ts = self._ts()
+            self.messages[ts] = {"type": "message", "ts": ts, "text": "", "blocks": [],
+                                 "thread_ts": thread_ts, "channel": channel, "files": shared}
+        return {"ok": True, "files": [{"id": f["id"], "title": f["title"]} for f in shared]}
 
 
 def _blocks(value: Any) -> list:
