@@ -4,7 +4,8 @@
 
 One progress line per row; the table is printed at the end. A row's verdict is ``ok`` when it
 measured 0 events lost, 0 counted twice, every opened alert posted exactly once, the worker
-alive (or back and counting) and its own checks held; otherwise what failed is named.
+alive (or back and counting), its peak memory within ``make bench``'s 400 MB and the row's
+own checks held; otherwise what failed is named.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.__main__ import machine
+from bench.__main__ import TARGETS, machine
 from bench.faults import hostile, models, restarts, slack, soak
 from bench.faults.harness import rss_mb
 from stream.broker import EmbeddedBroker
+
+PEAK_RSS_MB = float(TARGETS["peak_rss_mb"][1])
+"""Bounded memory: a worker's peak over a row stays within ``make bench``'s target."""
 
 RowFn = Callable[[EmbeddedBroker], Coroutine[Any, Any, dict[str, Any]]]
 
@@ -84,6 +88,34 @@ ROWS = [
 ]
 
 
+NOTES = """
+## Reading the table
+
+- **events produced / counted**: the scan, signup and succeeded-payment events the row
+  published against the `scans`, `signups` and `payments` windows (all segments, all channels)
+  the worker closed on `kpis`. Every final publication of a window counts: a window published
+  again after a restart must carry the same number. **lost**: short of what was published;
+  **twice**: over it.
+- **alerts expected / posted**: the alert ids opened on `alerts` against the top-level
+  messages the local Slack channel holds for each (tests/fakes/slack_server.py, the real
+  slack_sdk on the worker's side); **duplicates**: the extra messages.
+- **worker alive**: at the end of the row (both workers in the two-worker row). A SIGKILLed
+  worker is started again at once by the row, as a supervisor (systemd, a restart policy) would;
+  every other fault must leave the worker up by itself.
+- **recover s**: a kill or the broker restart: from the fault to the first `kpis` record
+  appended after it (back and counting). Slack storms: from the storm's end to the first post
+  that succeeded after it. Hostile input, poison, event-time attacks: from the end of the
+  injection to the next `kpis` record. Click flood: how long the signed click sent after the
+  flood took to be answered. Model faults last the whole row: nothing to time.
+- **RSS**: the worker's peak (VmHWM) over the row, bounded by `make bench`'s target
+  (400 MB); the broker's resident memory at the row's end. The rows share one embedded broker,
+  which keeps every row's topics in memory, so its figure grows from row to row; the
+  broker-restart row and the soak have brokers of their own.
+- Per row, `bench/faults.json` also holds what the table has no room for: dead-letter reasons,
+  click statuses, model calls, the Slack calls faulted, the soak's RSS samples, the checks.
+"""
+
+
 def verdict(r: dict[str, Any]) -> list[str]:
     """What a row's measures show is wrong (empty: ok)."""
     bad = []
@@ -101,6 +133,8 @@ def verdict(r: dict[str, Any]) -> list[str]:
         bad.append(f"{r['alert_duplicates']} duplicate posts")
     if r.get("worker_alive") is False:
         bad.append("worker not alive")
+    if (r.get("worker_rss_mb") or 0) > PEAK_RSS_MB:
+        bad.append(f"worker peak RSS {r['worker_rss_mb']:.0f} MB > {PEAK_RSS_MB:.0f}")
     bad += [name for name, held in (r.get("checks") or {}).items() if not held]
     return bad
 
@@ -201,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
             f"Measured by `python -m bench.faults` on {doc['date']}, {doc['machine']}, in "
             f"{total / 60:.0f} min (this run; with `--only`, the other rows are kept from earlier "
             "runs, each with its date in the JSON). How each row is measured: `bench/faults/`; "
-            "the numbers: `bench/faults.json`.\n\n" + md + "\n")
+            "the numbers: `bench/faults.json`.\n\n" + md + "\n" + NOTES)
     print("\n" + md)
     print(f"\n{len(results)} rows in {total / 60:.1f} min; written to {args.json} and {args.table}")
 

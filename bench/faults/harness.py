@@ -98,6 +98,7 @@ class FaultySlack(FakeSlack):
         self.mode, self.storm_s, self.slow_s = mode, storm_s, slow_s
         self.storm_from = self.storm_until = 0.0
         self.injected = 0
+        self.alert_of: dict[str, str] = {}   # message ts -> the alert it was posted for
         self._turn = itertools.count()
 
     async def __aenter__(self) -> FaultySlack:
@@ -130,20 +131,32 @@ class FaultySlack(FakeSlack):
                                 content_type="text/html")
         return await super()._api(request)
 
+    def _chat_postMessage(self, p: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = super()._chat_postMessage(p)
+        alert_id = _alert_id(p)
+        if body.get("ok") and alert_id and not p.get("thread_ts"):
+            self.alert_of[body["ts"]] = alert_id   # its blocks change when it is updated
+        return body
+
     def alert_posts(self) -> Counter[str]:
         """Alert id -> how many top-level messages the channel holds for it."""
-        out: Counter[str] = Counter()
-        for m in list(self.messages.values()):
-            if m.get("thread_ts"):
-                continue
-            for b in m.get("blocks") or []:
-                if b.get("type") == "actions" and str(b.get("block_id", "")).startswith(
-                        "pulse_actions_"):
-                    out[b["block_id"].removeprefix("pulse_actions_")] += 1
-        return out
+        return Counter(self.alert_of[ts] for ts in list(self.messages) if ts in self.alert_of)
 
     def posts_ok(self) -> list[Recorded]:
         return [r for r in self.requests if r.method == "chat.postMessage" and r.ok]
+
+
+def _alert_id(params: dict[str, Any]) -> str | None:
+    """The alert a ``chat.postMessage`` is for: its buttons' block id (``pulse_actions_<id>``),
+    as tests/test_restart.py reads it."""
+    blocks = params.get("blocks") or []
+    if isinstance(blocks, str):
+        blocks = orjson.loads(blocks)
+    for b in blocks:
+        block_id = str(b.get("block_id", "")) if isinstance(b, dict) else ""
+        if b.get("type") == "actions" and block_id.startswith("pulse_actions_"):
+            return block_id.removeprefix("pulse_actions_")
+    return None
 
 
 @dataclass
@@ -303,14 +316,26 @@ class Rig:
 
         return await self.records("kpis", until=done, timeout=timeout)
 
-    async def json_docs(self, topic: str, **kw: Any) -> list[dict[str, Any]]:
+    async def json_docs(self, topic: str, *,
+                        until: Callable[[list[dict[str, Any]]], bool] | None = None,
+                        **kw: Any) -> list[dict[str, Any]]:
+        """The JSON objects of ``topic`` (what is not JSON is skipped), as :meth:`records`;
+        ``until`` is given the objects."""
         out: list[dict[str, Any]] = []
-        for r in await self.records(topic, **kw):
-            with contextlib.suppress(orjson.JSONDecodeError):
-                doc = orjson.loads(r.value)
-                out.extend(d for d in (doc if isinstance(doc, list) else [doc])
-                           if isinstance(d, dict))
-        return out
+        seen = [0]
+
+        def decode(recs: list[Rec]) -> list[dict[str, Any]]:
+            for r in recs[seen[0]:]:
+                with contextlib.suppress(orjson.JSONDecodeError):
+                    doc = orjson.loads(r.value)
+                    out.extend(d for d in (doc if isinstance(doc, list) else [doc])
+                               if isinstance(d, dict))
+            seen[0] = len(recs)
+            return out
+
+        recs = await self.records(topic, until=None if until is None
+                                  else lambda m: until(decode(m)), **kw)
+        return decode(recs)
 
     # -- the measures ------------------------------------------------------------------------
 
