@@ -16,6 +16,7 @@ import os
 import signal
 import tempfile
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from stream.worker_process import WorkerProcess
 from tests.fakes.slack_server import FakeSlack, Recorded
 
 __all__ = ["COUNTED", "DAY", "HOUR", "START", "FaultySlack", "Rec", "Rig", "rss_mb",
-           "incident_sim", "INCIDENT_END"]
+           "alert_id", "incident_sim", "INCIDENT_END"]
 
 START = 1_794_000_000 // 3600 * 3600
 DAY, HOUR = 86400.0, 3600.0
@@ -47,15 +48,15 @@ COUNTED: dict[str, Callable[[dict[str, Any]], bool]] = {
 }
 """The count KPIs and the events each one counts: what "events produced / counted" compares."""
 
-INCIDENT_END = START + 6 * DAY
+INCIDENT_END = START + 7 * DAY
 _names = itertools.count(1)
 
 
 def incident_sim(seed: int = 3) -> Simulation:
-    """Four quiet days, then a payment outage on day five (tests/test_restart.py's run: it opens
-    alerts within six simulated days)."""
-    return Simulation(seed=seed, start_ts=START, scenario="payment-outage",
-                      incident_range=(START + 4 * DAY + 2 * HOUR, START + 5 * DAY - HOUR))
+    """Four quiet days of history, then three days of ``mixed`` incidents (as many kinds as fit
+    12 h apart): several alerts for the Slack and model rows to deliver."""
+    return Simulation(seed=seed, start_ts=START, scenario="mixed",
+                      incident_range=(START + 4 * DAY + 2 * HOUR, INCIDENT_END - HOUR))
 
 
 def rss_mb(pid: int | None, field_name: str = "VmRSS") -> float | None:
@@ -91,7 +92,7 @@ class FaultySlack(FakeSlack):
     is ahead, every Web API call gets ``mode``: ``5xx`` (500/502/503 in turn), ``429``
     (Retry-After 1-3 s), ``slow`` (the call is carried out, its answer comes ``slow_s`` late),
     ``nonjson`` (the call is carried out, the answer is a 200 HTML page). The storm starts at the
-    first ``chat.postMessage`` and lasts ``storm_s``."""
+    first ``chat.postMessage`` of an alert and lasts ``storm_s``."""
 
     def __init__(self, mode: str = "", storm_s: float = 0.0, slow_s: float = 15.0) -> None:
         super().__init__(token=TOKEN)
@@ -110,7 +111,8 @@ class FaultySlack(FakeSlack):
 
     async def _api(self, request: web.Request) -> web.Response:
         if (self.mode and not self.storm_from
-                and request.match_info["method"] == "chat.postMessage"):
+                and request.match_info["method"] == "chat.postMessage"
+                and alert_id(await _params(request))):
             self.storm_from = time.time()
             self.storm_until = self.storm_from + self.storm_s
         if not self.storming():
@@ -133,9 +135,9 @@ class FaultySlack(FakeSlack):
 
     def _chat_postMessage(self, p: dict[str, Any]) -> dict[str, Any]:
         body: dict[str, Any] = super()._chat_postMessage(p)
-        alert_id = _alert_id(p)
-        if body.get("ok") and alert_id and not p.get("thread_ts"):
-            self.alert_of[body["ts"]] = alert_id   # its blocks change when it is updated
+        alert = alert_id(p)
+        if body.get("ok") and alert and not p.get("thread_ts"):
+            self.alert_of[body["ts"]] = alert   # its blocks change when it is updated
         return body
 
     def alert_posts(self) -> Counter[str]:
@@ -146,7 +148,18 @@ class FaultySlack(FakeSlack):
         return [r for r in self.requests if r.method == "chat.postMessage" and r.ok]
 
 
-def _alert_id(params: dict[str, Any]) -> str | None:
+async def _params(request: web.Request) -> dict[str, Any]:
+    """A Web API call's arguments (JSON or form body), read ahead of the fake's handler."""
+    body = await request.read()   # aiohttp keeps it: the handler reads it again
+    with contextlib.suppress(ValueError):
+        if request.content_type == "application/json" and body:
+            return dict(orjson.loads(body))
+        if request.content_type == "application/x-www-form-urlencoded":
+            return {k: v[-1] for k, v in urllib.parse.parse_qs(body.decode()).items()}
+    return {}
+
+
+def alert_id(params: dict[str, Any]) -> str | None:
     """The alert a ``chat.postMessage`` is for: its buttons' block id (``pulse_actions_<id>``),
     as tests/test_restart.py reads it."""
     blocks = params.get("blocks") or []

@@ -17,7 +17,7 @@ from simulator import Simulation
 from stream.broker import EmbeddedBroker
 
 __all__ = ["broker_restart", "crafted_checkpoint", "kill_backlog", "kill_both",
-           "kill_window_close"]
+           "kill_one_of_two", "kill_window_close"]
 
 
 async def _finish(rig: Rig, sim: Simulation, t0: float, t1: float) -> dict[str, Any]:
@@ -96,6 +96,27 @@ async def kill_both(broker: EmbeddedBroker) -> dict[str, Any]:
             rig.start_worker()
             out = await _finish(rig, sim, START + 2 * DAY, START + 3 * DAY)
             out["worker_alive"] = all(w.alive for w in rig.workers[-2:])
+        finally:
+            await rig.stop()
+    out["recover_s"] = first_after(out.pop("_kpis"), killed)
+    return out
+
+
+async def kill_one_of_two(broker: EmbeddedBroker) -> dict[str, Any]:
+    """Two workers share the partitions; one is SIGKILLed in the backlog and not restarted:
+    the other must take its partitions over by itself."""
+    async with FaultySlack() as slack:
+        rig = await Rig(broker.bootstrap, "kill-one", slack=slack).setup()
+        sim = Simulation(seed=13, start_ts=START, scenario="none")
+        try:
+            rig.start_worker()
+            survivor = rig.start_worker()
+            await rig.publish(sim, START, START + 2 * DAY)
+            await rig.records("kpis", until=lambda m: len(m) >= 17 * 12, timeout=120)
+            await asyncio.sleep(2.5)
+            killed = rig.kill(rig.workers[0])
+            out = await _finish(rig, sim, START + 2 * DAY, START + 3 * DAY)
+            out["worker_alive"] = survivor.alive
         finally:
             await rig.stop()
     out["recover_s"] = first_after(out.pop("_kpis"), killed)

@@ -1,9 +1,9 @@
 """Rows where Slack misbehaves while alerts are delivered (``FaultySlack`` in harness.py).
 
-Six simulated days with a payment outage on the fifth; the storm starts at the worker's first
-``chat.postMessage`` and lasts a fixed time. Every alert opened on ``alerts`` must end up in
-the channel exactly once; the time to recover runs from the storm's end to the first post that
-succeeded after it.
+Seven simulated days, incidents in the last three; the storm starts at the worker's first
+``chat.postMessage`` of an alert and lasts a fixed time. Every alert opened on ``alerts`` must
+end up in the channel exactly once; the time to recover runs from the storm's end to the first
+post that succeeded after it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ import asyncio
 import time
 from typing import Any
 
-from bench.faults.harness import INCIDENT_END, START, FaultySlack, Rig, incident_sim
+from bench.faults.harness import (
+    INCIDENT_END,
+    START,
+    FaultySlack,
+    Rig,
+    alert_id,
+    incident_sim,
+)
 from stream.broker import EmbeddedBroker
 
 __all__ = ["baseline", "incident_run", "slack_429", "slack_5xx", "slack_nonjson", "slack_slow"]
@@ -44,7 +51,10 @@ async def _storm(broker: EmbeddedBroker, mode: str, storm_s: float) -> dict[str,
         after = [r.wall for r in slack.posts_ok() if r.wall >= slack.storm_until]
     out["recover_s"] = round(min(after) - slack.storm_until, 1) if after else None
     out["slack_calls_faulted"] = slack.injected
-    out["checks"] = {"the storm hit calls": slack.injected > 0}
+    out["alert_posts_in_storm"] = sum(
+        1 for r in slack.requests if r.method == "chat.postMessage" and alert_id(r.params)
+        and slack.storm_from <= r.wall < slack.storm_until)
+    out["checks"] = {"the storm hit an alert's post": out["alert_posts_in_storm"] > 0}
     if slack.storm_until > time.time():
         out["checks"]["the storm was over before the end"] = False
     return out
