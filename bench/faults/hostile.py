@@ -30,6 +30,7 @@ from bench.faults.harness import (
     Rig,
     first_after,
     incident_sim,
+    rss_mb,
 )
 from simulator import Simulation
 from stream.broker import EmbeddedBroker, free_port
@@ -294,6 +295,7 @@ async def click_flood(broker: EmbeddedBroker) -> dict[str, Any]:
             out.update(await rig.alerts(timeout=60))
             out["worker_alive"] = w.alive
             out["worker_rss_mb"] = rig.rss()
+            out["worker_rss_end_mb"] = rss_mb(w.process.pid if w.process else None)
         finally:
             await rig.stop()
     feedback = Path(rig.data_dir) / "feedback.jsonl"
