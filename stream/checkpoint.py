@@ -10,8 +10,9 @@ A state file is read back, so it is input: never pickle (unpickling runs whateve
 names). The format, version 1, is two parts:
 
 - a header line, JSON: ``format`` ("pulse-state"), ``version``, ``identity`` (the app id, the
-  topics and partition of the log the state was built from), ``bytes`` and ``sha256`` of the
-  body, ``saved_at`` (ISO-8601 UTC, for people);
+  topics and partition of the log the state was built from), ``cluster`` (the broker's cluster
+  id when it was saved, if known), ``bytes`` and ``sha256`` of the body, ``saved_at``
+  (ISO-8601 UTC, for people);
 - the body, JSON (orjson) in the shape of detectors/state.py: plain values as they are, tuples,
   sets, deques, odd floats and non-string keys tagged, an object as its class name and its
   attributes. Only the classes of :data:`ALLOWED` are rebuilt, attribute by attribute (no
@@ -26,6 +27,11 @@ an old pickle, say), of an unknown version, of another log (identity), or naming
 :data:`ALLOWED` is refused: an ERROR names the file and why, ``pulse_state_files_refused_total``
 counts it by reason, the file is kept beside as ``<name>.refused`` for a person, and the agent
 starts that state empty, so it is rebuilt from Kafka (from the group's start, as with no file).
+
+A file saved on another cluster than the broker's now (stream/resume.py ``LOG``: the embedded
+broker started again, which keeps nothing) is not refused but left behind: its offsets belong
+to a log that is gone, so the state starts empty on the new one, the reset is said once
+(``LogIdentity.reset``), and the next save replaces the file.
 
 >>> import tempfile, pathlib
 >>> ck = Checkpoint(pathlib.Path(tempfile.mkdtemp()) / "a.ckpt", app_id="pulse", topics=("t",))
@@ -50,6 +56,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from stream.resume import LOG
 
 __all__ = ["ALLOWED", "Checkpoint", "REFUSED_REASONS", "Refused", "Resumable", "dumps_state",
            "loads_state"]
@@ -91,6 +99,14 @@ class Refused(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason, self.detail = reason, detail
+
+
+class _OtherLog(Exception):
+    """A state file saved on another cluster (a broker reset): not loaded, not refused."""
+
+    def __init__(self, cluster: str) -> None:
+        super().__init__(cluster)
+        self.cluster = cluster
 
 
 def _name(cls: type) -> str:
@@ -251,6 +267,9 @@ class Checkpoint:
             return None
         try:
             return self._parse(data)
+        except _OtherLog as other:
+            LOG.reset(f"{self.path.name} was saved on cluster {other.cluster!r}, the broker is "
+                      f"{LOG.cluster!r}")
         except Refused as r:
             self._refuse(r.reason, r.detail)
         except (ValueError, TypeError, KeyError, AttributeError, ImportError,
@@ -276,6 +295,8 @@ class Checkpoint:
         if header.get("identity") != self.identity:
             raise Refused("mismatched", f"it belongs to {header.get('identity')!r}, this "
                           f"worker reads {self.identity!r}")
+        if LOG.moved(header.get("cluster")):
+            raise _OtherLog(str(header.get("cluster")))
         if header.get("bytes") != len(body) or \
                 header.get("sha256") != hashlib.sha256(body).hexdigest():
             raise Refused("corrupt", f"its body ({len(body)} bytes) does not match the "
@@ -298,6 +319,7 @@ class Checkpoint:
         body = dumps_state(state)
         header = orjson.dumps({
             "format": FORMAT, "version": VERSION, "identity": self.identity,
+            "cluster": LOG.cluster,
             "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest(),
             "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
         folder = self.path.parent
