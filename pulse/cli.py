@@ -130,7 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run a stream worker (embedded broker if none set)")
     worker.add_argument("--broker", default="")
 
-    sub.add_parser("broker", help="run an embedded Kafka-API broker until Ctrl-C")
+    brk = sub.add_parser(
+        "broker", help="run an embedded Kafka-API broker until Ctrl-C or SIGTERM",
+        description="Run an embedded Kafka-API broker (Tansu) on 127.0.0.1. It keeps "
+        "everything in memory and nothing when it stops: every start is an empty broker with "
+        "a new cluster id, and workers that saved state on an earlier one detect the reset "
+        "and read the new one from its start. Past --max-mb of memory it is started again, "
+        "empty, on the same port (Tansu has no retention of its own).")
+    brk.add_argument("--port", type=int, default=0,
+                     help="port to listen on (default: a free one)")
+    brk.add_argument("--max-mb", type=int, default=None,
+                     help="resident memory (MB) past which the broker starts again empty; "
+                     "0: no limit (default: PULSE_BROKER_MAX_MB, else 1024)")
 
     sim = sub.add_parser("simulate", help="publish simulated events to a broker")
     sim.add_argument("--broker", default="")
@@ -272,15 +283,29 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.broker import EmbeddedBroker
-    with EmbeddedBroker() as broker:
-        print(f"pulse broker: listening on {broker.bootstrap} (Ctrl-C stops it)", flush=True)
-        try:
-            while broker.process and broker.process.poll() is None:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-    return 0
+    from stream.broker import BrokerError, EmbeddedBroker
+
+    def stop(signum: int, frame: object) -> None:   # SIGTERM stops it like Ctrl-C
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+    broker = EmbeddedBroker(port=args.port or None, max_mb=args.max_mb)
+    try:
+        broker.start()
+    except BrokerError as e:
+        print(f"pulse broker: error: {e}", file=sys.stderr)
+        return 1
+    try:
+        print(f"pulse broker: listening on {broker.bootstrap}, cluster {broker.cluster_id}; "
+              "memory only, nothing kept when it stops (Ctrl-C stops it)", flush=True)
+        while broker.running:
+            time.sleep(0.5)
+        print("pulse broker: the broker exited", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        broker.stop()
 
 
 def _simulate(args: argparse.Namespace, settings: Settings) -> int:

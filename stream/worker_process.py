@@ -6,8 +6,6 @@ it starts.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal as signals
 import subprocess
@@ -16,16 +14,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from stream.broker import EMBEDDED_SESSION_TIMEOUT_S, free_port, is_embedded
+from stream.broker import EMBEDDED_SESSION_TIMEOUT_S, die_with_parent, free_port, is_embedded
 
 __all__ = ["WorkerProcess", "die_with_parent"]
-
-
-def die_with_parent() -> None:
-    """preexec_fn: the child gets SIGTERM when the parent dies, even by SIGKILL (Linux)."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signals.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class WorkerProcess:
