@@ -7,23 +7,42 @@ until its session expired); with the 5 s default of ``PULSE_SESSION_TIMEOUT`` st
 both take ~4.6 s (``python -m bench.startup``). Offsets are
 committed by the agents right after they checkpoint their state (see ``stream/checkpoint.py``),
 not on Faust's timer, so a restart resumes exactly where the saved state stops.
+
+The broker is watched (``watch_broker``, stream/broker.py ``BrokerWatch``): ``pulse_broker_up``
+says whether it answers, an outage is logged once and then every ``OUTAGE_REMINDER_S`` (Kafka
+clients' own connection errors are held to one line per ``OUTAGE_REMINDER_S`` each,
+``QuietRepeats``), and a broker that comes back as another cluster (a reset: the embedded
+broker keeps nothing) gets the pipeline's topics created again; the agents then start over on
+it (stream/resume.py).
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Collection
+from typing import Any, cast
 
 import faust
+from faust.types import TP
 from mode.utils.logging import level_number
 
 from stream import metrics
 from stream.backfill import fetch_range, start_offsets
-from stream.resume import Offsets, Resume
+from stream.broker import BrokerWatch, QuietRepeats, cluster_id, log_end
+from stream.faust_internals import refresh_metadata
+from stream.resume import LOG, Offsets, Resume, Step
 from stream.settings import Settings
+from stream.topics import ensure_topics, pipeline_topics
 
-__all__ = ["app", "settings", "create_app", "commit", "owns", "make_resume"]
+__all__ = ["app", "settings", "create_app", "commit", "owns", "make_resume", "watch_broker",
+           "recreate_topics"]
+
+log = logging.getLogger(__name__)
+
+OUTAGE_REMINDER_S = 30.0
+BROKER_CHECK_S = 1.0
 
 
 GUARANTEES = ("at_least_once", "exactly_once")
@@ -69,6 +88,74 @@ async def restore_log_level() -> None:
     message sent, then builds a log record that no handler prints (~3% of a busy worker's
     time). Once the worker runs, the root logger goes back to ``PULSE_LOG_LEVEL``."""
     logging.root.setLevel(level_number(settings.log_level.lower()))
+    quiet = QuietRepeats(OUTAGE_REMINDER_S)
+    for handler in logging.root.handlers:   # Faust's (mode's) handlers, set up by now
+        handler.addFilter(quiet)
+
+
+LOG.on_reset = metrics.BROKER_RESETS.inc
+LOG.refresh = lambda: cluster_id(settings.kafka_bootstrap)
+
+
+async def recreate_topics() -> None:
+    """The topics of a broker that was reset (they vanished with it): the pipeline's, with
+    their partition counts, and Faust's own (the tables' changelogs, the leader topic)."""
+    await ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings))
+    internal = [t.changelog_topic for t in app.tables.values()]
+    internal += [channel for channel in list(app.topics) if channel.internal]
+    for topic in internal:
+        try:
+            await topic.declare()
+        except Exception as exc:   # it exists already, or the broker went away again
+            log.info("topic %s not declared again (%s)", topic, exc)
+    refresh_metadata(app.consumer)   # it rejoined before they existed: it sees them now
+
+
+async def rewind(topics: Collection[str]) -> None:
+    """After a broker reset: the consumer back to where the group starts on the new log
+    (committed, else earliest) on each assigned partition of ``topics``. (Left alone, Faust
+    goes on fetching from its old positions, and a new log that has reached them already is
+    skipped up to there.)"""
+    wanted: dict[str, list[int]] = {}
+    for tp in app.consumer.assignment():
+        if tp.topic in topics:
+            wanted.setdefault(tp.topic, []).append(tp.partition)
+    for topic, partitions in wanted.items():
+        starts = await start_offsets(settings.kafka_bootstrap, settings.app_id, topic,
+                                     partitions)
+        for partition, offset in starts.items():
+            await app.consumer.seek(TP(topic, partition), offset)
+
+
+_assigned_on: list[str | None] = [None]   # the cluster of the last assignment
+
+
+async def _ask_cluster_after_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
+    """A new assignment may come from a broker that was reset: the agents ask its cluster id
+    before their next record (stream/resume.py ``LogIdentity.unsure``); one on a new log
+    starts at the group's start there."""
+    LOG.unsure = True
+    if _assigned_on[0] is not None and LOG.cluster != _assigned_on[0]:
+        await rewind(pipeline_topics(settings))
+    _assigned_on[0] = LOG.cluster
+
+
+app.on_partitions_assigned.connect(cast(Any, _ask_cluster_after_rebalance))
+
+
+@app.task
+async def watch_broker() -> None:
+    """Whether the broker answers, and as which cluster (``BrokerWatch``), every
+    ``BROKER_CHECK_S``."""
+    async def new_log() -> None:
+        await recreate_topics()
+        await rewind(pipeline_topics(settings))
+
+    watch = BrokerWatch(settings.kafka_bootstrap, LOG, set_up=metrics.BROKER_UP.set,
+                        recreate=new_log, remind_s=OUTAGE_REMINDER_S)
+    while not app.should_stop:
+        await watch.step()
+        await asyncio.sleep(BROKER_CHECK_S)
 
 
 def owns(topic: str) -> bool:
@@ -91,10 +178,11 @@ async def commit(*topics: str) -> None:
 
 
 def make_resume(topics: tuple[str, ...], save: Callable[[Offsets], Any], every_s: float,
-                due: Offsets | None = None) -> Resume:
+                due: Offsets | None = None, on_reset: Step | None = None) -> Resume:
     """The resume protocol (stream/resume.py) of an agent reading ``topics``, wired to this
     app: gaps fetched and start offsets asked of the broker, the producer flushed and the
-    agent's own topics committed after ``save``."""
+    agent's own topics committed after ``save``; after a broker reset ``on_reset`` starts the
+    agent's state over (None: its state is kept, only its offsets start over)."""
     bootstrap = settings.kafka_bootstrap
 
     async def fetch(topic: str, partition: int, start: int, end: int) -> list[Any]:
@@ -106,6 +194,17 @@ def make_resume(topics: tuple[str, ...], save: Callable[[Offsets], Any], every_s
     async def flush() -> None:
         await app.producer.flush()
 
+    async def end(topic: str, partition: int) -> int | None:
+        return await log_end(bootstrap, topic, partition)
+
+    async def start_over() -> None:   # a broker reset: the agent's state, then its positions
+        if on_reset is not None:
+            result = on_reset()
+            if inspect.isawaitable(result):
+                await result
+        await rewind(topics)
+
     return Resume(fetch=fetch, start=start, flush=flush, save=save,
                   commit=lambda: commit(*topics), every_s=every_s, due=due,
-                  on_redelivered=metrics.REDELIVERED.inc, on_gap=metrics.OFFSET_GAPS.inc)
+                  on_redelivered=metrics.REDELIVERED.inc, on_gap=metrics.OFFSET_GAPS.inc,
+                  log=LOG, end=end, on_reset=start_over)

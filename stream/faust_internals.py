@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["read_offset", "record_fields"]
+__all__ = ["read_offset", "record_fields", "refresh_metadata"]
 
 
 def read_offset(consumer: Any, tp: Any) -> int | None:
@@ -40,3 +40,24 @@ def record_fields(record: type) -> tuple[frozenset[str], frozenset[str]]:
     fields = getattr(options, "fields", None) or {}
     defaults = getattr(options, "defaults", None) or {}
     return frozenset(fields), frozenset(defaults)
+
+
+def refresh_metadata(consumer: Any) -> bool:
+    """Ask Faust's Kafka consumer to fetch the cluster's metadata now; True if it could be asked.
+
+    faust-streaming 0.15.3 ``faust.transport.drivers.aiokafka.Consumer._thread`` (the
+    ``AIOKafkaConsumerThread``, running its own event loop ``thread_loop``) and its
+    ``_ensure_consumer()`` (the aiokafka 0.14.0 ``AIOKafkaConsumer``), whose ``_client`` has
+    ``force_metadata_update()``. After a broker reset the consumer rejoins its group before the
+    topics are created again, gets nothing assigned, and would not look at the topics again
+    for ``metadata_max_age_ms`` (5 minutes): asked now, it sees them and rebalances. Faust and
+    aiokafka have no public way to ask for it.
+    """
+    thread = getattr(consumer, "_thread", None)
+    try:
+        client = thread._ensure_consumer()._client   # type: ignore[union-attr]
+        loop = thread.thread_loop   # type: ignore[union-attr]
+        loop.call_soon_threadsafe(client.force_metadata_update)
+    except Exception:   # another transport, or not started
+        return False
+    return True

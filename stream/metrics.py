@@ -82,6 +82,11 @@ LLM_LATENCY = Histogram("pulse_llm_call_seconds", "Latency of explanation model 
 STATE_FILES_REFUSED = Counter(
     "pulse_state_files_refused",
     "State files (checkpoints) refused at load and rebuilt from Kafka, by reason.", ["reason"])
+# the broker (stream/broker.py BrokerWatch; resets: stream/resume.py LogIdentity)
+BROKER_UP = Gauge("pulse_broker_up", "1 while the worker's Kafka broker answers, 0 while not.")
+BROKER_RESETS = Counter("pulse_broker_resets",
+                        "Broker resets detected: a log whose cluster id changed or whose "
+                        "offsets went backwards; its topics were read again from their start.")
 
 
 def _zero(counter: Counter, **values: Iterable[str]) -> None:

@@ -17,6 +17,8 @@ from pathlib import Path
 from prometheus_client import start_http_server
 
 from stream.app import app, settings
+from stream.broker import cluster_id
+from stream.resume import LOG
 from stream.topics import ensure_topics, pipeline_topics
 
 __all__ = ["main", "AGENT_MODULES"]
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
     loop = asyncio.new_event_loop()   # not asyncio.run: Faust wants the current loop left as is
-    try:
+    try:   # which log this is, before any agent loads a state saved on one (stream/resume.py)
+        LOG.cluster = loop.run_until_complete(cluster_id(settings.kafka_bootstrap, 10.0))
         loop.run_until_complete(ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings)))
     except Exception as e:   # e.g. no right to create topics: they may exist already
         print(f"pulse worker: could not check the topics ({e}); make sure they exist with the "

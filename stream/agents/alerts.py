@@ -97,8 +97,12 @@ async def alert_changes(stream: Any) -> None:
     topic = settings.topic("anomalies")
     checkpoint, saved = _saved()
     service = make_service(saved.state)
+
+    def start_over() -> None:   # a broker reset: the lifecycle starts over, as with no file
+        saved.state = service.manager = AlertManager()
+
     resume = make_resume((topic,), lambda offsets: checkpoint.save(saved.at(offsets)),
-                         SAVE_EVERY_S, due=saved.offsets)
+                         SAVE_EVERY_S, due=saved.offsets, on_reset=start_over)
     can_post, can_explain = service.slack_enabled, service.notify
     # clicks (HTTP endpoint with SLACK_SIGNING_SECRET, or Socket Mode with SLACK_APP_TOKEN),
     # /pulse and mentions; Socket Mode connects only while this worker reads the alerts

@@ -147,7 +147,9 @@ async def detect_anomalies(stream: Any) -> None:
     state) from becoming the bottleneck at hundreds of windows a second.
     """
     states = DetectorStates(detector_state)
-    resume = make_resume((settings.topic("kpis"),), states.save_and_flush, SAVE_EVERY_S)
+    # after a broker reset the detectors keep what they learned; the offsets start over
+    resume = make_resume((settings.topic("kpis"),), states.save_and_flush, SAVE_EVERY_S,
+                         on_reset=states.due.clear)
     async for event in stream.events():
         msg = event.message
         while app.in_recovery:   # Faust resumes streams before the table is fully recovered

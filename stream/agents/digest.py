@@ -79,9 +79,14 @@ async def daily_digest(stream: Any) -> None:
     builder: DigestBuilder = saved.state
     publisher = DigestPublisher(settings, settings.digest_file or data / "digest.jsonl",
                                 observer=record_call)
+
+    def start_over() -> None:   # a broker reset: the week of daily values starts over
+        nonlocal builder
+        builder = saved.state = DigestBuilder(window_s=settings.window_seconds)
+
     resume = make_resume((kpis_name, alerts_name),
                          lambda offsets: checkpoint.save(saved.at(offsets)), SAVE_EVERY_S,
-                         due=saved.offsets)
+                         due=saved.offsets, on_reset=start_over)
     try:
         async for event in stream.events():
             msg, closed = event.message, False

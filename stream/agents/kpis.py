@@ -11,7 +11,8 @@ producer keys them by user), which is what makes the partitions' sums add up.
 
 Each partition's windows are checkpointed to their own file under ``PULSE_DATA_DIR`` with the
 next offset due (stream/resume.py), so whichever worker is assigned the partition next resumes
-it (workers of one deployment share that directory).
+it (workers of one deployment share that directory). After a broker reset (stream/resume.py)
+every partition's windows start over empty: their events went with the old log.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import orjson
 from faust.types import TP
 
+from kpis.engine import PartitionWindows
 from kpis.partials import Partial, decode_partials, encode_partials
 from stream import metrics
 from stream.app import app, make_resume, settings
@@ -60,11 +62,19 @@ async def kpi_windows(stream: Any) -> None:
     """Consumes events; publishes closed windows to ``kpi-partials``, bad input to
     ``dead-letters``."""
     topic = settings.topic("events")
-    resume = make_resume((topic,), lambda offsets: parts.save(offsets), CHECKPOINT_EVERY_S)
-    parts = Partitions(topic, settings, resume, functools.partial(_assigned, topic),
-                       functools.partial(_partitions_of, topic), _send_partials)
     clock = PartitionClock()   # wall-clock bookkeeping of this process only
     hold = FetchHold(topic, lambda: app.consumer)
+
+    def start_over() -> None:   # a broker reset: the windows' events are gone with the old log
+        nonlocal clock
+        clock = PartitionClock()
+        hold.update(set())
+        _start_over(parts)
+
+    resume = make_resume((topic,), lambda offsets: parts.save(offsets), CHECKPOINT_EVERY_S,
+                         on_reset=start_over)
+    parts = Partitions(topic, settings, resume, functools.partial(_assigned, topic),
+                       functools.partial(_partitions_of, topic), _send_partials)
     try:
         async for event in stream.events():
             msg = event.message
@@ -77,6 +87,15 @@ async def kpi_windows(stream: Any) -> None:
     finally:
         parts.save(resume.due)
         log.info("KPI windows of partitions %s saved", sorted(parts.open))
+
+
+def _start_over(parts: Partitions) -> None:
+    """Every open partition's windows empty, as with no checkpoint."""
+    for p in parts.open:
+        parts.open[p] = PartitionWindows(window_s=settings.window_seconds,
+                                         lateness_s=settings.lateness_seconds,
+                                         peek_s=settings.early_seconds)
+    parts.reported.clear()
 
 
 async def _send_partials(value: bytes) -> None:

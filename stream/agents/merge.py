@@ -47,6 +47,10 @@ class MergeState:
         self.merger: KpiMerger | None = None
         self.next_offset: int | None = None
 
+    def start_over(self) -> None:
+        """After a broker reset: the partitions' windows start over, so does their sum."""
+        self.merger, self.next_offset = None, None
+
     def offsets(self, topic: str) -> Offsets:
         return {} if self.next_offset is None else {(topic, 0): self.next_offset}
 
@@ -85,7 +89,7 @@ async def merge_windows(stream: Any) -> None:
     if not isinstance(state, MergeState):
         state = MergeState()
     resume = make_resume((topic,), lambda offsets: checkpoint.save(state.at(offsets, topic)),
-                         CHECKPOINT_EVERY_S, due=state.offsets(topic))
+                         CHECKPOINT_EVERY_S, due=state.offsets(topic), on_reset=state.start_over)
     try:
         async for event in stream.events():
             msg = event.message
