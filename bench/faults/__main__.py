@@ -41,11 +41,14 @@ class Row:
 
 ROWS = [
     Row("baseline", "none (the control run)",
-        "6 simulated days, a payment outage on day 5; Slack and the worker left alone",
+        "7 simulated days, mixed incidents in the last 3; Slack and the worker left alone",
         slack.baseline),
     Row("kill-backlog", "worker SIGKILL in a backlog",
         "2 days published, SIGKILL after the 1st checkpoint, restart, 1 more day",
         restarts.kill_backlog),
+    Row("kill-delivering", "worker SIGKILL while alerts are delivered",
+        "7 days with mixed incidents; SIGKILL as the 1st alert opens, restart, the last day",
+        restarts.kill_delivering),
     Row("kill-window-close", "worker SIGKILL at a window close",
         "caught up; SIGKILL as the next window's partials reach kpi-partials",
         restarts.kill_window_close),
@@ -58,8 +61,8 @@ ROWS = [
     Row("broker-restart", "embedded broker restart under a worker",
         "caught-up worker; Tansu (memory) stopped and started on its port, 1 more day",
         restarts.broker_restart),
-    Row("slack-5xx", "Slack 5xx", "500/502/503 to every Web API call for 20 s from the 1st post",
-        slack.slack_5xx),
+    Row("slack-5xx", "Slack 5xx",
+        "500/502/503 to every Web API call for 20 s from the 1st alert's post", slack.slack_5xx),
     Row("slack-429", "Slack 429 storm", "429 Retry-After 1-3 s to every call for 30 s",
         slack.slack_429),
     Row("slack-slow", "Slack slow answers",
@@ -101,7 +104,8 @@ NOTES = """
   **twice**: over it.
 - **alerts expected / posted**: the alert ids opened on `alerts` against the top-level
   messages the local Slack channel holds for each (tests/fakes/slack_server.py, the real
-  slack_sdk on the worker's side); **duplicates**: the extra messages.
+  slack_sdk on the worker's side); **duplicates**: the extra messages. A daily digest posted
+  twice fails a row too (`digest_duplicates` in the JSON).
 - **worker alive**: at the end of the row (both workers in the two-worker row). A SIGKILLed
   worker is started again at once by the row, as a supervisor (systemd, a restart policy) would;
   every other fault must leave the worker up by itself.
@@ -134,6 +138,8 @@ def verdict(r: dict[str, Any]) -> list[str]:
         bad.append(f"{r['alerts_lost']} alerts not posted")
     if r.get("alert_duplicates"):
         bad.append(f"{r['alert_duplicates']} duplicate posts")
+    if r.get("digest_duplicates"):
+        bad.append(f"{r['digest_duplicates']} duplicate digests")
     if r.get("worker_alive") is False:
         bad.append("worker not alive")
     if (r.get("worker_rss_mb") or 0) > PEAK_RSS_MB:

@@ -100,6 +100,7 @@ class FaultySlack(FakeSlack):
         self.storm_from = self.storm_until = 0.0
         self.injected = 0
         self.alert_of: dict[str, str] = {}   # message ts -> the alert it was posted for
+        self.digest_of: dict[str, str] = {}  # message ts -> the day of the digest it holds
         self._turn = itertools.count()
 
     async def __aenter__(self) -> FaultySlack:
@@ -138,7 +139,14 @@ class FaultySlack(FakeSlack):
         alert = alert_id(p)
         if body.get("ok") and alert and not p.get("thread_ts"):
             self.alert_of[body["ts"]] = alert   # its blocks change when it is updated
+        day = digest_day(p)
+        if body.get("ok") and day and not p.get("thread_ts"):
+            self.digest_of[body["ts"]] = day
         return body
+
+    def digest_posts(self) -> Counter[str]:
+        """Day -> how many top-level digest messages the channel holds for it."""
+        return Counter(self.digest_of[ts] for ts in list(self.messages) if ts in self.digest_of)
 
     def alert_posts(self) -> Counter[str]:
         """Alert id -> how many top-level messages the channel holds for it."""
@@ -170,6 +178,16 @@ def alert_id(params: dict[str, Any]) -> str | None:
         if b.get("type") == "actions" and block_id.startswith("pulse_actions_"):
             return block_id.removeprefix("pulse_actions_")
     return None
+
+
+def digest_day(params: dict[str, Any]) -> str | None:
+    """The day of a digest's ``chat.postMessage`` (its header, ``Daily digest · <day>``)."""
+    blocks = params.get("blocks") or []
+    if isinstance(blocks, str):
+        blocks = orjson.loads(blocks)
+    head = blocks[0] if blocks and isinstance(blocks[0], dict) else {}
+    text = str((head.get("text") or {}).get("text", "")) if head.get("type") == "header" else ""
+    return text.removeprefix("Daily digest · ") if text.startswith("Daily digest · ") else None
 
 
 @dataclass
@@ -400,7 +418,10 @@ class Rig:
             opened = {c["id"] for c in changes if c.get("status") == "open" and "id" in c}
         await asyncio.sleep(3)   # a late second copy would land now
         posts = self.slack.alert_posts()
-        return {"alerts_expected": len(opened), "alerts_posted": len(set(posts) & opened),
+        days = self.slack.digest_posts()
+        return {"digests_posted": len(days),
+                "digest_duplicates": sum(n - 1 for n in days.values()),
+                "alerts_expected": len(opened), "alerts_posted": len(set(posts) & opened),
                 "alerts_lost": len(opened - set(posts)),
                 "alert_duplicates": sum(n - 1 for n in posts.values()),
                 "alerts_unknown_posted": len(set(posts) - opened)}

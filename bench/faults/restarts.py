@@ -12,11 +12,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.faults.harness import DAY, HOUR, START, FaultySlack, Rig, first_after, rss_mb
+from bench.faults.harness import (
+    DAY,
+    HOUR,
+    INCIDENT_END,
+    START,
+    FaultySlack,
+    Rig,
+    first_after,
+    incident_sim,
+    rss_mb,
+)
 from simulator import Simulation
 from stream.broker import EmbeddedBroker
 
-__all__ = ["broker_restart", "crafted_checkpoint", "kill_backlog", "kill_both",
+__all__ = ["broker_restart", "crafted_checkpoint", "kill_backlog", "kill_both", "kill_delivering",
            "kill_one_of_two", "kill_window_close"]
 
 
@@ -47,6 +57,27 @@ async def kill_backlog(broker: EmbeddedBroker) -> dict[str, Any]:
             killed = rig.kill(rig.workers[-1])
             rig.start_worker()
             out = await _finish(rig, sim, START + 2 * DAY, START + 3 * DAY)
+        finally:
+            await rig.stop()
+    out["recover_s"] = first_after(out.pop("_kpis"), killed)
+    return out
+
+
+async def kill_delivering(broker: EmbeddedBroker) -> dict[str, Any]:
+    """SIGKILL the moment the first alert opens on ``alerts``: while alerts, their updates and
+    the digests are being delivered (tests/test_restart.py's delivery run)."""
+    async with FaultySlack() as slack:
+        rig = await Rig(broker.bootstrap, "kill-deliver", slack=slack).setup()
+        sim = incident_sim()
+        try:
+            rig.start_worker()
+            waiting = asyncio.create_task(rig.json_docs("alerts", timeout=240, until=lambda m: any(
+                a.get("status") == "open" for a in m)))
+            await rig.publish(sim, START, INCIDENT_END - DAY)
+            await waiting
+            killed = rig.kill(rig.workers[-1])
+            rig.start_worker()
+            out = await _finish(rig, sim, INCIDENT_END - DAY, INCIDENT_END)
         finally:
             await rig.stop()
     out["recover_s"] = first_after(out.pop("_kpis"), killed)
