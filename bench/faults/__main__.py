@@ -75,7 +75,7 @@ ROWS = [
     Row("model-timeouts", "model timeouts", "Claude answers 15 s late (client timeout 10 s)",
         models.model_timeouts),
     Row("model-invalid-json", "model invalid JSON",
-        "Claude answers 200 with a cut-off JSON body, then a reply that is not a Message",
+        "Claude answers 200: a cut-off JSON body, JSON that is not a Message, an HTML page",
         models.model_invalid_json),
     Row("hostile-events", "100,000 hostile events messages",
         "100,000 bad messages (12 kinds) on events between two days of real ones",
@@ -117,7 +117,9 @@ NOTES = """
 - **RSS**: the worker's peak (VmHWM) over the row, bounded by `make bench`'s target
   (400 MB); the broker's resident memory at the row's end. The rows share one embedded broker,
   which keeps every row's topics in memory, so its figure grows from row to row; the
-  broker-restart row and the soak have brokers of their own.
+  broker-restart row and the soak have brokers of their own. The embedded broker keeps every
+  message in memory (Tansu's memory storage, no retention), so under a steady rate its memory
+  grows with what it holds: the soak's broker growth measures that.
 - Per row, `bench/faults.json` also holds what the table has no room for: dead-letter reasons,
   click statuses, model calls, the Slack calls faulted, the soak's RSS samples, the checks.
 """

@@ -2,7 +2,7 @@
 
 On a broker of its own (so the other rows' data is not in its memory), two days of history go
 in at full speed, then the simulation (``mixed`` incidents) runs at one simulated day per
-minute, about 150 events a second. The worker's and the broker's resident memory are sampled
+minute, about 200 events a second. The worker's and the broker's resident memory are sampled
 every 10 s; the growth is the mean of the last three samples over the mean of the three at the
 end of the warm-up (the first third of the soak). At the end, windows and alerts are measured
 as in every row.
@@ -113,7 +113,7 @@ class SoakRow:
 
     def __post_init__(self) -> None:
         self.fault = f"{self.minutes:g}-minute soak"
-        self.injection = (f"~150 events/s steady (a simulated day a minute, mixed incidents); "
+        self.injection = (f"~200 events/s steady (a simulated day a minute, mixed incidents); "
                           f"RSS every {SAMPLE_S:.0f} s, growth after a {self.minutes / 3:g}-min "
                           "warm-up")
 
