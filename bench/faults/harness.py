@@ -34,8 +34,8 @@ from stream.topics import SINGLE_PARTITION_TOPICS, ensure_topics
 from stream.worker_process import WorkerProcess
 from tests.fakes.slack_server import FakeSlack, Recorded
 
-__all__ = ["COUNTED", "DAY", "HOUR", "START", "FaultySlack", "Rec", "Rig", "rss_mb",
-           "alert_id", "incident_sim", "INCIDENT_END"]
+__all__ = ["COUNTED", "DAY", "HOUR", "INCIDENT_END", "START", "FaultySlack", "Rec", "Rig",
+           "alert_id", "digest_day", "first_after", "incident_sim", "rss_mb"]
 
 START = 1_794_000_000 // 3600 * 3600
 DAY, HOUR = 86400.0, 3600.0

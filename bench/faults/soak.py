@@ -114,7 +114,7 @@ class SoakRow:
     def __post_init__(self) -> None:
         self.fault = f"{self.minutes:g}-minute soak"
         self.injection = (f"~200 events/s steady (a simulated day a minute, mixed incidents); "
-                          f"RSS every {SAMPLE_S:.0f} s, growth after a {self.minutes / 3:g}-min "
+                          f"RSS every {SAMPLE_S:.0f} s, growth after a {self.minutes / 3:.1f}-min "
                           "warm-up")
 
     async def run(self, broker: EmbeddedBroker) -> dict[str, Any]:
