@@ -31,7 +31,7 @@ from mode.utils.logging import level_number
 from stream import metrics
 from stream.backfill import fetch_range, start_offsets
 from stream.broker import BrokerWatch, QuietRepeats, cluster_id, log_end
-from stream.faust_internals import refresh_metadata
+from stream.faust_internals import forget_acks, refresh_metadata
 from stream.resume import LOG, Offsets, Resume, Step
 from stream.settings import Settings
 from stream.topics import ensure_topics, pipeline_topics
@@ -125,19 +125,31 @@ async def rewind(topics: Collection[str]) -> None:
                                      partitions)
         for partition, offset in starts.items():
             await app.consumer.seek(TP(topic, partition), offset)
+            forget_acks(app.consumer, TP(topic, partition))   # offsets of the old log
 
 
-_assigned_on: list[str | None] = [None]   # the cluster of the last assignment
+_rewinds: set[asyncio.Future[None]] = set()
+
+
+def rewind_soon(topics: Collection[str]) -> None:
+    """:func:`rewind`, not waited for: a seek waits for the consumer, which may be in a
+    rebalance that waits for the agents (the caller may be one)."""
+    task = asyncio.ensure_future(asyncio.wait_for(rewind(topics), 60.0))
+    _rewinds.add(task)
+
+    def done(t: asyncio.Future[None]) -> None:
+        _rewinds.discard(t)
+        if not t.cancelled() and t.exception() is not None:
+            log.info("consumer not rewound after the broker reset (%r)", t.exception())
+
+    task.add_done_callback(done)
 
 
 async def _ask_cluster_after_rebalance(sender: Any, *args: Any, **kwargs: Any) -> None:
     """A new assignment may come from a broker that was reset: the agents ask its cluster id
-    before their next record (stream/resume.py ``LogIdentity.unsure``); one on a new log
-    starts at the group's start there."""
+    before their next record (stream/resume.py ``LogIdentity.unsure``). (No seek here: this
+    runs inside the consumer's rebalance, and a seek waits for that consumer.)"""
     LOG.unsure = True
-    if _assigned_on[0] is not None and LOG.cluster != _assigned_on[0]:
-        await rewind(pipeline_topics(settings))
-    _assigned_on[0] = LOG.cluster
 
 
 app.on_partitions_assigned.connect(cast(Any, _ask_cluster_after_rebalance))
@@ -149,7 +161,7 @@ async def watch_broker() -> None:
     ``BROKER_CHECK_S``."""
     async def new_log() -> None:
         await recreate_topics()
-        await rewind(pipeline_topics(settings))
+        rewind_soon(pipeline_topics(settings))
 
     watch = BrokerWatch(settings.kafka_bootstrap, LOG, set_up=metrics.BROKER_UP.set,
                         recreate=new_log, remind_s=OUTAGE_REMINDER_S)
@@ -202,7 +214,7 @@ def make_resume(topics: tuple[str, ...], save: Callable[[Offsets], Any], every_s
             result = on_reset()
             if inspect.isawaitable(result):
                 await result
-        await rewind(topics)
+        rewind_soon(topics)
 
     return Resume(fetch=fetch, start=start, flush=flush, save=save,
                   commit=lambda: commit(*topics), every_s=every_s, due=due,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["read_offset", "record_fields", "refresh_metadata"]
+__all__ = ["read_offset", "record_fields", "refresh_metadata", "forget_acks"]
 
 
 def read_offset(consumer: Any, tp: Any) -> int | None:
@@ -61,3 +61,21 @@ def refresh_metadata(consumer: Any) -> bool:
     except Exception:   # another transport, or not started
         return False
     return True
+
+
+def forget_acks(consumer: Any, tp: Any) -> None:
+    """Make Faust's consumer forget what it acknowledged and committed on ``tp``, as when the
+    partition is revoked.
+
+    faust-streaming 0.15.3 ``faust.transport.consumer.Consumer`` keeps, per TP, ``_acked``,
+    ``_acked_index``, ``_gap`` and ``_committed_offset`` (``on_partitions_revoked`` pops them,
+    with ``_read_offset``), and its ``commit()`` commits from them. After a broker reset they
+    are offsets of the old log: committed on the new one they would make a rebalance skip its
+    first messages. Called after ``seek`` (which sets ``_read_offset``).
+    """
+    for name in ("_acked", "_acked_index", "_gap", "_committed_offset"):
+        table = getattr(consumer, name, None)
+        if isinstance(table, dict):
+            table.pop(tp, None)
+        elif table is not None and hasattr(table, "pop"):
+            table.pop(tp, None)
