@@ -75,7 +75,5 @@ def forget_acks(consumer: Any, tp: Any) -> None:
     """
     for name in ("_acked", "_acked_index", "_gap", "_committed_offset"):
         table = getattr(consumer, name, None)
-        if isinstance(table, dict):
-            table.pop(tp, None)
-        elif table is not None and hasattr(table, "pop"):
+        if isinstance(table, dict):   # defaultdicts and dicts in 0.15.3
             table.pop(tp, None)
