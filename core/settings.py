@@ -57,6 +57,12 @@ class Settings:
         9464, "PULSE_METRICS_PORT", "Port of the Prometheus /metrics endpoint (0: none).")
     web_port: int = _setting(
         6066, "PULSE_WEB_PORT", "Port of Faust's own web server in the worker.")
+    broker_max_mb: int = _setting(
+        1024, "PULSE_BROKER_MAX_MB",
+        "Memory (MB) the embedded broker may hold; past it, it is started again, empty (it has "
+        "no retention; workers take it as a broker reset). 0: no limit.")
+    broker_log: str = _setting(
+        "warn", "PULSE_BROKER_LOG", "Log level (RUST_LOG) of the embedded broker's own log.")
     web_bind: str = _setting(
         "127.0.0.1", "PULSE_WEB_BIND",
         "Address the worker's web server (its page, no login) listens on: loopback unless "

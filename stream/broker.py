@@ -11,7 +11,7 @@ a cluster id of its own, which is how workers tell a restarted broker from the o
 offsets belong to (stream/resume.py ``LogIdentity``). Tansu 0.6's memory storage has no
 retention (it ignores ``retention.ms``/``retention.bytes`` and drops the connection on
 DeleteRecords), so the owner bounds it: past ``PULSE_BROKER_MAX_MB`` of resident memory
-(default :data:`DEFAULT_MAX_MB`, 0: no limit) the broker is started again, empty, on the same
+(default 1024, 0: no limit) the broker is started again, empty, on the same
 port, and says so; the workers take that as a broker reset and carry on from the new log.
 """
 
@@ -32,12 +32,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.settings import Settings
+
 if TYPE_CHECKING:
     from stream.resume import LogIdentity
 
 __all__ = ["EmbeddedBroker", "BrokerError", "BrokerWatch", "QuietRepeats", "free_port",
            "is_embedded", "die_with_parent", "cluster_id", "log_end",
-           "EMBEDDED_SESSION_TIMEOUT_S", "CLUSTER_PREFIX", "DEFAULT_MAX_MB", "rss_mb"]
+           "EMBEDDED_SESSION_TIMEOUT_S", "CLUSTER_PREFIX", "rss_mb"]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +51,6 @@ CLUSTER_PREFIX = "tansu-pulse-"
 """Cluster ids of embedded brokers: ``tansu`` first, as simulator/publisher.py tells Tansu (no
 idempotent produce) by it, then a random part, new at every start."""
 
-DEFAULT_MAX_MB = 1024
-"""Resident memory (MB) past which the embedded broker is started again, empty."""
 MEMORY_CHECK_S = 0.5
 
 _running: set[str] = set()   # bootstraps of the embedded brokers this process started
@@ -81,8 +81,8 @@ class EmbeddedBroker:
                  max_mb: int | None = None) -> None:
         self.port = port
         self.start_timeout = start_timeout
-        self.max_mb = int(os.environ.get("PULSE_BROKER_MAX_MB", DEFAULT_MAX_MB)) \
-            if max_mb is None else max_mb
+        self.settings = Settings.from_env()
+        self.max_mb = self.settings.broker_max_mb if max_mb is None else max_mb
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self.cluster_id = ""
@@ -140,7 +140,7 @@ class EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         fd, log = tempfile.mkstemp(prefix="pulse-broker-", suffix=".log")
         self.log_path = Path(log)
-        env = dict(os.environ, RUST_LOG=os.environ.get("PULSE_BROKER_LOG", "warn"))
+        env = dict(os.environ, RUST_LOG=self.settings.broker_log)
         self.cluster_id = CLUSTER_PREFIX + uuid.uuid4().hex[:12]
         with os.fdopen(fd, "wb") as out:
             self.process = subprocess.Popen(
