@@ -10,7 +10,6 @@ import difflib
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 
 from core.settings import Settings, SettingsError, describe_settings
@@ -283,12 +282,16 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
+    import threading
+
     from stream.broker import BrokerError, EmbeddedBroker
 
-    def stop(signum: int, frame: object) -> None:   # SIGTERM stops it like Ctrl-C
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    # SIGTERM stops it like Ctrl-C. The handler only sets a flag: an exception raised from a
+    # signal handler can land between a lock's acquire and its release (the broker's lock, in
+    # ``running``) and leave it held, so ``stop`` would wait for it forever.
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stopping.set())
     broker = EmbeddedBroker(port=args.port or None, max_mb=args.max_mb)
     try:
         broker.start()
@@ -298,11 +301,10 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
     try:
         print(f"pulse broker: listening on {broker.bootstrap}, cluster {broker.cluster_id}; "
               "memory only, nothing kept when it stops (Ctrl-C stops it)", flush=True)
-        while broker.running:
-            time.sleep(0.5)
-        print("pulse broker: the broker exited", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
+        while not stopping.wait(0.5):
+            if not broker.running:
+                print("pulse broker: the broker exited", file=sys.stderr)
+                return 1
         return 0
     finally:
         broker.stop()
