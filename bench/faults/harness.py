@@ -371,7 +371,7 @@ class Rig:
     # -- the measures ------------------------------------------------------------------------
 
     def count_windows(self, kpis: list[Rec], end: float | None = None,
-                      begin: float | None = None) -> dict[str, int]:
+                      begin: float | None = None) -> dict[str, Any]:
         """Events produced and counted, lost and counted twice, over the windows from
         ``begin`` to ``end`` (default: every hour the rig published)."""
         end = self.events_end if end is None else end
@@ -395,15 +395,20 @@ class Rig:
                 if total:
                     got.setdefault((d["kpi"], w), []).append(float(total[0]))
         lost = twice = republished = 0
-        for key in set(want) | set(got):
+        wrong: list[list[Any]] = []
+        for key in sorted(set(want) | set(got), key=lambda k: (k[1], k[0])):
             values = got.get(key) or [0.0]
-            lost += max(0, want[key] - int(min(values)))
-            twice += max(0, int(max(values)) - want[key])
+            short, over = max(0, want[key] - int(min(values))), max(0, int(max(values)) - want[key])
+            lost, twice = lost + short, twice + over
             republished += max(0, len(got.get(key, [])) - 1)
+            if short or over:
+                wrong.append([key[0], time.strftime("%Y-%m-%dT%H:%MZ", time.gmtime(key[1])),
+                              want[key], got.get(key, [])])
         produced = sum(want.values())
         return {"events_produced": produced, "events_counted": produced - lost + twice,
                 "events_lost": lost, "events_twice": twice,
-                "windows_republished": republished}
+                "windows_republished": republished,
+                "windows_wrong": len(wrong), "windows_wrong_first": wrong[:12]}
 
     async def alerts(self, timeout: float = 90.0) -> dict[str, Any]:
         """Alerts opened on ``alerts`` against the messages Slack holds, once every opened

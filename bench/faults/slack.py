@@ -32,6 +32,9 @@ async def incident_run(rig: Rig, settle_s: float = 60.0) -> dict[str, Any]:
     await rig.publish(incident_sim(), START, INCIDENT_END)
     await rig.watermark(INCIDENT_END + 600)
     kpis = await rig.kpis_until_closed(INCIDENT_END)
+    deadline = time.monotonic() + 90   # the storm starts at an alert's post: let it, and end
+    while rig.slack.mode and not rig.slack.storm_from and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
     while rig.slack.storming():
         await asyncio.sleep(0.5)
     out: dict[str, Any] = rig.count_windows(kpis)
