@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(soak.SoakRow(args.soak_minutes))
     started = time.monotonic()
     results = []
-    with EmbeddedBroker() as broker:
+    with EmbeddedBroker(max_mb=0) as broker:   # no bound: a restart would empty the rows
         for i, row in enumerate(rows, 1):
             print(f"[{i}/{len(rows)}] {row.name}: {row.fault} ...", flush=True)
             r = _run_row(row, broker)
