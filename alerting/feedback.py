@@ -18,6 +18,7 @@ refusals stores feedback or makes a silence.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -50,6 +51,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ACTIONS = {ACTION_ACK: "ack", ACTION_SNOOZE: "snooze", ACTION_FALSE_ALARM: "false_alarm"}
+MAX_BODY = 256 << 10
+"""Largest request body read (a click's payload carries the message's blocks: tens of KB)."""
+MAX_READING = 8
+"""Request bodies read at once: a flood of large forged bodies waits its turn instead of
+being held in memory together (833 bodies of 1 MB took a worker to 1 GB)."""
 
 
 @dataclass
@@ -198,9 +204,19 @@ def make_feedback_app(on_feedback: Callable[[Feedback], Awaitable[None]], *,
     per_user = TokenBucket(limits.user_burst, limits.user_per_s)
     overall = TokenBucket(limits.total_burst, limits.total_per_s)
     limited: set[str] = set()  # users refused since their last honoured click (logged once)
+    reading = asyncio.Semaphore(MAX_READING)
 
     async def actions(request: web.Request) -> web.Response:
-        body = await request.read()
+        # what the headers already refuse is refused before the body is read
+        if (request.content_length or 0) > MAX_BODY:
+            return web.Response(status=413, text=f"a click is at most {MAX_BODY} bytes")
+        stamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        if signing_secret and not (
+                request.headers.get("X-Slack-Signature", "").startswith("v0=")
+                and stamp.isascii() and stamp.isdigit() and abs(clock() - int(stamp)) <= 300):
+            return web.Response(status=401, text="bad signature")
+        async with reading:
+            body = await request.read()
         if signing_secret and not verify_signature(
                 signing_secret, request.headers.get("X-Slack-Request-Timestamp", ""), body,
                 request.headers.get("X-Slack-Signature", ""), clock()):
@@ -245,7 +261,7 @@ def make_feedback_app(on_feedback: Callable[[Feedback], Awaitable[None]], *,
                 log.exception("could not apply %s feedback on alert %s", fb.action, fb.alert_id)
         return web.Response(status=200, text="")
 
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY)
     app.router.add_post(path, actions)
     return app
 

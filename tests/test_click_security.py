@@ -384,3 +384,34 @@ def test_compose_opens_metrics_to_its_prometheus_container():
         env = _env(services[worker])
         assert env["PULSE_METRICS_BIND"] == "0.0.0.0", worker  # scraped from another container
         assert "ports" not in services[worker]   # exposed on the compose network only
+
+
+async def test_a_request_the_headers_refuse_is_answered_before_its_body_is_read():
+    """A flood of large forged bodies once took a worker to 1 GB (make faults): each was read
+    before its signature was checked. A stale or unsigned request, or one over the size limit,
+    is now answered from its headers alone: here no body is ever sent, and the answer comes."""
+    from alerting.feedback import MAX_BODY, make_feedback_app
+    from alerting.feedback_server import FeedbackServer
+
+    async def on_feedback(fb: object) -> None:
+        raise AssertionError("no click may get through")
+
+    server = FeedbackServer(make_feedback_app(on_feedback, posted=lambda _: True,
+                                              signing_secret=SECRET))
+    port = await server.start("127.0.0.1", 0)
+    try:
+        cases = [(int(time.time()) - 3600, 200_000, b"401"),         # stale
+                 (int(time.time()), MAX_BODY + 1, b"413")]            # too large to be a click
+        for stamp, length, status in cases:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"POST /slack/actions HTTP/1.1\r\nHost: x\r\n"
+                         b"Content-Type: application/x-www-form-urlencoded\r\n"
+                         b"X-Slack-Request-Timestamp: " + str(stamp).encode() + b"\r\n"
+                         b"X-Slack-Signature: v0=" + b"0" * 64 + b"\r\n"
+                         b"Content-Length: " + str(length).encode() + b"\r\n\r\n")
+            await writer.drain()
+            line = await asyncio.wait_for(reader.readline(), 30)   # the body never comes
+            assert line.split()[1] == status, line
+            writer.close()
+    finally:
+        await server.close()
