@@ -50,11 +50,13 @@ class EventPublisher:
     """Sends events to the ``events`` topic in per-partition JSON-array batches."""
 
     def __init__(self, bootstrap: str, topic: str, *, batch_size: int = 500,
-                 sink: IO[bytes] | None = None) -> None:
+                 sink: IO[bytes] | None = None,
+                 keep: list[dict[str, Any]] | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.batch_size = batch_size
         self.sink = sink           # events.jsonl: every event produced, in order
+        self.keep = keep           # the same as dicts (tests and make faults compare with them)
         self.sent = 0
         self.partitions = 1
         self.idempotent = False
@@ -100,6 +102,8 @@ class EventPublisher:
             by_part[partition_of(ev, self.partitions)].append(raw)
         if self.sink is not None and encoded:
             self.sink.write(b"\n".join(encoded) + b"\n")
+        if self.keep is not None:
+            self.keep.extend(events)
         mark = orjson.dumps({"kind": "watermark", "ts": watermark})
         for p, raws in enumerate(by_part):
             for i in range(0, max(len(raws), 1), self.batch_size):

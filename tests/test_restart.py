@@ -29,15 +29,8 @@ DAY = 86400.0
 
 
 async def _publish(p: Pipeline, sim: Simulation, t0: float, t1: float, produced: list) -> None:
-    pub = EventPublisher(p.bootstrap, p.topic("events"))
+    pub = EventPublisher(p.bootstrap, p.topic("events"), keep=produced)
     await pub.start()
-    orig = pub.publish
-
-    async def publish(events: list[dict], watermark: float) -> None:
-        produced.extend(events)
-        await orig(events, watermark)
-
-    pub.publish = publish  # type: ignore[method-assign]
     try:
         await run_clock(sim, pub, t0, t1, speed=None)
     finally:

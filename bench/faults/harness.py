@@ -259,15 +259,8 @@ class Rig:
 
     async def publish(self, sim: Simulation, t0: float, t1: float) -> None:
         """Run ``sim`` from ``t0`` to ``t1`` at full speed; every event is kept."""
-        pub = EventPublisher(self.bootstrap, self.topic("events"))
+        pub = EventPublisher(self.bootstrap, self.topic("events"), keep=self.produced)
         await pub.start()
-        orig = pub.publish
-
-        async def publish(events: list[dict[str, Any]], watermark: float) -> None:
-            self.produced.extend(events)
-            await orig(events, watermark)
-
-        pub.publish = publish  # type: ignore[method-assign]
         try:
             await run_clock(sim, pub, t0, t1, speed=None)
         finally:
