@@ -656,7 +656,7 @@ class KpiMerger:
         start, end = w * self._width, (w + 1) * self._width
         out = []
         for (segment, channel), x in self._series_inputs(rows, referrers=False).items():
-            for kpi, (value, n) in evaluate(x).items():
+            for kpi, (value, n) in evaluate(x, window_only=True).items():
                 if kpi not in EARLY_KPIS or (segment != ALL and kpi in _NOT_PER_SEGMENT):
                     continue
                 out.append(KpiSnapshot(kpi, segment, channel, start, end, value, n, True,

@@ -308,8 +308,11 @@ its rows: signups (reported 24 h late), those of them that scanned within 24 h; 
 those that paid within 14 d."""
 
 
-def evaluate(x: KpiInputs) -> dict[str, tuple[float, float]]:
+def evaluate(x: KpiInputs, window_only: bool = False) -> dict[str, tuple[float, float]]:
     """``{kpi_id: (value, n)}`` for every KPI defined on ``x``, in :data:`KPIS` order.
+    ``window_only``: only the KPIs of the window's own events (the 8 of aggregation
+    ``"window"`` that come first, which hold every early KPI): an open window's 12 running
+    ticks need no trailing state.
 
     ``n`` is the sample size behind the value: the events counted, or the ratio's denominator.
     Undefined KPIs are left out. Per-segment filtering (``KpiDef.per_segment``) is the caller's.
@@ -325,11 +328,6 @@ def evaluate(x: KpiInputs) -> dict[str, tuple[float, float]]:
     >>> v["funnel_signup_to_scan"], "funnel_signup_to_paid" in v
     ((0.75, 4.0), False)
     """
-    # the subscriptions of the last 30 d: those still active at window end and those cancelled
-    subs_30d = x.subs + x.cancels_30d
-    churn = ratio(x.cancels_30d, subs_30d)
-    cac = ratio(x.spend_30d, x.conversions_30d)
-    life = ltv(x.mrr, x.subs, churn)
     attempts = x.payments + x.failed
     values: dict[str, tuple[float | None, float]] = {
         "signups": (x.signups, x.signups),
@@ -340,6 +338,20 @@ def evaluate(x: KpiInputs) -> dict[str, tuple[float, float]]:
         "payments": (x.payments, x.payments),
         "revenue": (x.revenue, x.payments),
         "payment_failure_rate": (ratio(x.failed, attempts), attempts),
+    }
+    if not window_only:
+        values.update(_trailing_values(x))
+    return {k: (float(v), float(n)) for k, (v, n) in values.items() if v is not None}
+
+
+def _trailing_values(x: KpiInputs) -> dict[str, tuple[float | None, float]]:
+    """The KPIs of :func:`evaluate` that need more than the window's own events."""
+    # the subscriptions of the last 30 d: those still active at window end and those cancelled
+    subs_30d = x.subs + x.cancels_30d
+    churn = ratio(x.cancels_30d, subs_30d)
+    cac = ratio(x.spend_30d, x.conversions_30d)
+    life = ltv(x.mrr, x.subs, churn)
+    return {
         "mrr": (x.mrr, x.subs),
         "mrr_growth": (growth(x.mrr_start, x.mrr), x.subs_start),
         "arpu": (ratio(x.mrr, x.mau), x.mau),
@@ -356,4 +368,3 @@ def evaluate(x: KpiInputs) -> dict[str, tuple[float, float]]:
         "funnel_signup_to_paid": (ratio(x.funnel_paid_14d, x.funnel_signups_14d),
                                   x.funnel_signups_14d),
     }
-    return {k: (float(v), float(n)) for k, (v, n) in values.items() if v is not None}

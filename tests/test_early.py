@@ -264,3 +264,18 @@ def test_an_offline_run_takes_each_tick_when_its_watermark_reaches_it() -> None:
     # with complete=True a tick comes out at its own watermark (or when the window before
     # closes, 10 minutes into the window), never a step late
     assert max(lag) <= 600 and min(lag) == 0
+
+
+def test_every_early_kpi_is_a_window_kpi_that_running_ticks_evaluate() -> None:
+    """A tick evaluates only the window's own KPIs (``evaluate(window_only=True)``): an early
+    KPI outside them would never be judged early, and they are the same values as a full
+    evaluation."""
+    from kpis.formulas import KpiInputs, evaluate
+
+    x = KpiInputs(signups=7, scans=30, match_sum=21.0, conversions=2, payments=5, revenue=90.0,
+                  failed=1, mrr=400.0, subs=10, mau=40, dau=9, cancels_30d=1, spend_30d=50.0,
+                  conversions_30d=3)
+    window, full = evaluate(x, window_only=True), evaluate(x)
+    assert EARLY_KPIS <= set(window)
+    assert window == {k: v for k, v in full.items() if k in window}
+    assert set(full) - set(window) >= {"mrr", "churn_rate", "ltv"}
