@@ -13,11 +13,13 @@ One place for the formats, so a message, an alert and a report say the same inst
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal
 
 __all__ = ["clock_utc", "human_utc", "iso_utc", "parse_utc"]
 
 
+@lru_cache(maxsize=4096)   # a window's bounds are written on every one of its 13 messages
 def iso_utc(ts: float, *, fraction: Literal["milliseconds", "microseconds"] | None = None) -> str:
     """ISO-8601 UTC with a ``Z``: to the second, or with ``fraction`` digits when there are some.
 

@@ -122,6 +122,10 @@ def _attrs(obj: Any) -> dict[str, Any]:
     return out
 
 
+_PLAIN = frozenset((int, str, type(None)))
+"""Values saved as they are (a float may be NaN; a bool is fine but rare)."""
+
+
 class _Encoder:
     """One pass over a state; every mutable value gets a number in the order it is first met,
     which the decoder counts the same way, so a value met again is saved as its number."""
@@ -145,6 +149,8 @@ class _Encoder:
         if t is float:
             return obj if math.isfinite(obj) else {"__float__": repr(obj)}
         if t is tuple:
+            if all(x.__class__ in _PLAIN for x in obj):   # a (segment, channel) key
+                return {"__tuple__": list(obj)}
             return {"__tuple__": [self.enc(x) for x in obj]}
         if t is frozenset:
             return {"__frozenset__": [self.enc(x) for x in obj]}
@@ -153,6 +159,8 @@ class _Encoder:
         if ref is not None:
             return ref
         if t is list:
+            if all(x.__class__ in _PLAIN for x in obj):   # a window's counters: most lists
+                return obj
             return [self.enc(x) for x in obj]
         if t is dict:
             if all(k.__class__ is str and not k.startswith("__") for k in obj):

@@ -224,9 +224,12 @@ _SERIES = (("segment", "str", True), ("channel", "str", True), ("value", "number
            ("n", "number", False))
 
 
-def kpi_docs_in(raw: bytes | None) -> tuple[list[dict[str, Any]], list[Rejected]]:
+def kpi_docs_in(raw: bytes | None, running: bool = True,
+                ) -> tuple[list[dict[str, Any]], list[Rejected]]:
     """The documents of a ``kpis`` message that can be used, and one reject per other one (or
-    one for the whole message when it is not JSON)."""
+    one for the whole message when it is not JSON). ``running=False`` leaves an open window's
+    running documents out unchecked: a stage that wants final values only (the digest) skips
+    the 12 ticks of a window for the cost of parsing them."""
     problem = _json_problem(raw)
     if problem is not None:
         return [], [Rejected(problem[0], problem[1], raw or b"")]
@@ -234,6 +237,8 @@ def kpi_docs_in(raw: bytes | None) -> tuple[list[dict[str, Any]], list[Rejected]
     single = not isinstance(doc, list)
     docs, rejected = [], []
     for item in [doc] if single else doc:
+        if not running and item.__class__ is dict and item.get("as_of_ts") is not None:
+            continue
         problem = _kpi_doc_problem(item)
         if problem is None:
             docs.append(item)

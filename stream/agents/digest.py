@@ -48,7 +48,7 @@ async def on_kpis(builder: DigestBuilder, publisher: DigestPublisher, resume: Re
                   raw: bytes) -> bool:
     """One ``kpis`` message into the builder, each day it finishes written (and the live ones
     posted); True if it closed a window."""
-    docs, bad = kpi_docs_in(raw)   # the detect agent dead-letters the bad ones
+    docs, bad = kpi_docs_in(raw, running=False)   # the detect agent dead-letters bad ones
     if bad:
         log.warning("skipped %d kpis documents the digest cannot use (%s)", len(bad),
                     bad[0].detail)
