@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.processes import signal_group, stop_group
 from core.settings import Settings
 
 if TYPE_CHECKING:
@@ -119,8 +120,7 @@ class EmbeddedBroker:
                             "everything on it is dropped, workers read the new log from its "
                             "start", held, self.max_mb, self.bootstrap)
                 self.process = None
-                with contextlib.suppress(ProcessLookupError):   # what it holds is dropped
-                    os.killpg(proc.pid, signal.SIGKILL)
+                signal_group(proc, signal.SIGKILL)   # what it holds is dropped
                 proc.wait(timeout=5)
                 self.restarts += 1
                 try:
@@ -183,16 +183,7 @@ class EmbeddedBroker:
 
     @staticmethod
     def _kill(proc: subprocess.Popen[bytes] | None) -> None:
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_group(proc, timeout=5, kill_timeout=5)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -29,6 +29,8 @@ import time
 import uuid
 from pathlib import Path
 
+from core.processes import reap, signal_group, stop_group
+
 __all__ = ["KAFKA_VERSION", "KafkaCluster", "fetch", "free_port"]
 
 KAFKA_VERSION = os.environ.get("PULSE_KAFKA_VERSION", "3.9.1")
@@ -196,33 +198,17 @@ class KafkaCluster:
 
     def kill(self, node: int, sig: int = signal.SIGKILL, timeout: float = 60.0) -> None:
         """Stop one node (SIGKILL: a crash; SIGTERM: a controlled shutdown)."""
-        proc = self.processes.pop(node, None)
-        if proc is None or proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(self.processes.pop(node, None), sig, timeout)
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM every node at once (nodes stopped one by one wait for a quorum that is
         leaving), SIGKILL what is left after ``timeout``."""
         procs, self.processes = list(self.processes.values()), {}
         for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
+            signal_group(proc, signal.SIGTERM)
         deadline = time.monotonic() + timeout
         for proc in procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            reap(proc, deadline - time.monotonic())
 
     def __enter__(self) -> KafkaCluster:
         return self.start()
