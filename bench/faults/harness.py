@@ -403,6 +403,19 @@ class Rig:
                 "windows_republished": republished,
                 "windows_wrong": len(wrong), "windows_wrong_first": wrong[:12]}
 
+    async def outcome(self, kpis: list[Rec], alerts_timeout: float = 30.0,
+                      survivors: list[WorkerProcess] | None = None,
+                      begin: float | None = None) -> dict[str, Any]:
+        """A row's measures: events counted (:meth:`count_windows`), alerts posted (with a
+        Slack), whether ``survivors`` (default: the newest worker) are alive, and peak RSS."""
+        out = self.count_windows(kpis, begin=begin)
+        if self.slack is not None:
+            out.update(await self.alerts(timeout=alerts_timeout))
+        alive = self.workers[-1:] if survivors is None else survivors
+        out["worker_alive"] = bool(alive) and all(w.alive for w in alive)
+        out["worker_rss_mb"] = self.rss()
+        return out
+
     async def alerts(self, timeout: float = 90.0) -> dict[str, Any]:
         """Alerts opened on ``alerts`` against the messages Slack holds, once every opened
         alert is in the channel (or ``timeout``)."""

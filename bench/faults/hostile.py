@@ -86,10 +86,7 @@ async def hostile_events(broker: EmbeddedBroker) -> dict[str, Any]:
             kpis = await rig.kpis_until_closed(START + 2 * DAY, timeout=300)
             dead = await rig.records("dead-letters", timeout=300, idle=10,
                                      until=lambda m: len(m) >= HOSTILE)
-            out: dict[str, Any] = rig.count_windows(kpis)
-            out.update(await rig.alerts(timeout=30))
-            out["worker_alive"] = rig.workers[-1].alive
-            out["worker_rss_mb"] = rig.rss()
+            out = await rig.outcome(kpis)
         finally:
             await rig.stop()
     reasons = Counter(orjson.loads(r.value).get("reason") for r in dead)
@@ -142,10 +139,7 @@ async def poison_internal(broker: EmbeddedBroker) -> dict[str, Any]:
             want = sum(len(m) for m in poison.values())
             dead = await rig.json_docs("dead-letters", timeout=60, idle=5,
                                        until=lambda m: len(m) >= want)
-            out: dict[str, Any] = rig.count_windows(kpis, begin=START)
-            out.update(await rig.alerts(timeout=60))
-            out["worker_alive"] = rig.workers[-1].alive
-            out["worker_rss_mb"] = rig.rss()
+            out = await rig.outcome(kpis, alerts_timeout=60, begin=START)
             digest = Path(rig.data_dir) / "digest.jsonl"
             days = len(digest.read_text().splitlines()) if digest.exists() else 0
         finally:
@@ -188,10 +182,7 @@ async def event_time_attacks(broker: EmbeddedBroker) -> dict[str, Any]:
             kpis = await rig.kpis_until_closed(t0 + 7 * HOUR)
             dead = await rig.json_docs("dead-letters", timeout=60, idle=5,
                                        until=lambda m: len(m) >= 242)
-            out: dict[str, Any] = rig.count_windows(kpis)
-            out.update(await rig.alerts(timeout=30))
-            out["worker_alive"] = rig.workers[-1].alive
-            out["worker_rss_mb"] = rig.rss()
+            out = await rig.outcome(kpis)
         finally:
             await rig.stop()
     reasons = Counter(d.get("reason") for d in dead)
@@ -291,10 +282,7 @@ async def click_flood(broker: EmbeddedBroker) -> dict[str, Any]:
             await rig.watermark(INCIDENT_END + 600)
             clicks = await flood
             kpis = await rig.kpis_until_closed(INCIDENT_END)
-            out: dict[str, Any] = rig.count_windows(kpis)
-            out.update(await rig.alerts(timeout=60))
-            out["worker_alive"] = w.alive
-            out["worker_rss_mb"] = rig.rss()
+            out = await rig.outcome(kpis, alerts_timeout=60, survivors=[w])
             out["worker_rss_end_mb"] = rss_mb(w.process.pid if w.process else None)
         finally:
             await rig.stop()

@@ -9,6 +9,7 @@ import asyncio
 import os
 import pickle
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,38 +26,65 @@ from bench.faults.harness import (
 )
 from simulator import Simulation
 from stream.broker import EmbeddedBroker
+from stream.worker_process import WorkerProcess
 
 __all__ = ["broker_restart", "crafted_checkpoint", "kill_backlog", "kill_both", "kill_delivering",
            "kill_one_of_two", "kill_window_close"]
 
 
-async def _finish(rig: Rig, sim: Simulation, t0: float, t1: float) -> dict[str, Any]:
+async def _finish(rig: Rig, sim: Simulation, t0: float, t1: float,
+                  survivors: list[WorkerProcess] | None = None) -> dict[str, Any]:
     """Publish the rest, close the last window, and measure windows and alerts."""
     await rig.publish(sim, t0, t1)
     await rig.watermark(t1 + 600)
     kpis = await rig.kpis_until_closed(t1)
-    out: dict[str, Any] = rig.count_windows(kpis)
-    if rig.slack is not None:
-        out.update(await rig.alerts(timeout=30))
-    out["worker_alive"] = bool(rig.alive()) and all(w.alive for w in rig.workers[-1:])
-    out["worker_rss_mb"] = rig.rss()
+    out = await rig.outcome(kpis, survivors=survivors)
     out["_kpis"] = kpis
+    return out
+
+
+async def _kill_in_backlog(broker: EmbeddedBroker, name: str, seed: int, workers: int,
+                           killed: int, restarted: int) -> dict[str, Any]:
+    """``workers`` workers share a two-day backlog; once it has checkpointed (>= 1 save,
+    17 windows' messages in), the first ``killed`` are SIGKILLed and ``restarted`` new ones
+    started, then one more day: the live ones must count it all."""
+    async with FaultySlack() as slack:
+        rig = await Rig(broker.bootstrap, name, slack=slack).setup()
+        sim = Simulation(seed=seed, start_ts=START, scenario="none")
+        try:
+            for _ in range(workers):
+                rig.start_worker()
+            await rig.publish(sim, START, START + 2 * DAY)
+            await rig.records("kpis", until=lambda m: len(m) >= 17 * 12, timeout=120)
+            await asyncio.sleep(2.5)
+            victims, survivors = rig.workers[:killed], rig.workers[killed:]
+            at = [rig.kill(w) for w in victims][0]
+            survivors += [rig.start_worker() for _ in range(restarted)]
+            out = await _finish(rig, sim, START + 2 * DAY, START + 3 * DAY, survivors)
+        finally:
+            await rig.stop()
+    out["recover_s"] = first_after(out.pop("_kpis"), at)
     return out
 
 
 async def kill_backlog(broker: EmbeddedBroker) -> dict[str, Any]:
     """SIGKILL while the worker works through two days of backlog (>= 1 checkpoint done)."""
+    return await _kill_in_backlog(broker, "kill-backlog", 5, workers=1, killed=1, restarted=1)
+
+
+async def _kill_and_restart(broker: EmbeddedBroker, name: str, sim: Simulation,
+                            until_kill: Callable[[Rig], Awaitable[float]],
+                            end: float) -> dict[str, Any]:
+    """One worker, SIGKILLed when ``until_kill`` returns (the event time it has published to)
+    and started again at once, as a supervisor would; then the rest up to ``end``."""
     async with FaultySlack() as slack:
-        rig = await Rig(broker.bootstrap, "kill-backlog", slack=slack).setup()
-        sim = Simulation(seed=5, start_ts=START, scenario="none")
+        rig = await Rig(broker.bootstrap, name, slack=slack).setup()
         try:
             rig.start_worker()
-            await rig.publish(sim, START, START + 2 * DAY)
-            await rig.records("kpis", until=lambda m: len(m) >= 17 * 12, timeout=90)
-            await asyncio.sleep(2.5)
+            reached = await until_kill(rig)
             killed = rig.kill(rig.workers[-1])
             rig.start_worker()
-            out = await _finish(rig, sim, START + 2 * DAY, START + 3 * DAY)
+            out = await _finish(rig, sim, reached, end)
         finally:
             await rig.stop()
     out["recover_s"] = first_after(out.pop("_kpis"), killed)
@@ -66,92 +94,46 @@ async def kill_backlog(broker: EmbeddedBroker) -> dict[str, Any]:
 async def kill_delivering(broker: EmbeddedBroker) -> dict[str, Any]:
     """SIGKILL the moment the first alert opens on ``alerts``: while alerts, their updates and
     the digests are being delivered (tests/test_restart.py's delivery run)."""
-    async with FaultySlack() as slack:
-        rig = await Rig(broker.bootstrap, "kill-deliver", slack=slack).setup()
-        sim = incident_sim()
-        try:
-            rig.start_worker()
-            waiting = asyncio.create_task(rig.json_docs("alerts", timeout=240, until=lambda m: any(
-                a.get("status") == "open" for a in m)))
-            await rig.publish(sim, START, INCIDENT_END - DAY)
-            await waiting
-            killed = rig.kill(rig.workers[-1])
-            rig.start_worker()
-            out = await _finish(rig, sim, INCIDENT_END - DAY, INCIDENT_END)
-        finally:
-            await rig.stop()
-    out["recover_s"] = first_after(out.pop("_kpis"), killed)
-    return out
+    sim = incident_sim()
+
+    async def first_alert(rig: Rig) -> float:
+        waiting = asyncio.create_task(rig.json_docs("alerts", timeout=240, until=lambda m: any(
+            a.get("status") == "open" for a in m)))
+        await rig.publish(sim, START, INCIDENT_END - DAY)
+        await waiting
+        return INCIDENT_END - DAY
+
+    return await _kill_and_restart(broker, "kill-deliver", sim, first_alert, INCIDENT_END)
 
 
 async def kill_window_close(broker: EmbeddedBroker) -> dict[str, Any]:
     """A caught-up worker is SIGKILLed the moment a window's partial sums reach
     ``kpi-partials``: while the merge publishes that window."""
-    async with FaultySlack() as slack:
-        rig = await Rig(broker.bootstrap, "kill-close", slack=slack).setup()
-        sim = Simulation(seed=6, start_ts=START, scenario="none")
-        try:
-            rig.start_worker()
-            await rig.publish(sim, START, START + DAY)
-            await rig.kpis_until_closed(START + DAY - 2 * HOUR)
-            await asyncio.sleep(3)   # caught up: no partials in flight
-            before = len(await rig.records("kpi-partials", timeout=10, idle=1))
-            waiting = asyncio.create_task(rig.records(
-                "kpi-partials", until=lambda m: len(m) > before, timeout=60))
-            await rig.publish(sim, START + DAY, START + DAY + 2 * HOUR)
-            await waiting
-            killed = rig.kill(rig.workers[-1])
-            rig.start_worker()
-            out = await _finish(rig, sim, START + DAY + 2 * HOUR, START + 2 * DAY)
-        finally:
-            await rig.stop()
-    out["recover_s"] = first_after(out.pop("_kpis"), killed)
-    return out
+    sim = Simulation(seed=6, start_ts=START, scenario="none")
+
+    async def window_closing(rig: Rig) -> float:
+        await rig.publish(sim, START, START + DAY)
+        await rig.kpis_until_closed(START + DAY - 2 * HOUR)
+        await asyncio.sleep(3)   # caught up: no partials in flight
+        before = len(await rig.records("kpi-partials", timeout=10, idle=1))
+        waiting = asyncio.create_task(rig.records(
+            "kpi-partials", until=lambda m: len(m) > before, timeout=60))
+        await rig.publish(sim, START + DAY, START + DAY + 2 * HOUR)
+        await waiting
+        return START + DAY + 2 * HOUR
+
+    return await _kill_and_restart(broker, "kill-close", sim, window_closing, START + 2 * DAY)
 
 
 async def kill_both(broker: EmbeddedBroker) -> dict[str, Any]:
     """Two workers share the partitions; both are SIGKILLed in the backlog, both restarted."""
-    async with FaultySlack() as slack:
-        rig = await Rig(broker.bootstrap, "kill-both", slack=slack).setup()
-        sim = Simulation(seed=7, start_ts=START, scenario="none")
-        try:
-            rig.start_worker()
-            rig.start_worker()
-            await rig.publish(sim, START, START + 2 * DAY)
-            await rig.records("kpis", until=lambda m: len(m) >= 17 * 12, timeout=120)
-            await asyncio.sleep(2.5)
-            first, second = rig.workers[-2:]
-            killed = rig.kill(first)
-            rig.kill(second)
-            rig.start_worker()
-            rig.start_worker()
-            out = await _finish(rig, sim, START + 2 * DAY, START + 3 * DAY)
-            out["worker_alive"] = all(w.alive for w in rig.workers[-2:])
-        finally:
-            await rig.stop()
-    out["recover_s"] = first_after(out.pop("_kpis"), killed)
-    return out
+    return await _kill_in_backlog(broker, "kill-both", 7, workers=2, killed=2, restarted=2)
 
 
 async def kill_one_of_two(broker: EmbeddedBroker) -> dict[str, Any]:
     """Two workers share the partitions; one is SIGKILLed in the backlog and not restarted:
     the other must take its partitions over by itself."""
-    async with FaultySlack() as slack:
-        rig = await Rig(broker.bootstrap, "kill-one", slack=slack).setup()
-        sim = Simulation(seed=13, start_ts=START, scenario="none")
-        try:
-            rig.start_worker()
-            survivor = rig.start_worker()
-            await rig.publish(sim, START, START + 2 * DAY)
-            await rig.records("kpis", until=lambda m: len(m) >= 17 * 12, timeout=120)
-            await asyncio.sleep(2.5)
-            killed = rig.kill(rig.workers[0])
-            out = await _finish(rig, sim, START + 2 * DAY, START + 3 * DAY)
-            out["worker_alive"] = survivor.alive
-        finally:
-            await rig.stop()
-    out["recover_s"] = first_after(out.pop("_kpis"), killed)
-    return out
+    return await _kill_in_backlog(broker, "kill-one", 13, workers=2, killed=1, restarted=0)
 
 
 async def broker_restart(broker: EmbeddedBroker) -> dict[str, Any]:

@@ -37,11 +37,7 @@ async def incident_run(rig: Rig, settle_s: float = 60.0) -> dict[str, Any]:
         await asyncio.sleep(0.5)
     while rig.slack.storming():
         await asyncio.sleep(0.5)
-    out: dict[str, Any] = rig.count_windows(kpis)
-    out.update(await rig.alerts(timeout=settle_s))
-    out["worker_alive"] = bool(rig.workers) and rig.workers[-1].alive
-    out["worker_rss_mb"] = rig.rss()
-    return out
+    return await rig.outcome(kpis, alerts_timeout=settle_s)
 
 
 async def _storm(broker: EmbeddedBroker, mode: str, storm_s: float) -> dict[str, Any]:

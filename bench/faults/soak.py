@@ -68,10 +68,7 @@ async def soak(minutes: float) -> dict[str, Any]:
                 rig.events_end = live + span
                 await rig.watermark(live + span + 600)
                 kpis = await rig.kpis_until_closed(live + span, timeout=300)
-                out: dict[str, Any] = rig.count_windows(kpis)
-                out.update(await rig.alerts(timeout=60))
-                out["worker_alive"] = w.alive
-                out["worker_rss_mb"] = rig.rss()
+                out = await rig.outcome(kpis, alerts_timeout=60, survivors=[w])
             finally:
                 await rig.stop()
     finally:
