@@ -94,9 +94,14 @@ class Partitions:
                 self.checkpoint(p).save(PartitionState(self.open[p],
                                                        offsets.get((self.topic, p))))
             else:
-                del self.open[p]
-                self.reported.pop(p, None)
-                self.resume.forget((self.topic, p))
+                self.release(p)
+
+    def release(self, partition: int) -> None:
+        """Drop what this worker holds of ``partition``: it went to another worker, or came
+        back from one (its windows are read again from the checkpoint at the next message)."""
+        self.open.pop(partition, None)
+        self.reported.pop(partition, None)
+        self.resume.forget((self.topic, partition))
 
     def step_limit(self, windows: PartitionWindows, watermark: float) -> float:
         """``watermark``, or less: the time that closes ``MAX_CLOSE_PER_STEP`` more windows of

@@ -29,6 +29,7 @@ from stream.agents.detect import anomalies_topic
 from stream.agents.merge import dead_letter
 from stream.app import app, make_resume, owns, settings
 from stream.checkpoint import Checkpoint, Resumable
+from stream.custody import Custody
 from stream.internal import anomaly_in
 from stream.kpi_state import docs_from_topic
 
@@ -97,6 +98,7 @@ async def alert_changes(stream: Any) -> None:
     topic = settings.topic("anomalies")
     checkpoint, saved = _saved()
     service = make_service(saved.state)
+    custody = Custody(topic)
 
     def start_over() -> None:   # a broker reset: the lifecycle starts over, as with no file
         saved.state = service.manager = AlertManager()
@@ -111,6 +113,10 @@ async def alert_changes(stream: Any) -> None:
     try:
         async for event in stream.events():
             msg, closed = event.message, False
+            if custody.gained():   # (again) this worker's: the last reader's lifecycle
+                checkpoint, saved = _saved()
+                service.manager = saved.state
+                resume.resumed((topic, 0), saved.offsets.get((topic, 0)))
             async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
                                             msg.timestamp):
                 doc, bad = anomaly_in(rec.value)

@@ -31,6 +31,7 @@ from detectors.watch import KpiWatch
 from stream import metrics
 from stream.agents.merge import dead_letter, kpis_topic
 from stream.app import app, make_resume, settings
+from stream.custody import Custody
 from stream.internal import kpi_docs_in
 from stream.resume import Offsets
 
@@ -64,7 +65,8 @@ class DetectorStates:
         self.restored = False
 
     def restore_all(self) -> None:
-        """Load every KPI state the table holds (once, before the first message)."""
+        """Load every KPI state the table holds (before the first message, and whenever the
+        partition comes back to this worker)."""
         self.restored = True
         for kpi, saved in list(self.table.items()):
             try:
@@ -76,6 +78,13 @@ class DetectorStates:
                 continue
             log.info("restored the detectors of %s (%d series) up to kpis offset %d", kpi,
                      len(self.watch.kpis[kpi].watchers), self.due[kpi])
+
+    def forget(self) -> None:
+        """Drop the states held here, to be restored from the table again: the ``kpis``
+        partition came (back) to this worker, and another may have moved them on."""
+        self.watch.kpis.clear()
+        self.due.clear()
+        self.restored = False
 
     def learned(self, kpi: str, offset: int) -> bool:
         """Whether the state of ``kpi`` already includes the message at ``offset``."""
@@ -150,10 +159,13 @@ async def detect_anomalies(stream: Any) -> None:
     # after a broker reset the detectors keep what they learned; the offsets start over
     resume = make_resume((settings.topic("kpis"),), states.save_and_flush, SAVE_EVERY_S,
                          on_reset=states.due.clear)
+    custody = Custody(settings.topic("kpis"))
     async for event in stream.events():
         msg = event.message
         while app.in_recovery:   # Faust resumes streams before the table is fully recovered
             await asyncio.sleep(0.05)
+        if custody.gained():   # (again) this worker's: the table holds the last reader's state
+            states.forget()
         if not states.restored:   # from the oldest KPI state: the rest is skipped per KPI
             states.restore_all()
             resume.resumed((msg.topic, msg.partition), states.oldest_due())

@@ -23,6 +23,7 @@ from stream.agents.alerts import record_call
 from stream.agents.merge import dead_letter
 from stream.app import app, make_resume, owns, settings
 from stream.checkpoint import Checkpoint, Resumable
+from stream.custody import Custody
 from stream.internal import alert_in, kpi_docs_in
 from stream.resume import Resume
 
@@ -73,6 +74,7 @@ async def daily_digest(stream: Any) -> None:
     the live ones to Slack."""
     data = Path(settings.data_dir)
     kpis_name, alerts_name = settings.topic("kpis"), settings.topic("alerts")
+    kpis_key, alerts_key = (kpis_name, 0), (alerts_name, 0)
     checkpoint = Checkpoint(data / "checkpoints" / f"{settings.app_id}-digest.ckpt",
                             app_id=settings.app_id, topics=(kpis_name, alerts_name))
     saved = _saved(checkpoint)
@@ -87,9 +89,15 @@ async def daily_digest(stream: Any) -> None:
     resume = make_resume((kpis_name, alerts_name),
                          lambda offsets: checkpoint.save(saved.at(offsets)), SAVE_EVERY_S,
                          due=saved.offsets, on_reset=start_over)
+    custody = Custody(kpis_name)   # the alerts topic goes with it (both have one partition)
     try:
         async for event in stream.events():
             msg, closed = event.message, False
+            if custody.gained():   # (again) this worker's: the last reader's days
+                saved = _saved(checkpoint)
+                builder = saved.state
+                for key in (kpis_key, alerts_key):
+                    resume.resumed(key, saved.offsets.get(key))
             async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
                                             msg.timestamp):
                 if rec.topic == alerts_name:

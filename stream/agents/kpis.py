@@ -34,6 +34,7 @@ from stream import metrics
 from stream.app import app, make_resume, settings
 from stream.backfill import partition_count
 from stream.clock import FetchHold, PartitionClock
+from stream.custody import Custody
 from stream.events import Rejected, decode_message
 from stream.faust_internals import read_offset
 from stream.partitions import Partitions
@@ -75,9 +76,12 @@ async def kpi_windows(stream: Any) -> None:
                          on_reset=start_over)
     parts = Partitions(topic, settings, resume, functools.partial(_assigned, topic),
                        functools.partial(_partitions_of, topic), _send_partials)
+    custody = Custody(topic)
     try:
         async for event in stream.events():
             msg = event.message
+            for p in set.union(*custody.moved()):   # read again / another worker's now
+                parts.release(p)
             await parts.ensure_open(parts.assigned(also=msg.partition))
             async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
                                             msg.timestamp):

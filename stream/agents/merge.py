@@ -26,6 +26,7 @@ from stream import metrics
 from stream.agents.kpis import dead_letter_doc, dead_letters_topic, kpi_partials_topic
 from stream.app import app, make_resume, owns, settings
 from stream.checkpoint import Checkpoint
+from stream.custody import Custody
 from stream.events import Rejected
 from stream.internal import partials_in
 from stream.resume import Offsets
@@ -84,15 +85,21 @@ def _checkpoint() -> Checkpoint:
 async def merge_windows(stream: Any) -> None:
     """Consumes ``kpi-partials``; publishes complete windows' KPIs to ``kpis``."""
     topic = settings.topic("kpi-partials")
-    checkpoint = _checkpoint()
-    state = checkpoint.load()
-    if not isinstance(state, MergeState):
-        state = MergeState()
+    checkpoint, custody = _checkpoint(), Custody(topic)
+    state = MergeState()
+
+    def start_over() -> None:
+        state.start_over()
+
     resume = make_resume((topic,), lambda offsets: checkpoint.save(state.at(offsets, topic)),
-                         CHECKPOINT_EVERY_S, due=state.offsets(topic), on_reset=state.start_over)
+                         CHECKPOINT_EVERY_S, on_reset=start_over)
     try:
         async for event in stream.events():
             msg = event.message
+            if custody.gained():   # (again) this worker's: the last reader's state, not ours
+                saved = checkpoint.load()
+                state = saved if isinstance(saved, MergeState) else MergeState()
+                resume.resumed((topic, 0), state.next_offset)
             async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
                                             msg.timestamp):
                 partials, bad = partials_in(rec.value, _events_partitions(),
