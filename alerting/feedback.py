@@ -190,6 +190,60 @@ class TokenBucket:
         return 0.0
 
 
+class ClickGate:
+    """What both ways clicks come in (the HTTP endpoint, Socket Mode) refuse before one is
+    honoured: a flood (:class:`ClickLimits`, logged once per user until they slow down) and a
+    click on an alert Pulse did not post (``posted``)."""
+
+    def __init__(self, posted: Callable[[str], bool], limits: ClickLimits = ClickLimits(),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.posted = posted
+        self.per_user = TokenBucket(limits.user_burst, limits.user_per_s)
+        self.overall = TokenBucket(limits.total_burst, limits.total_per_s)
+        self.monotonic = monotonic
+        self.limited: set[str] = set()   # users refused since their last honoured click
+
+    def refuse(self, payload: dict, clicks: list[Feedback]) -> tuple[int, str, float] | None:
+        """None to honour ``clicks``; else (HTTP status, why, seconds to wait): 429 for a
+        flood, 404 for an alert id Pulse never posted."""
+        who = _who(payload)
+        now = self.monotonic()
+        wait = self.per_user.take(who, now) or self.overall.take("*", now)
+        if wait:
+            if who not in self.limited:
+                self.limited.add(who)
+                log.warning("too many clicks from Slack user %s: refused (429) until they "
+                            "slow down", who)
+            return 429, f"too many clicks: try again in {math.ceil(wait)} s", wait
+        self.limited.discard(who)
+        unknown = sorted({fb.alert_id for fb in clicks if not self.posted(fb.alert_id)})
+        if unknown:
+            log.warning("click from Slack user %s on alert %s, which Pulse did not post: "
+                        "refused", who, unknown[0])
+            return 404, f"no alert {unknown[0]} was posted by Pulse: click ignored", 0.0
+        return None
+
+
+class SeenSignatures:
+    """Signatures of the requests honoured in the last ``horizon_s`` seconds: Slack signs a
+    request with its timestamp, so a signed request copied and sent again within the 5 minutes
+    a signature is valid is the same signature, and is refused."""
+
+    def __init__(self, horizon_s: float = 300.0, max_kept: int = 10_000) -> None:
+        self.horizon_s, self.max_kept = horizon_s, max_kept
+        self.seen: dict[str, float] = {}   # signature -> when first seen (clock seconds)
+
+    def first_time(self, signature: str, now: float) -> bool:
+        oldest = next(iter(self.seen.values()), now)
+        if oldest < now - self.horizon_s or len(self.seen) >= self.max_kept:
+            kept = [(k, t) for k, t in self.seen.items() if t >= now - self.horizon_s]
+            self.seen = dict(kept[-(self.max_kept // 2):] if len(kept) >= self.max_kept else kept)
+        if signature in self.seen:
+            return False
+        self.seen[signature] = now
+        return True
+
+
 def make_feedback_app(on_feedback: Callable[[Feedback], Awaitable[None]], *,
                       posted: Callable[[str], bool], signing_secret: str | None = None,
                       path: str = "/slack/actions", clock: Callable[[], float] = time.time,
@@ -201,9 +255,8 @@ def make_feedback_app(on_feedback: Callable[[Feedback], Awaitable[None]], *,
     id is refused (404). ``limits`` bounds the clicks honoured (429 beyond, see
     :class:`ClickLimits`), timed by ``monotonic``; ``clock`` checks signature ages.
     """
-    per_user = TokenBucket(limits.user_burst, limits.user_per_s)
-    overall = TokenBucket(limits.total_burst, limits.total_per_s)
-    limited: set[str] = set()  # users refused since their last honoured click (logged once)
+    gate = ClickGate(posted, limits, monotonic)
+    replays = SeenSignatures()
     reading = asyncio.Semaphore(MAX_READING)
 
     async def actions(request: web.Request) -> web.Response:
@@ -217,10 +270,14 @@ def make_feedback_app(on_feedback: Callable[[Feedback], Awaitable[None]], *,
             return web.Response(status=401, text="bad signature")
         async with reading:
             body = await request.read()
+        signature = request.headers.get("X-Slack-Signature", "")
         if signing_secret and not verify_signature(
                 signing_secret, request.headers.get("X-Slack-Request-Timestamp", ""), body,
-                request.headers.get("X-Slack-Signature", ""), clock()):
+                signature, clock()):
             return web.Response(status=401, text="bad signature")
+        if signing_secret and not replays.first_time(signature, clock()):
+            log.warning("a signed click request was sent again (a replay): refused")
+            return web.Response(status=409, text="this request was received already")
         form = await request.post()
         raw = form.get("payload")
         if not isinstance(raw, str):
@@ -234,23 +291,11 @@ def make_feedback_app(on_feedback: Callable[[Feedback], Awaitable[None]], *,
         clicks = parse_payload(payload, clock())
         if not clicks:
             return web.Response(status=200, text="")
-        who = _who(payload)
-        now = monotonic()
-        wait = per_user.take(who, now) or overall.take("*", now)
-        if wait:
-            if who not in limited:
-                limited.add(who)
-                log.warning("too many clicks from Slack user %s: refused (429) until they "
-                            "slow down", who)
-            return web.Response(status=429, headers={"Retry-After": str(math.ceil(wait))},
-                                text=f"too many clicks: try again in {math.ceil(wait)} s")
-        limited.discard(who)
-        unknown = sorted({fb.alert_id for fb in clicks if not posted(fb.alert_id)})
-        if unknown:
-            log.warning("click from Slack user %s on alert %s, which Pulse did not post: "
-                        "refused", who, unknown[0])
-            return web.Response(status=404,
-                                text=f"no alert {unknown[0]} was posted by Pulse: click ignored")
+        refused = gate.refuse(payload, clicks)
+        if refused is not None:
+            status, why, wait = refused
+            headers = {"Retry-After": str(math.ceil(wait))} if status == 429 else None
+            return web.Response(status=status, headers=headers, text=why)
         for fb in clicks:
             try:
                 await on_feedback(fb)

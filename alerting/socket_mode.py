@@ -53,7 +53,7 @@ from alerting.commands import (
     open_alerts,
     parse_command,
 )
-from alerting.feedback import E_NO_SIGNING_SECRET, Feedback, parse_payload
+from alerting.feedback import E_NO_SIGNING_SECRET, ClickGate, Feedback, parse_payload
 from alerting.outbox import DeliveryError
 from alerting.service import AlertService
 from alerting.slack import SlackPoster, make_slack_client
@@ -151,6 +151,9 @@ class SlackSocket:
         Runs ``/pulse`` and answers mentions (alerting/commands.py).
     handled
         Keys of what was acted on (:class:`Handled`).
+    gate
+        What refuses floods and clicks on alerts Pulse did not post, as on the HTTP endpoint
+        (:class:`alerting.feedback.ClickGate`; None: nothing is refused).
     api_url
         Base URL of the Slack Web API (``PULSE_SLACK_API_URL``).
     ping_interval
@@ -160,12 +163,14 @@ class SlackSocket:
     def __init__(self, app_token: str, poster: SlackPoster, *,
                  on_feedback: Callable[[Feedback], Awaitable[None]], commands: Commands,
                  handled: Handled, api_url: str = "https://slack.com/api/",
-                 clock: Callable[[], float] = time.time, ping_interval: float = 5.0):
+                 clock: Callable[[], float] = time.time, ping_interval: float = 5.0,
+                 gate: ClickGate | None = None):
         self.app_token = app_token
         self.poster = poster
         self.on_feedback = on_feedback
         self.commands = commands
         self.handled = handled
+        self.gate = gate
         self.api_url = api_url
         self.clock = clock
         self.ping_interval = ping_interval
@@ -224,7 +229,12 @@ class SlackSocket:
         await client.send_socket_mode_response(SocketModeResponse(req.envelope_id, ack))
 
     async def _clicks(self, payload: dict, envelope_id: str) -> None:
-        for fb in parse_payload(payload, self.clock()):
+        clicks = parse_payload(payload, self.clock())
+        refused = self.gate.refuse(payload, clicks) if clicks and self.gate else None
+        if refused is not None:   # a flood, or an alert Pulse did not post (the gate logs it)
+            log.info("Socket Mode click not honoured (%d): %s", refused[0], refused[1])
+            return
+        for fb in clicks:
             if not self.handled.first_time(click_key(payload, fb, envelope_id)):
                 log.info("%s on alert %s was honoured already (redelivered)", fb.action,
                          fb.alert_id)
@@ -379,18 +389,20 @@ async def start_slack_inbound(service: AlertService, settings: Settings,
         log.error("SLACK_APP_TOKEN is set but SLACK_BOT_TOKEN is not: Pulse could not post "
                   "its answers, so Socket Mode is off.")
     elif settings.slack_app_token:
-        manager = service.manager
+        def now_event_ts() -> float | None:
+            closed = service.manager.last_closed_ts   # the lifecycle of now (it is reloaded
+            return closed if math.isfinite(closed) else None   # when the alerts move)
+
         commands = Commands(
-            settings.data_dir, load_store, alerts=lambda: open_alerts(manager),
-            now_event_ts=lambda: (manager.last_closed_ts
-                                  if math.isfinite(manager.last_closed_ts) else None),
+            settings.data_dir, load_store, alerts=lambda: open_alerts(service.manager),
+            now_event_ts=now_event_ts,
             digest_path=settings.digest_file or None,
             answer=answer or _answerer(service, settings), clock=service.clock)
         socket = SlackSocket(settings.slack_app_token, SlackPoster(make_slack_client(settings)),
                              on_feedback=service.on_feedback, commands=commands,
                              handled=Handled(Path(settings.data_dir) / HANDLED_FILE),
                              api_url=settings.slack_api_url, clock=service.clock,
-                             ping_interval=ping_interval)
+                             ping_interval=ping_interval, gate=ClickGate(service.posted))
     inbound = SlackInbound(socket, active)
     await inbound.start()
     return inbound

@@ -415,3 +415,26 @@ async def test_a_request_the_headers_refuse_is_answered_before_its_body_is_read(
             writer.close()
     finally:
         await server.close()
+
+
+async def test_a_signed_request_sent_again_is_refused(tmp_path):
+    """A signature is valid for 5 minutes: the same signed request copied and sent again in that
+    time (a replay) is refused with 409 and silences nothing more."""
+    async with FakeSlack(token=TOKEN) as slack:
+        svc = service(slack, tmp_path)
+        real = await posted_alert(svc)
+        port = await svc.serve_feedback(port=0, signing_secret=SECRET)
+        url = f"http://127.0.0.1:{port}/slack/actions"
+        body, headers = signed(real, action=ACTION_SNOOZE)
+        async with aiohttp.ClientSession() as http:
+            statuses = []
+            for _ in range(3):
+                async with http.post(url, data=body, headers=headers) as r:
+                    statuses.append(r.status)
+            status, _, _ = await click(http, url, real, action=ACTION_ACK, n=2)  # a new click
+        await svc.silences.flush()
+        await svc.close()
+    assert statuses == [200, 409, 409]
+    assert status == 200
+    feedback = [json.loads(x) for x in (tmp_path / "feedback.jsonl").read_text().splitlines()]
+    assert [f["action"] for f in feedback] == ["snooze", "ack"]

@@ -364,3 +364,27 @@ async def test_socket_mode_follows_who_reads_the_alerts(tmp_path):
                 await asyncio.sleep(0.05)
         await inbound.close()
         await svc.close()
+
+
+async def test_socket_mode_clicks_are_gated_like_http_ones(tmp_path):
+    """Socket Mode honours a click only on an alert Pulse posted, and floods of them as the
+    HTTP endpoint does: 10 from one user at once (the refused one among them), the rest
+    refused."""
+    async with FakeSlackApp(token=TOKEN, app_token=APP_TOKEN) as slack:
+        s = settings(slack, tmp_path)
+        svc = make_service(s)
+        (opened,) = await svc.handle(anomaly("payments", 0, 40.0, 120.0))
+        await svc.wait_idle()
+        alert_id = opened.alert["id"]
+        async with connected(slack, svc, s) as sock:
+            await slack.deliver(slack.click(ACTION_SNOOZE, "0" * 16))   # never posted
+            await sock.idle()
+            assert not (tmp_path / "feedback.jsonl").exists()
+            for _ in range(15):
+                await slack.deliver(slack.click(ACTION_ACK, alert_id))
+            await sock.idle()
+        await svc.wait_idle()
+        await svc.close()
+    assert len(slack.acks) == 16   # every envelope acked, honoured or not
+    feedback = (tmp_path / "feedback.jsonl").read_text().splitlines()
+    assert len(feedback) == 9   # the burst of 10, less the click on the alert never posted
