@@ -56,8 +56,8 @@ chromium:
 # the broker's jars come from Maven Central (deploy/kafka/pom.xml) into .kafka/, then KRaft
 # brokers run from them (deploy/kafka/cluster.py). Needs java 17+ and mvn: installed from
 # Debian when missing. The version is KAFKA_VERSION in deploy/kafka/cluster.py (3.9.1).
-.PHONY: test-kafka
-test-kafka: $(TEST_STAMP)
+.PHONY: test-kafka kafka-jars
+kafka-jars: $(TEST_STAMP)
 	@{ command -v java && command -v mvn; } >/dev/null 2>&1 || { \
 	  echo "installing the Debian packages openjdk-17-jre-headless and maven for real Kafka"; \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
@@ -65,6 +65,8 @@ test-kafka: $(TEST_STAMP)
 	  || { cat .apt-kafka.log; rm -f .apt-kafka.log; exit 1; }; \
 	  rm -f .apt-kafka.log; }
 	$(BIN)/python deploy/kafka/cluster.py fetch
+
+test-kafka: kafka-jars
 	PULSE_REAL_KAFKA=1 $(BIN)/python -m pytest tests/real_kafka -s --timeout 900 \
 	  --durations=0 $(PYTEST_ARGS)
 
@@ -77,8 +79,9 @@ bench: $(TEST_STAMP)
 
 # The fault matrix of issue 19 (bench/faults/): bench/faults.json and docs/faults.md. A
 # measurement, not a test; ARGS="--only kill-backlog,slack-429 --soak-minutes 0" re-runs rows.
+# The soak runs on a single-node Apache Kafka (kafka-jars; ARGS="--soak-broker embedded": not).
 .PHONY: faults
-faults: $(TEST_STAMP)
+faults: kafka-jars
 	$(BIN)/python -m bench.faults $(ARGS)
 
 clean:

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib.util
 import json
 import os
 import platform
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 from bench.alert_latency import measure_alert_latency
 from bench.detect import measure_detect
+from bench.kafka import single_node
 from bench.replay import measure_replay
 from bench.startup import measure_startup
 from bench.throughput import measure_throughput
@@ -90,17 +89,8 @@ def _measure_on(bootstrap: str, args: argparse.Namespace) -> dict[str, Any]:
 @contextlib.contextmanager
 def _kafka() -> Iterator[tuple[str, str]]:
     """A single-node Apache Kafka from deploy/kafka/cluster.py: (bootstrap, version)."""
-    path = Path(__file__).resolve().parents[1] / "deploy" / "kafka" / "cluster.py"
-    spec = importlib.util.spec_from_file_location("pulse_kafka_cluster", path)
-    assert spec is not None and spec.loader is not None
-    cluster = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = cluster
-    spec.loader.exec_module(cluster)
-    print(f"Apache Kafka {cluster.KAFKA_VERSION}: fetching (once) and starting one node ...",
-          flush=True)
-    cluster.fetch()
-    with cluster.KafkaCluster(1) as c:
-        yield c.bootstrap, cluster.KAFKA_VERSION
+    with single_node() as c:
+        yield c.bootstrap, c.version
 
 
 def main() -> None:

@@ -119,7 +119,9 @@ NOTES = """
   which keeps every row's topics in memory, so its figure grows from row to row; the
   broker-restart row and the soak have brokers of their own. The embedded broker keeps every
   message in memory (Tansu's memory storage, no retention), so under a steady rate its memory
-  grows with what it holds: the soak's broker growth measures that.
+  grows with what it holds: the soak runs on a single-node Apache Kafka with a retention and a
+  fixed 512 MB heap, as a deployment would (``--soak-broker embedded`` measures
+  the embedded broker's growth instead).
 - Per row, `bench/faults.json` also holds what the table has no room for: dead-letter reasons,
   click statuses, model calls, the Slack calls faulted, the soak's RSS samples, the checks.
 """
@@ -213,6 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", default="", help="rows to run, comma-separated: "
                    + ", ".join(r.name for r in ROWS) + ", soak")
     p.add_argument("--soak-minutes", type=float, default=30.0, help="0 skips the soak")
+    p.add_argument("--soak-broker", choices=["kafka", "embedded"], default="kafka",
+                   help="the soak's own broker: a single-node Apache Kafka with retention (java "
+                        "17+ and mvn, as for make test-kafka) or the embedded one (no retention)")
     p.add_argument("--json", default="bench/faults.json")
     p.add_argument("--table", default="docs/faults.md")
     args = p.parse_args(argv)
@@ -222,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         p.error(f"unknown rows: {', '.join(sorted(only - known))}")
     rows: list[Row | soak.SoakRow] = [r for r in ROWS if not only or r.name in only]
     if args.soak_minutes > 0 and (not only or "soak" in only):
-        rows.append(soak.SoakRow(args.soak_minutes))
+        rows.append(soak.SoakRow(args.soak_minutes, args.soak_broker))
     started = time.monotonic()
     results = []
     with EmbeddedBroker(max_mb=0) as broker:   # no bound: a restart would empty the rows

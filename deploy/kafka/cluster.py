@@ -86,8 +86,13 @@ class KafkaCluster:
 
     def __init__(self, brokers: int = 1, *, version: str = KAFKA_VERSION,
                  root: str | os.PathLike[str] | None = None, start_timeout: float = 120.0,
-                 **config: str | int) -> None:
+                 heap: str | None = None, **config: str | int) -> None:
         self.brokers = brokers
+        # a fixed heap, touched at start (Kafka's own advice for production: -Xms = -Xmx), so
+        # resident memory is the broker's from the first second: the soak measures its growth
+        self.jvm_opts = JVM_OPTS if heap is None else [
+            f"-Xms{heap}", f"-Xmx{heap}", "-XX:+AlwaysPreTouch",
+            *(o for o in JVM_OPTS if not o.startswith(("-Xms", "-Xmx")))]
         self.version = version
         self.root = Path(root or tempfile.mkdtemp(prefix="pulse-kafka-"))
         self.start_timeout = start_timeout
@@ -138,7 +143,7 @@ class KafkaCluster:
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
     def _java(self, *args: str) -> list[str]:
-        return ["java", *JVM_OPTS, "-cp", f"{libs_dir(self.version)}/*", *args]
+        return ["java", *self.jvm_opts, "-cp", f"{libs_dir(self.version)}/*", *args]
 
     def start(self) -> KafkaCluster:
         fetch(self.version)
