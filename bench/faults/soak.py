@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench.faults.harness import DAY, HOUR, START, FaultySlack, Rig, rss_mb
+from bench.faults.harness import DAY, HOUR, FaultySlack, Rig, rss_mb
 from bench.kafka import single_node
 from simulator import Simulation
 from simulator.publisher import EventPublisher, run_clock
@@ -71,14 +71,18 @@ async def _soak(bootstrap: str, broker_pid: int | None,
     measures, the (seconds, worker MB, broker MB) samples, the steady events per second."""
     async with FaultySlack() as slack:
         rig = await Rig(bootstrap, "soak", slack=slack).setup()
-        sim = Simulation(seed=12, start_ts=START, scenario="none")
-        live = START + 2 * DAY
         span = minutes * 60 * SPEED
+        # event time ends a day before the wall clock: a day a minute runs ahead of real time,
+        # and events more than PULSE_MAX_AHEAD_SECONDS ahead of it are refused as "future" (a
+        # 30-minute soak from the harness's START lost its last days that way)
+        start = (time.time() - span - 3 * DAY) // HOUR * HOUR
+        sim = Simulation(seed=12, start_ts=start, scenario="none")
+        live = start + 2 * DAY
         sim.plan("mixed", (live + 2 * HOUR, live + span - HOUR))
         samples: Samples = []
         try:
             w = rig.start_worker()
-            await rig.publish(sim, START, live)
+            await rig.publish(sim, start, live)
             pub = EventPublisher(rig.bootstrap, rig.topic("events"), keep=rig.produced)
             await pub.start()
             history = len(rig.produced)
