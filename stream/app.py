@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import weakref
 from collections.abc import Callable, Collection
 from typing import Any, cast
 
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 OUTAGE_REMINDER_S = 30.0
 BROKER_CHECK_S = 1.0
+UNDELIVERED_IDLE_S = 10.0    # an agent given nothing this long is checked for dropped records
 
 
 GUARANTEES = ("at_least_once", "exactly_once")
@@ -216,7 +218,48 @@ def make_resume(topics: tuple[str, ...], save: Callable[[Offsets], Any], every_s
                 await result
         rewind_soon(topics)
 
-    return Resume(fetch=fetch, start=start, flush=flush, save=save,
-                  commit=lambda: commit(*topics), every_s=every_s, due=due,
-                  on_redelivered=metrics.REDELIVERED.inc, on_gap=metrics.OFFSET_GAPS.inc,
-                  log=LOG, end=end, on_reset=start_over)
+    resume = Resume(fetch=fetch, start=start, flush=flush, save=save,
+                    commit=lambda: commit(*topics), every_s=every_s, due=due,
+                    on_redelivered=metrics.REDELIVERED.inc, on_gap=metrics.OFFSET_GAPS.inc,
+                    log=LOG, end=end, on_reset=start_over)
+    _resumes[resume] = frozenset(topics)
+    return resume
+
+
+_resumes: weakref.WeakKeyDictionary[Resume, frozenset[str]] = weakref.WeakKeyDictionary()
+"""Each running agent's resume protocol and its topics (an agent restarted drops its old one)."""
+_reread_said: set[tuple[str, int, int]] = set()
+
+
+@app.timer(UNDELIVERED_IDLE_S / 2)
+async def reread_undelivered() -> None:
+    """Seek back the partitions whose records Faust fetched and then dropped in a rebalance
+    (``Resume.undelivered``): an idle agent would otherwise wait for a next message to show the
+    gap. Not during a rebalance or a table recovery, when Faust's flow is stopped on purpose."""
+    consumer = app.consumer
+    if app.rebalancing or app.in_recovery or not getattr(consumer, "flow_active", True) \
+            or not app.flow_control.is_active():
+        return
+    for resume, topics in list(_resumes.items()):
+        assigned = [(tp.topic, tp.partition) for tp in consumer.assignment()
+                    if tp.topic in topics]
+        try:
+            seeks = await resume.undelivered(assigned, _highwater, UNDELIVERED_IDLE_S)
+            for (topic, partition), offset in seeks.items():
+                said = (topic, partition, offset)
+                (log.info if said in _reread_said else log.warning)(
+                    "%s[%d] holds messages from offset %d on that were never delivered to its "
+                    "agent (dropped in a rebalance); reading them again", topic, partition,
+                    offset)
+                _reread_said.add(said)
+                metrics.REREADS.labels(topic).inc()
+                await asyncio.wait_for(consumer.seek(TP(topic, partition), offset), 30.0)
+        except Exception as exc:   # the broker went away again, or another rebalance began
+            log.info("undelivered records not checked (%r)", exc)
+
+
+def _highwater(topic: str, partition: int) -> int | None:
+    try:
+        return app.consumer.highwater(TP(topic, partition))
+    except Exception:   # not fetched yet, or the assignment just changed
+        return None

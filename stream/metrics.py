@@ -25,6 +25,7 @@ from stream.events import DEAD_LETTER_REASONS
 
 __all__ = [
     "KPI", "EVENTS", "DEAD_LETTERS", "DUPLICATES", "MESSAGES", "REDELIVERED", "OFFSET_GAPS",
+    "REREADS",
     "PROCESSING_LAG", "CONSUMER_LAG", "FETCH_HELD", "COHORT_KPI",
     "WATERMARK", "WINDOWS_CLOSED", "ANOMALIES", "ALERTS", "SLACK_CALLS", "LLM_CALLS",
     "SLACK_LATENCY", "LLM_LATENCY", "STATE_FILES_REFUSED",
@@ -54,6 +55,9 @@ REDELIVERED = Counter("pulse_redelivered_messages",
                       "any agent (what they hold is already in its saved state).")
 OFFSET_GAPS = Counter("pulse_offset_gap_messages",
                       "Messages Faust skipped that the worker fetched itself (faust#596).")
+REREADS = Counter("pulse_undelivered_rereads",
+                  "Partitions read again because the log held messages Faust fetched but never "
+                  "handed to the agent (dropped in a rebalance).", ["topic"])
 MESSAGES = Counter("pulse_messages", "Kafka messages consumed from the events topic.")
 PROCESSING_LAG = Gauge("pulse_processing_lag_seconds",
                        "Wall-clock seconds between a message's append to Kafka and its "

@@ -176,6 +176,8 @@ class Resume:
         self.on_reset = on_reset
         self.checked: set[Key] = set()   # partitions whose due offset was checked against the log
         self.epoch = log.epoch if log else 0
+        self.last_record = clock()   # when this agent last finished a message or checkpoint
+        self.busy = 0
 
     def resumed(self, key: Key, next_offset: int | None) -> None:
         """A partition's state was (re)loaded: it covers everything before ``next_offset``
@@ -195,49 +197,55 @@ class Resume:
         """The records one delivered message stands for: none (a re-delivery), or the gap
         before it and then itself. A partition's due offset moves past each record when the
         caller asks for the next one (or the loop ends), so a record is done once handled."""
-        key = (topic, partition)
-        if self.log is not None and self.log.unsure:   # a broker back from an outage: which?
-            await self.log.ask()
-        if self.log is not None and self.log.cluster != self.cluster:
-            if self.log.moved(self.cluster) and self.due:
-                await self._reset(f"the broker's cluster id is {self.log.cluster!r}, the saved "
-                                  f"offsets belong to {self.cluster!r}")
-            self.cluster = self.log.cluster
-        if self.log is not None and self.log.epoch != self.epoch:
-            self.epoch, self.checked = self.log.epoch, set()   # the broker was away: check again
-        due = self.due.get(key)
-        if due is not None and offset < due and key not in self.checked and \
-                self.end is not None:
-            self.checked.add(key)   # once per partition and load: a re-delivery, or a reset?
-            end = await self.end(topic, partition)
-            if end is not None and end < due:
-                if self.log is not None:
-                    await self.log.ask()   # the reset is said once per new log, so: which?
-                await self._reset(f"{topic}[{partition}] ends at offset {end}, before the "
-                                  f"saved offset {due}")
-                due = None
-        if due is None:
-            due = self.due[key] = await self.start(topic, partition)
-            self.checked.add(key)
-        if offset < due:
-            if self.on_redelivered is not None:
-                self.on_redelivered(1)
-            return
-        if offset > due:
-            committed = await self.start(topic, partition)
-            missing = list(await self.fetch(topic, partition, due, offset))
-            if self.on_gap is not None:
-                self.on_gap(offset - due)
-            log.warning("fetched %d of %d messages Faust skipped on %s[%d] (%d..%d)",
-                        len(missing), offset - due, topic, partition, due, offset - 1)
-            for rec in missing:
-                if rec.offset < self.due[key]:
-                    continue
-                yield Record(topic, partition, rec.offset, rec.value, rec.timestamp / 1000.0,
-                             fetched=True, replayed=rec.offset < committed)
-                self.due[key] = rec.offset + 1
-        yield Record(topic, partition, offset, value, timestamp)
-        self.due[key] = offset + 1
+        self.busy += 1   # not idle while a record is handled, however long that takes
+        try:
+            key = (topic, partition)
+            if self.log is not None and self.log.unsure:   # a broker back from an outage?
+                await self.log.ask()
+            if self.log is not None and self.log.cluster != self.cluster:
+                if self.log.moved(self.cluster) and self.due:
+                    await self._reset(f"the broker's cluster id is {self.log.cluster!r}, the saved "
+                                      f"offsets belong to {self.cluster!r}")
+                self.cluster = self.log.cluster
+            if self.log is not None and self.log.epoch != self.epoch:
+                # the broker was away: check again
+                self.epoch, self.checked = self.log.epoch, set()
+            due = self.due.get(key)
+            if due is not None and offset < due and key not in self.checked and \
+                    self.end is not None:
+                self.checked.add(key)   # once per partition and load: a re-delivery, or a reset?
+                end = await self.end(topic, partition)
+                if end is not None and end < due:
+                    if self.log is not None:
+                        await self.log.ask()   # the reset is said once per new log, so: which?
+                    await self._reset(f"{topic}[{partition}] ends at offset {end}, before the "
+                                      f"saved offset {due}")
+                    due = None
+            if due is None:
+                due = self.due[key] = await self.start(topic, partition)
+                self.checked.add(key)
+            if offset < due:
+                if self.on_redelivered is not None:
+                    self.on_redelivered(1)
+                return
+            if offset > due:
+                committed = await self.start(topic, partition)
+                missing = list(await self.fetch(topic, partition, due, offset))
+                if self.on_gap is not None:
+                    self.on_gap(offset - due)
+                log.warning("fetched %d of %d messages Faust skipped on %s[%d] (%d..%d)",
+                            len(missing), offset - due, topic, partition, due, offset - 1)
+                for rec in missing:
+                    if rec.offset < self.due[key]:
+                        continue
+                    yield Record(topic, partition, rec.offset, rec.value, rec.timestamp / 1000.0,
+                                 fetched=True, replayed=rec.offset < committed)
+                    self.due[key] = rec.offset + 1
+            yield Record(topic, partition, offset, value, timestamp)
+            self.due[key] = offset + 1
+        finally:
+            self.busy -= 1
+            self.last_record = self.clock()
 
     async def _reset(self, why: str) -> None:
         """The log is not the one the due offsets were saved on: start over on this one."""
@@ -251,6 +259,36 @@ class Resume:
         if self.on_reset is not None:
             await _call(self.on_reset)
 
+    async def undelivered(self, assigned: Iterable[Key],
+                          highwater: Callable[[str, int], int | None],
+                          idle_s: float) -> Offsets:
+        """Where to read again the partitions whose log holds messages this agent was never
+        handed: none came for ``idle_s`` seconds, yet the log ends past the offset due.
+
+        Faust 0.15 drops the records it fetched when a rebalance stops its flow mid-batch and
+        seeks back to the committed offsets, but aiokafka (0.14 ``seek_to_committed``) seeks
+        only to a committed offset above 0. On a log with nothing committed yet (a broker
+        reset, a new group) those records are gone from the consumer; the next message would
+        show the gap and fetch them, but on a quiet log the next one may never come. A
+        partition of a log that moved (another cluster) since this agent's last record is read
+        from the group's start on the new log.
+        """
+        if self.busy or self.clock() - self.last_record < idle_s:
+            return {}
+        moved = self.log is not None and self.log.moved(self.cluster)
+        out: Offsets = {}
+        for topic, partition in assigned:
+            key = (topic, partition)
+            end = highwater(topic, partition)
+            due = None if moved else self.due.get(key)
+            if end is None or end <= 0 or (due is None and not moved):
+                continue   # nothing there, or never read here: the first message asks
+            if due is None:
+                due = await self.start(topic, partition)
+            if end > due:
+                out[key] = due
+        return out
+
     def checkpoint_due(self) -> bool:
         """Whether ``every_s`` has passed since the last checkpoint."""
         return self.clock() - self.last_save >= self.every_s
@@ -259,8 +297,12 @@ class Resume:
         """Flush, save, commit, if ``every_s`` has passed (or ``force``); True if it did."""
         if not force and not self.checkpoint_due():
             return False
-        await _call(self.flush)
-        await _call(self.save, dict(self.due))
-        await _call(self.commit)
-        self.last_save = self.clock()
+        self.busy += 1
+        try:
+            await _call(self.flush)
+            await _call(self.save, dict(self.due))
+            await _call(self.commit)
+        finally:
+            self.busy -= 1
+            self.last_record = self.last_save = self.clock()
         return True

@@ -11,8 +11,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from kpis.messages import is_running
 from simulator import Simulation
 from stream.broker import EmbeddedBroker
@@ -114,11 +112,12 @@ def test_a_broker_that_dies_under_a_worker_is_waited_out_and_its_successor_read(
     topics are created again with their partition counts, the reset is said and counted once,
     and every new event is counted, in its window.
 
-    The last part does not hold every time yet: in about one run of ten the worker's consumer
-    delivers nothing from the new log (no window within two minutes); the test then ends as an
-    expected failure (XFAIL, with what was counted) rather than failing. Everything before it
-    is asserted always. (Before: a seek inside the consumer's own rebalance deadlocked it, and
-    the old log's acks committed on the new one skipped a third of the events.)"""
+    (Before: a seek inside the consumer's own rebalance deadlocked it; the old log's acks
+    committed on the new one skipped a third of the events; and in about half the runs the
+    records fetched from the new log were dropped by Faust when the rejoin's rebalance stopped
+    its flow, never to be read again: nothing is committed on a new log, and aiokafka seeks
+    back only to a committed offset above 0. ``reread_undelivered`` in stream/app.py reads
+    them again.)"""
     sim = Simulation(seed=5, start_ts=START, scenario="none")
     a = EmbeddedBroker().start()
     p = Pipeline(a)
@@ -166,9 +165,6 @@ def test_a_broker_that_dies_under_a_worker_is_waited_out_and_its_successor_read(
     assert log_path.read_text(errors="replace").count(RESET_LINE) == 1
     want = scans_per_window(produced)
     got = {w: v for w, v in closed_scans(kpis).items() if w >= t0}
-    if not got:
-        pytest.xfail(f"known: nothing read from the new log ({counted:.0f} of "
-                     f"{len(produced)} new events counted)")
     assert counted == len(produced), (counted, len(produced))
     assert got == {w: want.get(w, 0) for w in got} and len(got) == 6, (got, want)
 

@@ -199,3 +199,49 @@ def test_a_partition_handed_over_is_forgotten_and_resumed_from_its_state() -> No
     assert [r.offset for r in got] == [3]
     resume.resumed((T, 0), 9)
     assert run(deliver(resume, [4], kafka)) == []
+
+
+def test_records_fetched_and_dropped_are_asked_for_again_only_when_the_agent_is_idle() -> None:
+    """Faust drops what it fetched when a rebalance stops its flow, and seeks back only to a
+    committed offset above 0: an idle agent whose log ends past its due offset is sought back
+    to that offset; a busy one, or one given messages recently, is left alone."""
+    kafka = FakeKafka()
+    resume = kafka.resume(due={(T, 0): 4})
+    run(deliver(resume, [4, 5], kafka))             # due 6; the log holds 20
+    ends = {0: 20, 1: 0}
+
+    def end(topic: str, partition: int) -> int | None:
+        return ends.get(partition)
+
+    assigned = [(T, 0), (T, 1), (T, 2)]   # 1: empty; 2: end unknown
+    kafka.now += 5.0
+    assert run(resume.undelivered(assigned, end, idle_s=10.0)) == {}      # given one 5 s ago
+    kafka.now += 6.0
+    assert run(resume.undelivered(assigned, end, idle_s=10.0)) == {(T, 0): 6}
+    ends[0] = 6
+    assert run(resume.undelivered(assigned, end, idle_s=10.0)) == {}      # read to its end
+
+    async def while_handling() -> Offsets:
+        ends[0] = 20
+        async for _rec in resume.records(T, 0, 6, b"m6", 5.0):
+            kafka.now += 60.0                 # a record handled for a minute
+            return await resume.undelivered(assigned, end, idle_s=10.0)
+        return {}
+    assert run(while_handling()) == {}
+
+
+def test_after_a_broker_reset_an_idle_agent_is_sought_to_the_start_of_the_new_log() -> None:
+    from stream.resume import LogIdentity
+    ident = LogIdentity(cluster="old")
+    kafka = FakeKafka(committed=0)
+    resume = kafka.resume(due={(T, 0): 40}, log=ident)   # 40: an offset of the old log
+    ident.cluster = "new"                                 # the broker watch saw another cluster
+    kafka.now += 30.0
+
+    def end(topic: str, partition: int) -> int | None:
+        return 7
+
+    # the new log ends at 7, before the old due offset 40: read from the group's start there
+    assert run(resume.undelivered([(T, 0), (T, 1)], end, idle_s=10.0)) == {(T, 0): 0, (T, 1): 0}
+    got = run(deliver(resume, [0, 1], kafka))
+    assert [r.offset for r in got] == [0, 1] and resume.cluster == "new"
