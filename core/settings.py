@@ -49,6 +49,11 @@ class Settings:
         300, "PULSE_EARLY_SECONDS",
         "Every this many seconds of event time an open window's running counts are judged, so "
         "a clear incident alerts before the window closes (0: only at window close).")
+    early_max_age_seconds: int = _setting(
+        10800, "PULSE_EARLY_MAX_AGE_SECONDS",
+        "Early looks are taken only at ticks at most this many seconds behind the wall clock: "
+        "a backlog's windows close seconds later anyway (0: at any age, as replays do, to show "
+        "when an early alert would have come).")
     session_timeout_s: int = _setting(
         10, "PULSE_SESSION_TIMEOUT",
         "Consumer-group session timeout in seconds: how soon a dead worker's partitions move "
@@ -141,6 +146,12 @@ class Settings:
         settings = cls(**values)
         settings.check()
         return settings
+
+    def early_from(self, now: float) -> float:
+        """The event time of the oldest tick an early look is taken at, ``now`` being the wall
+        clock (``PULSE_EARLY_MAX_AGE_SECONDS``; 0.0, the epoch, when any age will do)."""
+        age = self.early_max_age_seconds
+        return now - age if age > 0 else 0.0
 
     def check(self) -> None:
         """Refuse settings that cannot work, with what to do instead (SettingsError)."""

@@ -211,8 +211,12 @@ class PartitionWindows:
     crosses a multiple of ``peek_s``, the running counts of the window it was in are kept as a
     :class:`Peek` at the last tick crossed (at most the window's end), for :meth:`take_peeks`:
     what an early alert is judged on. Peeks follow the events alone (not ``advance``, which a
-    wall clock may drive), so a replay at any speed makes the same ones.
+    wall clock may drive), so a replay at any speed makes the same ones. Ticks before
+    ``peek_from`` are not kept: a live stage sets it from the wall clock, so the windows of a
+    backlog, which close seconds later anyway, are not looked at early.
     """
+
+    peek_from = -math.inf   # (event time) the first tick kept; set by the caller
 
     def __init__(self, window_s: float = 3600, lateness_s: float = 600, peek_s: float = 0.0):
         if not window_s > 0:
@@ -343,7 +347,8 @@ class PartitionWindows:
             return
         w = int(old // self._width)
         last = math.floor(ts / self.peek_s) * self.peek_s
-        if self._next_close is None or w >= self._next_close:   # else its final counts are out
+        if (self._next_close is None or w >= self._next_close) and \
+                min(last, (w + 1) * self._width) >= self.peek_from:   # else final counts are out
             win = self._open.get(w)
             rows: dict[Key, list[int]] = {}
             if win is not None:
@@ -353,7 +358,7 @@ class PartitionWindows:
                         r[i] = c[slot]
             self._peeks.append(Peek(w, min(last, (w + 1) * self._width), rows))
         w_new = int(ts // self._width)
-        if w_new > w and last > w_new * self._width:
+        if w_new > w and last > w_new * self._width and last >= self.peek_from:
             # jumped into a later window past one of its ticks: nothing of it read before then
             self._peeks.append(Peek(w_new, last, {}))
 
@@ -561,8 +566,12 @@ class KpiMerger:
     ``(w, t)`` comes out once every partition has peeked at or past it (a partition that
     peeked only later windows had no events in ``w`` before ``t``), and only after window
     ``w - 1`` has come out, so an open window is always judged after the one before it. Peeks of
-    a window that has come out are dropped.
+    a window that has come out are dropped, and so are ticks before ``peek_from`` (set by a live
+    stage from the wall clock, as each partition's ``PartitionWindows.peek_from`` was, but later:
+    a tick kept here was kept by every partition).
     """
+
+    peek_from = -math.inf   # (event time) the first tick merged; set by the caller
 
     def __init__(self, window_s: float = 3600, partitions: int = 1):
         if partitions < 1:
@@ -589,7 +598,9 @@ class KpiMerger:
         if not 0 <= partition < self.partitions:
             raise ValueError(f"partition {partition} of a merger of {self.partitions}")
         if peeks:
-            self._peeks.setdefault(partition, []).extend(peeks)
+            self._peeks.setdefault(partition, []).extend(
+                peeks if peeks[0].as_of >= self.peek_from
+                else [pk for pk in peeks if pk.as_of >= self.peek_from])
         for win in windows:
             if (self._next is not None and win.window < self._next) or not (
                     win.rows or win.referrals or win.cohorts):
@@ -630,8 +641,8 @@ class KpiMerger:
             else:
                 del self._peeks[p]
         ticks = sorted({(pk.window, pk.as_of) for pks in self._peeks.values() for pk in pks
-                        if pk.window == w and (self._peeked is None
-                                               or (pk.window, pk.as_of) > self._peeked)})
+                        if pk.window == w and pk.as_of >= self.peek_from
+                        and (self._peeked is None or (pk.window, pk.as_of) > self._peeked)})
         out: list[KpiSnapshot] = []
         for tick in ticks:
             rows: dict[Key, list[int]] = {}

@@ -202,6 +202,7 @@ def worker_env(settings: Settings, rid: str, out: Path, config: str | None,
            "PULSE_WINDOW_SECONDS": str(settings.window_seconds),
            "PULSE_LATENESS_SECONDS": str(settings.lateness_seconds),
            "PULSE_EARLY_SECONDS": str(settings.early_seconds),
+           "PULSE_EARLY_MAX_AGE_SECONDS": "0",   # recorded time is past: look early all the same
            "PULSE_CALENDAR": str(Path(settings.calendar_file).resolve())
            if settings.calendar_file else "",
            "PULSE_ALERTS_FILE": str((out / "alerts.jsonl").resolve()),

@@ -252,7 +252,7 @@ async def reread_undelivered() -> None:
                     "agent (dropped in a rebalance); reading them again", topic, partition,
                     offset)
                 _reread_said.add(said)
-                metrics.REREADS.labels(topic).inc()
+                metrics.REREADS.inc()
                 await asyncio.wait_for(consumer.seek(TP(topic, partition), offset), 30.0)
         except Exception as exc:   # the broker went away again, or another rebalance began
             log.info("undelivered records not checked (%r)", exc)

@@ -57,7 +57,7 @@ OFFSET_GAPS = Counter("pulse_offset_gap_messages",
                       "Messages Faust skipped that the worker fetched itself (faust#596).")
 REREADS = Counter("pulse_undelivered_rereads",
                   "Partitions read again because the log held messages Faust fetched but never "
-                  "handed to the agent (dropped in a rebalance).", ["topic"])
+                  "handed to the agent (dropped in a rebalance).")
 MESSAGES = Counter("pulse_messages", "Kafka messages consumed from the events topic.")
 PROCESSING_LAG = Gauge("pulse_processing_lag_seconds",
                        "Wall-clock seconds between a message's append to Kafka and its "

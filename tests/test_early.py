@@ -97,6 +97,41 @@ def test_replay_speed_and_partitions_do_not_change_the_running_values() -> None:
     assert all(got[k] == fine[k] for k in common)
 
 
+def test_no_early_look_at_a_backlogs_old_windows_and_the_ones_kept_are_exact() -> None:
+    """A live stage keeps only ticks at most ``PULSE_EARLY_MAX_AGE_SECONDS`` behind the wall
+    clock (``peek_from``), each partition when it reads its events and the merge later; with
+    the wall clock moving while the backlog is read, the partitions cut at different ticks,
+    yet every tick merged has the exact running values and none is older than the cut."""
+    events = _events(10)
+    fine = _running(_step(events, KpiEngine(lateness_s=600, peek_s=300), 60, START + 11 * H))
+    parts = [PartitionWindows(peek_s=300) for _ in range(4)]
+    merger = KpiMerger(partitions=4)
+    age = 3 * H
+    merged, cuts = [], []
+    for i, e in enumerate(events):
+        now = START + 9 * H + i * (2 * H / len(events))   # the wall clock: 9 h to 11 h in
+        p = partition_of(e, 4)
+        parts[p].peek_from = now - age
+        parts[p].add(e)
+        if i % 700 == 0 or i + 1 == len(events):
+            wm = e["ts"] if i + 1 < len(events) else e["ts"] + 2 * H
+            msg = encode_partials([(p, 4, None, [], parts[p].take_peeks()) for p in range(4)]
+                                  + [(p, 4, parts[p].closed_before,
+                                      parts[p].advance(wm, close_empty=True), [])
+                                     for p in reversed(range(4))])
+            merger.peek_from = now + 1.0 - age   # the merge reads it a moment later
+            cuts.append(merger.peek_from)
+            for p, _n, closed_before, closed, peeks in decode_partials(msg):
+                merged += merger.add(p, closed_before, closed, peeks)
+    got = _running(merged)
+    assert got and all(got[k] == fine[k] for k in got)
+    assert min(k[4] for k in got) >= cuts[0] and START + 8 * H <= min(k[4] for k in got)
+    newest = {k for k in fine if k[4] >= START + 8.5 * H}   # young enough when they were read
+    assert newest <= got.keys()
+    # a replay (no age limit) keeps every tick, as before
+    assert KpiMerger.peek_from == PartitionWindows.peek_from == float("-inf")
+
+
 def test_running_documents_are_their_own_messages_without_a_marker() -> None:
     snaps = _step(_events(3), KpiEngine(lateness_s=600, peek_s=300), 300, START + 4 * H)
     messages = window_messages(group_snapshots(snaps))

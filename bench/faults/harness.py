@@ -203,8 +203,10 @@ class Rig:
         n = next(_names)
         self.prefix = f"f{os.getpid() % 10000}-{n}-{self.name}-"
         self.data_dir = tempfile.mkdtemp(prefix=f"pulse-faults-{self.name}-")
+        # event time here is days behind the clock; early looks are taken as in a live stream
         self.env = {"PULSE_TOPIC_PREFIX": self.prefix, "PULSE_APP_ID": f"{self.prefix}app",
-                    "PULSE_EVENTS_PARTITIONS": str(self.partitions), **self.env_extra}
+                    "PULSE_EVENTS_PARTITIONS": str(self.partitions),
+                    "PULSE_EARLY_MAX_AGE_SECONDS": "0", **self.env_extra}
         if self.slack is not None:
             self.env.update(SLACK_BOT_TOKEN=TOKEN, PULSE_SLACK_CHANNEL="C0FAULTS",
                             PULSE_SLACK_API_URL=self.slack.base_url, PULSE_NOTIFY_AFTER="0")

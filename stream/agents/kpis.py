@@ -126,8 +126,8 @@ async def _consume(parts: Partitions, clock: PartitionClock, hold: FetchHold,
                    payload: bytes | None, topic: str, partition: int, offset: int,
                    appended: float) -> None:
     """Everything one message of ``events`` does: count, dead-letter, close windows."""
-    windows = parts.open[partition]
-    now, now_mono = time.time(), time.monotonic()
+    windows, now, now_mono = parts.open[partition], time.time(), time.monotonic()
+    windows.peek_from = settings.early_from(now)   # no early look at a backlog's windows
     metrics.MESSAGES.inc()
     metrics.PROCESSING_LAG.set(max(0.0, now - appended))
     decoded = decode_message(payload, windows.watermark, now,

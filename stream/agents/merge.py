@@ -14,6 +14,7 @@ every agent's.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ class MergeState:
                           "state is rebuilt; start from an empty PULSE_DATA_DIR and new topics",
                           partitions, self.merger.partitions)
                 self.merger.partitions = max(partitions, self.merger.partitions)
+            self.merger.peek_from = settings.early_from(time.time())   # as the KPI stage did
             out += self.merger.add(partition, closed_before, windows, peeks)
         return out
 
