@@ -54,6 +54,34 @@ def _step(events: list[dict], engine: KpiEngine, step: float, until: float) -> l
     return out
 
 
+def _merged_running(events: list[dict], cut_age: float | None = None) -> tuple[dict, list]:
+    """The running values of four partitions reading ``events``, merged through the
+    kpi-partials codec. With ``cut_age``, a wall clock moves from 9 h to 11 h into the events
+    while they are read, and ticks more than ``cut_age`` behind it are cut: by each partition
+    as it reads, and by the merge a moment later (the merge's cuts are returned)."""
+    parts = [PartitionWindows(peek_s=300) for _ in range(4)]
+    merger = KpiMerger(partitions=4)
+    merged, cuts = [], []
+    for i, e in enumerate(events):
+        now = START + 9 * H + i * (2 * H / len(events))
+        p = partition_of(e, 4)
+        if cut_age is not None:
+            parts[p].peek_from = now - cut_age
+        parts[p].add(e)
+        if i % 700 == 0 or i + 1 == len(events):
+            wm = e["ts"] if i + 1 < len(events) else e["ts"] + 2 * H
+            msg = encode_partials([(p, 4, None, [], parts[p].take_peeks()) for p in range(4)]
+                                  + [(p, 4, parts[p].closed_before,
+                                      parts[p].advance(wm, close_empty=True), [])
+                                     for p in reversed(range(4))])
+            if cut_age is not None:
+                merger.peek_from = now + 1.0 - cut_age
+                cuts.append(merger.peek_from)
+            for p, _n, closed_before, closed, peeks in decode_partials(msg):
+                merged += merger.add(p, closed_before, closed, peeks)
+    return _running(merged), cuts
+
+
 def test_running_values_count_the_windows_events_before_each_tick() -> None:
     events = _events(6)
     snaps = _step(events, KpiEngine(lateness_s=600, peek_s=300), 300, START + 7 * H)
@@ -78,20 +106,7 @@ def test_replay_speed_and_partitions_do_not_change_the_running_values() -> None:
     coarse = _running(_step(events, KpiEngine(lateness_s=600, peek_s=300), 1800, START + 11 * H))
     assert fine and fine == coarse
     # four partitions, merged through the kpi-partials codec
-    parts = [PartitionWindows(peek_s=300) for _ in range(4)]
-    merger = KpiMerger(partitions=4)
-    merged = []
-    for i, e in enumerate(events):
-        parts[partition_of(e, 4)].add(e)
-        if i % 700 == 0 or i + 1 == len(events):
-            wm = e["ts"] if i + 1 < len(events) else e["ts"] + 2 * H
-            msg = encode_partials([(p, 4, None, [], parts[p].take_peeks()) for p in range(4)]
-                                  + [(p, 4, parts[p].closed_before,
-                                      parts[p].advance(wm, close_empty=True), [])
-                                     for p in reversed(range(4))])
-            for p, _n, closed_before, closed, peeks in decode_partials(msg):
-                merged += merger.add(p, closed_before, closed, peeks)
-    got = _running(merged)
+    got, _cuts = _merged_running(events)
     common = got.keys() & fine.keys()
     assert len(common) > 0.5 * len(fine)
     assert all(got[k] == fine[k] for k in common)
@@ -104,26 +119,7 @@ def test_no_early_look_at_a_backlogs_old_windows_and_the_ones_kept_are_exact() -
     yet every tick merged has the exact running values and none is older than the cut."""
     events = _events(10)
     fine = _running(_step(events, KpiEngine(lateness_s=600, peek_s=300), 60, START + 11 * H))
-    parts = [PartitionWindows(peek_s=300) for _ in range(4)]
-    merger = KpiMerger(partitions=4)
-    age = 3 * H
-    merged, cuts = [], []
-    for i, e in enumerate(events):
-        now = START + 9 * H + i * (2 * H / len(events))   # the wall clock: 9 h to 11 h in
-        p = partition_of(e, 4)
-        parts[p].peek_from = now - age
-        parts[p].add(e)
-        if i % 700 == 0 or i + 1 == len(events):
-            wm = e["ts"] if i + 1 < len(events) else e["ts"] + 2 * H
-            msg = encode_partials([(p, 4, None, [], parts[p].take_peeks()) for p in range(4)]
-                                  + [(p, 4, parts[p].closed_before,
-                                      parts[p].advance(wm, close_empty=True), [])
-                                     for p in reversed(range(4))])
-            merger.peek_from = now + 1.0 - age   # the merge reads it a moment later
-            cuts.append(merger.peek_from)
-            for p, _n, closed_before, closed, peeks in decode_partials(msg):
-                merged += merger.add(p, closed_before, closed, peeks)
-    got = _running(merged)
+    got, cuts = _merged_running(events, cut_age=3 * H)
     assert got and all(got[k] == fine[k] for k in got)
     assert min(k[4] for k in got) >= cuts[0] and START + 8 * H <= min(k[4] for k in got)
     newest = {k for k in fine if k[4] >= START + 8.5 * H}   # young enough when they were read
