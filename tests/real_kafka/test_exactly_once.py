@@ -5,9 +5,12 @@ simulator produced is counted once.
 
 at_least_once: no gap and no wrong number; the windows closed between the last checkpoint and
 the kill are published again with the same numbers (a reader keeps the last word per window);
-the same anomalies and alert changes fire, each once (the window_closed markers of the
-re-published windows come again). Their numbers (expected value, band, contributors) may
-differ a little from the reference (detector state after the restart). exactly_once: each
+the same anomalies and alert changes fire; alert changes each once, anomalies at least once
+(those of the windows judged between the detectors' last save and the kill are judged again
+and passed on again, identical, as are the window_closed markers of re-published windows).
+Their numbers (expected value, band, contributors) may differ a little from the reference
+(detector state after the restart). The test waits for the detectors to judge the last window
+(after a kill late in the backlog they are far behind the KPIs). exactly_once: each
 window once and the very same documents, but see ``EOS_STALLS``: with Faust 0.15.3 the
 pipeline publishes nothing under it yet.
 """
@@ -64,6 +67,11 @@ def _done(docs: list[dict]) -> bool:
     return any(d["window_end_ts"] >= END for d in _finals(docs))
 
 
+def _judged_to_the_end(docs: list[dict]) -> bool:
+    return any(d.get("kind") == "window_closed" and d["window_start_ts"] >= END - 3600
+               for d in docs)
+
+
 def _run(bootstrap: str, guarantee: str, kill: bool) -> dict[str, Any]:
     p = Pipeline(as_broker(bootstrap), partitions=2, PULSE_PROCESSING_GUARANTEE=guarantee)
     produced: list[dict] = []
@@ -88,7 +96,10 @@ def _run(bootstrap: str, guarantee: str, kill: bool) -> dict[str, Any]:
         kpis = asyncio.run(read_committed(p.bootstrap, p.topic("kpis"), timeout=300, idle=2,
                                           until=_done))
         assert _done(kpis), p.worker.log_tail()
-        anomalies = asyncio.run(read_committed(p.bootstrap, p.topic("anomalies"), idle=6))
+        # the detectors may be behind the KPIs (after a kill, far behind): wait for the last
+        # window's marker, which the detect agent forwards once it has judged that window
+        anomalies = asyncio.run(read_committed(p.bootstrap, p.topic("anomalies"), timeout=300,
+                                               idle=6, until=_judged_to_the_end))
         alerts = asyncio.run(read_committed(p.bootstrap, p.topic("alerts"), idle=3))
     finally:
         p.stop()
@@ -144,14 +155,25 @@ def test_sigkill_during_backlog_loses_and_doubles_nothing(
           f"(identical), {len(got['anomalies'])} anomalies, {len(got['alerts'])} alert changes")
     if guarantee == "exactly_once":
         assert not twice, (f"{len(twice)} windows published more than once", sorted(twice)[:5])
-    # the same anomalies (by KPI, slice and window) and alert changes (by alert and status),
-    # each once; window_closed markers may be passed on again after the restart
+    # the same anomalies (by KPI, slice and window) and alert changes (by alert and status).
+    # Alert changes each once. Under at_least_once an anomaly of the windows judged between
+    # the detectors' last save and the kill is judged again after it and passed on again, the
+    # very same document (the alert lifecycle takes it once); window_closed markers likewise
     for topic in ("anomalies", "alerts"):
         ref_ids, got_ids = (Counter(_identity(d) for d in docs if d.get("kind") != "window_closed")
                             for docs in (reference[topic], got[topic]))
         assert ref_ids, f"the reference run has no {topic}"
         missing, extra = set(ref_ids) - set(got_ids), got_ids - ref_ids
-        assert not missing and not extra, (topic, sorted(missing)[:3], sorted(extra)[:3])
+        again = ({k for k in extra if k in ref_ids}
+                 if topic == "anomalies" and guarantee == "at_least_once" else set())
+        assert not missing and not set(extra) - again, (topic, sorted(missing)[:3],
+                                                        sorted(extra)[:3])
+        ref_canon = {canonical(d) for d in reference[topic]}
+        repeated = [canonical(d) for d in got[topic] if _identity(d) in again]
+        assert all(c in ref_canon for c in repeated), f"{topic}: a repeated one differs"
+        if again:
+            print(f"{guarantee}: {topic}: {sum(extra.values())} passed on again after the "
+                  f"kill, identical")
         markers = {_identity(d) for d in reference[topic] if d.get("kind") == "window_closed"}
         assert markers <= set(map(_identity, got[topic])), "a window_closed marker is missing"
         ref_docs, got_docs = (
