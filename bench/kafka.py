@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["single_node"]
+__all__ = ["single_node", "cluster_module"]
 
 
-def _cluster_module() -> Any:
+def cluster_module() -> Any:
     """deploy/kafka/cluster.py, a script outside the packages, loaded by path."""
     name = "pulse_kafka_cluster"
     if name in sys.modules:
@@ -32,7 +32,7 @@ def _cluster_module() -> Any:
 def single_node(heap: str | None = None, **config: str | int) -> Iterator[Any]:
     """A started one-node cluster (``.bootstrap``, ``.processes[1]``, ``.version``), stopped on
     exit; ``config``: broker properties over the defaults."""
-    cluster = _cluster_module()
+    cluster = cluster_module()
     print(f"Apache Kafka {cluster.KAFKA_VERSION}: fetching (once) and starting one node ...",
           flush=True)
     cluster.fetch()

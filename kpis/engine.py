@@ -347,8 +347,9 @@ class PartitionWindows:
             return
         w = int(old // self._width)
         last = math.floor(ts / self.peek_s) * self.peek_s
+        as_of = min(last, (w + 1) * self._width)
         if (self._next_close is None or w >= self._next_close) and \
-                min(last, (w + 1) * self._width) >= self.peek_from:   # else final counts are out
+                as_of >= self.peek_from:   # else its final counts are out, or it is too old
             win = self._open.get(w)
             rows: dict[Key, list[int]] = {}
             if win is not None:
@@ -356,7 +357,7 @@ class PartitionWindows:
                     r = rows[key] = [0] * _N_INPUTS
                     for slot, i in _WINDOW_INPUTS:
                         r[i] = c[slot]
-            self._peeks.append(Peek(w, min(last, (w + 1) * self._width), rows))
+            self._peeks.append(Peek(w, as_of, rows))
         w_new = int(ts // self._width)
         if w_new > w and last > w_new * self._width and last >= self.peek_from:
             # jumped into a later window past one of its ticks: nothing of it read before then

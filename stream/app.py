@@ -38,7 +38,7 @@ from stream.settings import Settings
 from stream.topics import ensure_topics, pipeline_topics
 
 __all__ = ["app", "settings", "create_app", "commit", "owns", "make_resume", "watch_broker",
-           "recreate_topics"]
+           "recreate_topics", "highwater"]
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +244,7 @@ async def reread_undelivered() -> None:
         assigned = [(tp.topic, tp.partition) for tp in consumer.assignment()
                     if tp.topic in topics]
         try:
-            seeks = await resume.undelivered(assigned, _highwater, UNDELIVERED_IDLE_S)
+            seeks = await resume.undelivered(assigned, highwater, UNDELIVERED_IDLE_S)
             for (topic, partition), offset in seeks.items():
                 said = (topic, partition, offset)
                 (log.info if said in _reread_said else log.warning)(
@@ -258,7 +258,9 @@ async def reread_undelivered() -> None:
             log.info("undelivered records not checked (%r)", exc)
 
 
-def _highwater(topic: str, partition: int) -> int | None:
+def highwater(topic: str, partition: int) -> int | None:
+    """The offset after the last message the consumer has seen on the partition (None: not
+    fetched yet, or the assignment just changed)."""
     try:
         return app.consumer.highwater(TP(topic, partition))
     except Exception:   # not fetched yet, or the assignment just changed

@@ -31,7 +31,7 @@ from faust.types import TP
 from kpis.engine import PartitionWindows
 from kpis.partials import Partial, decode_partials, encode_partials
 from stream import metrics
-from stream.app import app, make_resume, settings
+from stream.app import app, highwater, make_resume, settings
 from stream.backfill import partition_count
 from stream.clock import FetchHold, PartitionClock
 from stream.custody import Custody
@@ -154,12 +154,12 @@ async def _consume(parts: Partitions, clock: PartitionClock, hold: FetchHold,
             key=rej.reason.encode(),
             value=orjson.dumps(dead_letter_doc(rej, topic, partition, offset)))
     clock.observe(partition, offset, newest, now_mono)
-    hw = _highwater(topic, partition)
+    hw = highwater(topic, partition)
     if hw is not None:
         metrics.CONSUMER_LAG.labels(topic, str(partition)).set(max(0, hw - offset - 1))
     assigned = list(parts.open)
     wm = clock.watermark(assigned, now_mono, clock.started or now_mono,
-                         functools.partial(_highwater, topic), functools.partial(_unread, topic))
+                         functools.partial(highwater, topic), functools.partial(_unread, topic))
     if wm is not None:
         await parts.close_windows(wm)
         hold.update(clock.ahead(wm, AHEAD_WINDOWS * settings.window_seconds) & set(assigned))
@@ -185,16 +185,9 @@ async def _partitions_of(topic: str) -> int:
     return settings.events_partitions
 
 
-def _highwater(topic: str, partition: int) -> int | None:
-    try:
-        return app.consumer.highwater(TP(topic, partition))
-    except Exception:  # not fetched yet, or the assignment just changed
-        return None
-
-
 def _unread(topic: str, partition: int) -> bool | None:
     """Whether a partition has messages after the position the consumer started from."""
-    hw = _highwater(topic, partition)
+    hw = highwater(topic, partition)
     if hw is None:
         return None
     return hw > (read_offset(app.consumer, TP(topic, partition)) or 0)

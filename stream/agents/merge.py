@@ -63,6 +63,7 @@ class MergeState:
 
     def add(self, partials: list[Partial]) -> list[KpiSnapshot]:
         out: list[KpiSnapshot] = []
+        early_from = settings.early_from(time.time())   # as the KPI stage did, a moment later
         for partition, partitions, closed_before, windows, peeks in partials:
             if self.merger is None:
                 self.merger = KpiMerger(settings.window_seconds, partitions)
@@ -72,7 +73,7 @@ class MergeState:
                           "state is rebuilt; start from an empty PULSE_DATA_DIR and new topics",
                           partitions, self.merger.partitions)
                 self.merger.partitions = max(partitions, self.merger.partitions)
-            self.merger.peek_from = settings.early_from(time.time())   # as the KPI stage did
+            self.merger.peek_from = early_from
             out += self.merger.add(partition, closed_before, windows, peeks)
         return out
 

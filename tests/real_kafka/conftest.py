@@ -8,37 +8,24 @@ unless ``PULSE_REAL_KAFKA=1`` is set, which ``make test-kafka`` does.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
-import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+from bench.kafka import cluster_module
+
 ENABLED = os.environ.get("PULSE_REAL_KAFKA") == "1"
 collect_ignore_glob = [] if ENABLED else ["*.py"]
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-def _load_cluster() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("pulse_kafka_cluster",
-                                                  REPO / "deploy" / "kafka" / "cluster.py")
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
-
-
-cluster = _load_cluster()
+cluster = cluster_module()   # deploy/kafka/cluster.py, loaded by path
 KafkaCluster = cluster.KafkaCluster
 KAFKA_VERSION = cluster.KAFKA_VERSION
 
