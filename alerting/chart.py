@@ -449,9 +449,9 @@ def _day_panel(ax: Axes, kpi: str, segment: str, channel: str, raw: list[Any],
     ax.set_xticks(x[::2] if len(x) > 4 else x)
     ax.xaxis.set_major_formatter(DateFormatter("%a %-d", tz=UTC))
     title = _panel_title(kpi, segment, channel)
-    if wide and mine:   # say when: a few hours are a sliver of a week
+    if wide and mine:   # say when, on a line of its own: a few hours are a sliver of a week
         first = min(mine, key=lambda a: _f(a["start_ts"]))
-        title += f" · {first.get('severity', '')} alert {_day_clock(_f(first['start_ts']))} UTC"
+        title += f"\n{first.get('severity', '')} alert {_day_clock(_f(first['start_ts']))} UTC"
     ax.set_title(title, fontsize=FONT["sub"] - 0.5, loc="left", color=ALERT if mine else INK,
                  fontweight="bold" if mine else "normal")
 

@@ -236,6 +236,27 @@ def test_digest_chart_has_a_panel_for_the_alerted_kpi_with_its_alert_shaded() ->
     assert render_week_chart(doc["week"], CHART_KPIS).startswith(PNG)
 
 
+def test_the_alerted_panels_title_fits_even_for_a_channel() -> None:
+    """The wide panel's title names the series and when its alert came: for a channel that was
+    one line wider than the figure, cut off at the right edge."""
+    doc = digest_with_outage()
+    week = doc["week"]
+    week = {**week, "alerted": [{**a, "channel": "referral"} for a in week["alerted"]],
+            "alerts": [{**a, "channel": "referral"} for a in week["alerts"]]}
+    fig = week_figure(week, CHART_KPIS, f"Daily KPIs, week to {doc['day']} (UTC)")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    wide = panel(fig, "Payment failure rate (%) · channel referral")
+    assert "critical alert" in wide.get_title(loc="left")
+    titles = {ax.get_title(loc="left") for ax in fig.axes} | {fig.get_suptitle()}
+    for text in fig.findobj(Text):   # every panel's title, and the figure's, inside the picture
+        if text.get_text() in titles:
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= -0.5 and box.x1 <= fig.bbox.x1 + 0.5, text.get_text()
+
+
 def test_digest_week_without_alerts_has_no_extra_panel() -> None:
     doc = digest_with_outage()
     week = {**doc["week"], "alerted": [], "alerts": []}
