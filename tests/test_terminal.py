@@ -20,20 +20,24 @@ def test_demo_screen_fits_the_terminal(columns, tmp_path):
     name = f"pulse-{uuid.uuid4().hex[:8]}"
     cmd = (f"cd {tmp_path} && {sys.executable} -m pulse demo --duration 40 --history-days 10 "
            "--scenario payment-outage; sleep 60")
-    subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", str(columns), "-y", "40", cmd],
+    # a tmux server of its own (-L): on the shared default one, the previous case's
+    # kill-session can stop the server just as this new-session starts ("server exited
+    # unexpectedly", seen once in a fresh clone)
+    tmux = ["tmux", "-L", name]
+    subprocess.run([*tmux, "new-session", "-d", "-s", name, "-x", str(columns), "-y", "40", cmd],
                    check=True)
     joined: list[str] = []
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            pane = subprocess.run(["tmux", "capture-pane", "-p", "-J", "-t", name],
+            pane = subprocess.run([*tmux, "capture-pane", "-p", "-J", "-t", name],
                                   capture_output=True, text=True).stdout
             joined += pane.splitlines()
             if "windows closed" in pane and "Ctrl-C stops" in pane:
                 break
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", name], capture_output=True)
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
     bars = [ln for ln in joined if ln.startswith("history ") and "%" in ln]
     assert bars, "\n".join(joined[-40:])            # the progress bar was shown
     too_long = [ln for ln in joined if len(ln.rstrip()) > columns]
