@@ -87,7 +87,7 @@ class EmbeddedBroker:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path: Path | None = None
         self.cluster_id = ""
-        self.restarts = 0   # times the memory limit started it again
+        self.restarts = 0   # times the memory limit started it again (and it listens)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
@@ -122,12 +122,14 @@ class EmbeddedBroker:
                 self.process = None
                 signal_group(proc, signal.SIGKILL)   # what it holds is dropped
                 proc.wait(timeout=5)
-                self.restarts += 1
                 try:
                     self._spawn()
                 except BrokerError as e:
                     log.error("%s", e)
                     return
+                # counted once the new broker listens: a reader that sees the count sees the
+                # new process and cluster id too (the lock orders the writes)
+                self.restarts += 1
 
     def _spawn(self) -> None:
         try:
