@@ -269,10 +269,12 @@ class DigestBuilder:
         return len(self.window_starts.get(day, ()))
 
     def _prune(self) -> None:
+        for day in [d for d in self.seen if d <= self.last_done]:
+            del self.seen[day]   # a done day takes no more values: its repeats need no memory
         if self.keep_days is None:
             return
         oldest = self.last_done - self.keep_days
-        for store in (self.days, self.seen, self.window_starts, self.alerts):
+        for store in (self.days, self.window_starts, self.alerts):
             for day in [d for d in store if d < oldest]:
                 del store[day]
 

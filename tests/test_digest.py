@@ -148,6 +148,7 @@ def test_memory_is_bounded_to_about_a_week() -> None:
         b.add_message(msg("signups", day * DAY, [("all", "all", 1.0, 1.0)]))
         b.add_message({"kind": "window_closed", "window_end_ts": (day + 1) * DAY + HOUR})
     assert len(b.days) <= 9 and len(b.seen) <= 9
+    assert all(day > b.last_done for day in b.seen)   # a done day's repeats are refused by date
 
 
 def test_template_summary_has_two_to_four_sentences_from_the_numbers() -> None:
