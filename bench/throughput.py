@@ -21,13 +21,19 @@ from aiokafka import AIOKafkaConsumer
 
 from bench.scrape import metric_value
 from simulator import Simulation
+from core.settings import Settings
 from simulator.publisher import EventPublisher, ensure_topics, run_clock
 from stream.topics import SINGLE_PARTITION_TOPICS
 from stream.worker_process import WorkerProcess
 
 __all__ = ["measure_throughput", "publish_days", "raw_consume"]
 
-START = 1_790_000_000 // 3600 * 3600
+# 84 days ending 2026-09-21, well in the past: a backlog is history. (Until session 9 the days
+# began on 2026-09-21 and ran into December; once the calendar reached them, the days less than
+# PULSE_EARLY_MAX_AGE_SECONDS old, or ahead of the wall clock, got early looks, so the figure
+# fell by itself as the date moved: 12 of the 84 days on 2026-12-02.) The same hour and weekday
+# as before, twelve weeks earlier.
+START = 1_790_000_000 // 3600 * 3600 - 12 * 7 * 86400
 DAY = 86400.0
 HOUR = 3600.0
 
@@ -87,6 +93,11 @@ def _peak_rss_mb(pid: int) -> float:
 def measure_throughput(bootstrap: str, days: float = 84.0, prefix: str = "bench-tp-",
                        progress: bool = True) -> dict[str, Any]:
     topic = f"{prefix}events"
+    early_from = Settings.from_env().early_from(time.time())
+    if 0 < early_from < START + days * DAY:
+        raise ValueError(f"{days:g} simulated days from {START:.0f} reach the last "
+                         "PULSE_EARLY_MAX_AGE_SECONDS: the worker would take early looks at "
+                         "them, and this measures a backlog; ask for fewer days")
     asyncio.run(ensure_topics(bootstrap, {topic: 4, **{
         f"{prefix}{t}": 1 for t in SINGLE_PARTITION_TOPICS}}))
     t0 = time.perf_counter()
