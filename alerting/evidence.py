@@ -239,7 +239,11 @@ def format_change(value: float, expected: float, kpi: str,
     sign = "+" if diff >= 0 else "-"
     kind = _kind(kpi)
     if kind == "percent":
-        absolute = f"{sign}{abs(diff) * 100:.{1 if digits is None else digits}f} pp"
+        # the points between the two numbers as shown: 2.71% against 2.66% is 0.05 pp, though
+        # 2.706 - 2.661 is 0.045 (a reader subtracts what is printed)
+        d = 1 if digits is None else digits
+        points = round(value * 100, d) - round(expected * 100, d)
+        absolute = f"{'+' if points >= 0 else '-'}{abs(points):.{d}f} pp"
     else:
         absolute = sign + format_value(abs(diff), kpi, digits)
     times = _times(value, expected)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TextIO
 
 from alerting.escape import clean_event_text
-from alerting.evidence import format_change, format_value, series_names
+from alerting.evidence import digits_for, format_change, format_value, series_names
 
 __all__ = ["ALERT_FIELDS", "ConsoleSink", "JsonlSink", "alert_record", "console_line"]
 
@@ -40,12 +40,13 @@ def console_line(alert: dict, silenced: bool = False) -> str:
     """One readable line, e.g. ``[CRITICAL] OPEN 1a2b… payment_failure_rate all/all 41.2% ...``."""
     kpi = alert["kpi"]
     value, expected = float(alert["value"]), float(alert["expected"])
-    rel = format_change(value, expected, kpi)[1]
+    d = digits_for(alert)   # a value that differs from the expected one reads differently
+    rel = format_change(value, expected, kpi, d)[1]
     related = series_names(alert.get("related") or [])
     parts = [
         f"[{str(alert['severity']).upper()}]", str(alert["status"]).upper(), alert["id"],
         clean_event_text(f"{kpi} {alert['segment']}/{alert['channel']}", 120),
-        f"{format_value(value, kpi)} (expected {format_value(expected, kpi)}, {rel})",
+        f"{format_value(value, kpi, d)} (expected {format_value(expected, kpi, d)}, {rel})",
         f"score {float(alert['score']):.2f}", f"since {alert['since']}",
     ]
     if related:

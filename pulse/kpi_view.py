@@ -21,7 +21,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from alerting.escape import clean_event_text
-from alerting.evidence import format_value, kpi_label, plain_ids, where
+from alerting.evidence import digits_for, format_value, kpi_label, plain_ids, where
 from kpis import KPIS
 from kpis.formulas import KPI_BY_ID
 from kpis.messages import docs_in, is_running
@@ -50,9 +50,10 @@ def alert_line(alert: dict[str, Any], width: int | None = None) -> str:
     related = sorted({kpi_label(str(r.get("kpi"))) for r in alert.get("related") or []}
                      - {kpi_label(kpi)})
     when = str(alert.get("window_start") or "").replace("T", " ").replace(":00Z", " UTC")
+    d = digits_for(alert)   # 2.71% (expected 2.66%), not 2.7% (expected 2.7%)
     text = (f"[{str(alert.get('severity')).upper()}] {str(alert.get('status')).upper():<8} "
-            f"{kpi_label(kpi)}{scope}: {format_value(value, kpi)} (expected "
-            f"{format_value(expected, kpi)}), window {when}")
+            f"{kpi_label(kpi)}{scope}: {format_value(value, kpi, d)} (expected "
+            f"{format_value(expected, kpi, d)}), window {when}")
     if related:
         text += f"; with {', '.join(related)}"
     reason = str(alert.get("reason") or "")
