@@ -148,10 +148,11 @@ class _Encoder:
             return obj
         if t is float:
             return obj if math.isfinite(obj) else {"__float__": repr(obj)}
-        if t is tuple:
-            if all(x.__class__ in _PLAIN for x in obj):   # a (segment, channel) key
-                return {"__tuple__": list(obj)}
-            return {"__tuple__": [self.enc(x) for x in obj]}
+        if t is tuple:   # a loop, not all(generator): most are 2-tuples, met by the thousand
+            for x in obj:
+                if x.__class__ not in _PLAIN:
+                    return {"__tuple__": [self.enc(x) for x in obj]}
+            return {"__tuple__": list(obj)}   # a (segment, channel) key
         if t is frozenset:
             return {"__frozenset__": [self.enc(x) for x in obj]}
         ref = self._seen(obj) if t in (list, dict, set, deque) or not isinstance(obj, tuple) \
@@ -159,9 +160,10 @@ class _Encoder:
         if ref is not None:
             return ref
         if t is list:
-            if all(x.__class__ in _PLAIN for x in obj):   # a window's counters: most lists
-                return obj
-            return [self.enc(x) for x in obj]
+            for x in obj:
+                if x.__class__ not in _PLAIN:
+                    return [self.enc(x) for x in obj]
+            return obj   # a window's counters: most lists
         if t is dict:
             if all(k.__class__ is str and not k.startswith("__") for k in obj):
                 return {k: self.enc(v) for k, v in obj.items()}
