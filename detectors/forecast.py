@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from river.base import AnomalyDetector
 
@@ -41,6 +41,13 @@ class Forecast(NamedTuple):
     z: float  # signed standard score of the point (0 when unknown or in warm-up)
     std: float = math.nan  # residual standard deviation behind ``z``, on the model's scale
     residual_z: float | None = None  # the noise model's own score, when ``z`` is calibrated
+
+
+_LAST_FORECAST: list[Any] = [None]
+"""(forecaster, n, ts, hour slot, weekday, prediction on the model scale) of the last
+:meth:`SeasonalForecast.forecast_one`: a watcher judges a point, then learns it, and the state has
+not moved in between (``n`` counts every change), so ``learn_one`` takes the prediction instead of
+computing it again. Kept here, not on the forecaster: it is no part of the saved state."""
 
 
 class SeasonalForecast(AnomalyDetector):
@@ -225,8 +232,11 @@ class SeasonalForecast(AnomalyDetector):
         """Expected value and band for the time of ``x``, and the point's signed standard score."""
         if self.n == 0:
             return Forecast(math.nan, math.nan, math.nan, 0.0)
-        h, d = self._slots_of(x.get("ts", 0.0) or 0.0)
-        y_hat = self._predict(h, d)
+        ts = x.get("ts", 0.0) or 0.0
+        h, d = self._slots_of(ts)
+        m = self._predict_model(h, d)
+        _LAST_FORECAST[0] = (self, self.n, ts, h, d, m)
+        y_hat = self._from_model(m)
         std = self._std(y_hat, x.get("n"))
         z = 0.0
         if self.n >= self.grace_period and self._valid(x):
@@ -290,13 +300,19 @@ class SeasonalForecast(AnomalyDetector):
             return
         ts = x.get("ts", 0.0) or 0.0
         y = self._transform(x["value"])
-        h, d = self._slots_of(ts)
+        last = _LAST_FORECAST[0]
+        if last is not None and last[0] is self and last[1] == self.n and last[2] == ts:
+            h, d, m_hat = last[3], last[4], last[5]   # judged just before: the same prediction
+        else:
+            h, d = self._slots_of(ts)
+            m_hat = None
         self.n += 1
         if self.n == 1:
             self.level = self._to_model(y)
             self.last_ts = ts
             return
-        m_hat = self._predict_model(h, d)
+        if m_hat is None:
+            m_hat = self._predict_model(h, d)
         r = y - self._from_model(m_hat)
         std = self._std(y - r, x.get("n"))
         # residual variance, winsorised so one outlier cannot blow the band open
