@@ -20,8 +20,8 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from bench.scrape import metric_value
-from simulator import Simulation
 from core.settings import Settings
+from simulator import Simulation
 from simulator.publisher import EventPublisher, ensure_topics, run_clock
 from stream.topics import SINGLE_PARTITION_TOPICS
 from stream.worker_process import WorkerProcess
