@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 
+from core.jsonvalues import plain_values
+
 __all__ = ["ALLOWED", "dumps", "loads", "to_jsonable", "from_jsonable"]
 
 ALLOWED = frozenset({
@@ -56,9 +58,9 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else {"__float__": repr(obj)}
     if isinstance(obj, list):
-        return obj if _plain(obj) else [to_jsonable(x) for x in obj]
+        return obj if plain_values(obj) else [to_jsonable(x) for x in obj]
     if isinstance(obj, tuple):
-        return {"__tuple__": list(obj) if _plain(obj) else [to_jsonable(x) for x in obj]}
+        return {"__tuple__": list(obj) if plain_values(obj) else [to_jsonable(x) for x in obj]}
     if isinstance(obj, deque):
         return {"__deque__": [to_jsonable(x) for x in obj], "maxlen": obj.maxlen}
     if isinstance(obj, dict):
@@ -73,21 +75,6 @@ def to_jsonable(obj: Any) -> Any:
     else:
         attrs = {s: getattr(obj, s) for s in getattr(type(obj), "__slots__", ())}
     return {"__obj__": name, "state": {k: to_jsonable(v) for k, v in attrs.items()}}
-
-
-_PLAIN = frozenset((int, str, bool, type(None)))
-
-
-def _plain(items: list[Any] | tuple[Any, ...]) -> bool:
-    """Whether every item is written as it is: a forecaster's 24 hourly terms, a history
-    point (a loop, not all() over a generator: met by the thousand in every save)."""
-    for x in items:
-        if x.__class__ is float:
-            if x - x != 0.0:   # NaN or an infinity: tagged
-                return False
-        elif x.__class__ not in _PLAIN:
-            return False
-    return True
 
 
 def from_jsonable(doc: Any) -> Any:

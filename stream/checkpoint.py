@@ -57,6 +57,7 @@ from typing import Any
 
 import orjson
 
+from core.jsonvalues import plain_values
 from stream.resume import LOG
 
 __all__ = ["ALLOWED", "Checkpoint", "REFUSED_REASONS", "Refused", "Resumable", "dumps_state",
@@ -122,10 +123,6 @@ def _attrs(obj: Any) -> dict[str, Any]:
     return out
 
 
-_PLAIN = frozenset((int, str, type(None)))
-"""Values saved as they are (a float may be NaN; a bool is fine but rare)."""
-
-
 class _Encoder:
     """One pass over a state; every mutable value gets a number in the order it is first met,
     which the decoder counts the same way, so a value met again is saved as its number."""
@@ -148,11 +145,10 @@ class _Encoder:
             return obj
         if t is float:
             return obj if math.isfinite(obj) else {"__float__": repr(obj)}
-        if t is tuple:   # a loop, not all(generator): most are 2-tuples, met by the thousand
-            for x in obj:
-                if x.__class__ not in _PLAIN:
-                    return {"__tuple__": [self.enc(x) for x in obj]}
-            return {"__tuple__": list(obj)}   # a (segment, channel) key
+        if t is tuple:
+            if plain_values(obj):   # a (segment, channel) key
+                return {"__tuple__": list(obj)}
+            return {"__tuple__": [self.enc(x) for x in obj]}
         if t is frozenset:
             return {"__frozenset__": [self.enc(x) for x in obj]}
         ref = self._seen(obj) if t in (list, dict, set, deque) or not isinstance(obj, tuple) \
@@ -160,10 +156,9 @@ class _Encoder:
         if ref is not None:
             return ref
         if t is list:
-            for x in obj:
-                if x.__class__ not in _PLAIN:
-                    return [self.enc(x) for x in obj]
-            return obj   # a window's counters: most lists
+            if plain_values(obj):   # a window's counters: most lists
+                return obj
+            return [self.enc(x) for x in obj]
         if t is dict:
             if all(k.__class__ is str and not k.startswith("__") for k in obj):
                 return {k: self.enc(v) for k, v in obj.items()}
