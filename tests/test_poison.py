@@ -240,3 +240,25 @@ def test_what_the_pipeline_writes_passes_the_checks() -> None:
             assert alert_in(orjson.dumps(record)) == (record, None)
     week = (Path(__file__).parent / "data" / "alerts_week.jsonl").read_bytes().splitlines()
     assert week and all(alert_in(line)[1] is None for line in week)
+
+
+@pytest.mark.parametrize("series, reason, detail", [
+    ({"segment": "all", "channel": "all", "value": "high"}, "wrong_type",
+     "value must be a finite number, got str"),
+    ({"segment": "all", "channel": "all", "value": 1.0, "n": True}, "wrong_type",
+     "n must be a finite number, got bool"),
+    ({"segment": ["all"], "channel": "all", "value": 1.0}, "wrong_type",
+     "segment must be str, got list"),
+    ({"segment": "all", "value": 1.0}, "missing_field", "channel is missing"),
+    ({"segment": "all", "channel": "tiktok", "value": 1.0}, "bad_value",
+     "unknown series 'all'/'tiktok'"),
+    (["all", "all", 1.0], "not_an_object", "a JSON list, expected a series object"),
+])
+def test_a_kpi_document_with_one_bad_series_is_rejected_with_the_reason(
+        series: Any, reason: str, detail: str) -> None:
+    good = {"segment": "all", "channel": "all", "value": 2.0, "n": 2}
+    fine, bad = _kpi_doc([good]), _kpi_doc([good, series, good])
+    docs, rejected = kpi_docs_in(orjson.dumps([fine, bad]))
+    assert docs == [fine]
+    assert [(r.reason, r.detail) for r in rejected] == [(reason, detail)]
+    assert orjson.loads(rejected[0].raw) == bad
