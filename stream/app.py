@@ -167,9 +167,12 @@ async def watch_broker() -> None:
 
     watch = BrokerWatch(settings.kafka_bootstrap, LOG, set_up=metrics.BROKER_UP.set,
                         recreate=new_log, remind_s=OUTAGE_REMINDER_S)
-    while not app.should_stop:
-        await watch.step()
-        await asyncio.sleep(BROKER_CHECK_S)
+    try:
+        while not app.should_stop:
+            await watch.step()
+            await asyncio.sleep(BROKER_CHECK_S)
+    finally:
+        await watch.close()
 
 
 def owns(topic: str) -> bool:

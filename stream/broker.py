@@ -38,8 +38,8 @@ from core.settings import Settings
 if TYPE_CHECKING:
     from stream.resume import LogIdentity
 
-__all__ = ["EmbeddedBroker", "BrokerError", "BrokerWatch", "QuietRepeats", "free_port",
-           "is_embedded", "die_with_parent", "cluster_id", "log_end",
+__all__ = ["EmbeddedBroker", "BrokerError", "BrokerWatch", "ClusterProbe", "QuietRepeats",
+           "free_port", "is_embedded", "die_with_parent", "cluster_id", "log_end",
            "EMBEDDED_SESSION_TIMEOUT_S", "CLUSTER_PREFIX", "rss_mb"]
 
 log = logging.getLogger(__name__)
@@ -230,6 +230,45 @@ async def cluster_id(bootstrap: str, timeout_s: float = 3.0) -> str | None:
             await admin.close()
 
 
+class ClusterProbe:
+    """:func:`cluster_id` on one admin client kept from one call to the next.
+
+    The broker watch asks every second; a client per question was a connection, a metadata
+    request and a close every second on the worker's loop. A question that fails (the broker is
+    away, restarted or slow) closes the client and the next one starts a new client, so a
+    broker started again on the same port is asked afresh, as before.
+    """
+
+    def __init__(self, timeout_s: float = 3.0) -> None:
+        self.timeout_s = timeout_s
+        self._admin: Any = None
+        self._bootstrap: str | None = None
+
+    async def __call__(self, bootstrap: str) -> str | None:
+        import asyncio
+
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        try:
+            if self._admin is None or self._bootstrap != bootstrap:
+                await self.close()
+                self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
+                                                  request_timeout_ms=int(self.timeout_s * 1000))
+                self._bootstrap = bootstrap
+                await asyncio.wait_for(self._admin.start(), self.timeout_s)
+            info = await asyncio.wait_for(self._admin.describe_cluster(), self.timeout_s)
+            return str(info.get("cluster_id") or "") or None
+        except Exception:
+            await self.close()
+            return None
+
+    async def close(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                await admin.close()
+
+
 async def log_end(bootstrap: str, topic: str, partition: int,
                   timeout_s: float = 5.0) -> int | None:
     """The offset after the last message of a partition (None: not known).
@@ -288,11 +327,17 @@ class BrokerWatch:
         self.bootstrap, self.identity = bootstrap, identity
         self.set_up, self.recreate = set_up, recreate
         self.remind_s = remind_s
-        self.probe = probe or cluster_id
+        self.probe = probe or ClusterProbe()
         self.clock = clock
         self.down_since: float | None = None
         self.last_said = 0.0
         self.topics_of = identity.cluster   # the cluster the topics were made on
+
+    async def close(self) -> None:
+        """Close the probe's client, if it keeps one."""
+        close = getattr(self.probe, "close", None)
+        if close is not None:
+            await close()
 
     async def step(self) -> None:
         cluster = await self.probe(self.bootstrap)

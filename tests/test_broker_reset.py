@@ -357,3 +357,35 @@ def test_repeated_kafka_client_errors_are_held_to_one_line_per_period() -> None:
     assert quiet.filter(r) and quiet.filter(r)   # shown, also by the next handler
     assert "769 more like it" in str(r.msg)
     assert quiet.filter(rec("stream.agents.kpis", "x")) and quiet.filter(rec("stream.x", "x"))
+
+
+def test_the_broker_watch_probe_keeps_one_client_and_sees_a_broker_started_again() -> None:
+    """The probe asks on one admin client from one second to the next; a broker stopped, then
+    started again empty on the same port (a new cluster), is seen as away, then as the new
+    cluster (the watch's reset detection rests on this)."""
+    from stream.broker import ClusterProbe
+
+    async def ask(probe: ClusterProbe, bootstrap: str, times: int) -> list[str | None]:
+        return [await probe(bootstrap) for _ in range(times)]
+
+    probe = ClusterProbe(timeout_s=2.0)
+    broker = EmbeddedBroker().start()
+    try:
+        loop = asyncio.new_event_loop()
+        first = loop.run_until_complete(ask(probe, broker.bootstrap, 3))
+        client = probe._admin
+        assert first == [broker.cluster_id] * 3 and client is not None
+        assert loop.run_until_complete(ask(probe, broker.bootstrap, 1)) == [broker.cluster_id]
+        assert probe._admin is client   # the same client, not one per question
+        old = broker.cluster_id
+        broker.stop()
+        assert loop.run_until_complete(ask(probe, broker.bootstrap, 1)) == [None]
+        assert probe._admin is None     # closed after a failure
+        broker.start()                  # the same port, a new empty log
+        assert broker.cluster_id != old
+        again = loop.run_until_complete(ask(probe, broker.bootstrap, 2))
+        assert again == [broker.cluster_id] * 2
+        loop.run_until_complete(probe.close())
+        loop.close()
+    finally:
+        broker.stop()
