@@ -36,8 +36,12 @@ _SHORT = {"signups": "signups", "scans": "scans", "match_rate": "match rate",
 
 
 MIN_SHOWN_N = 20
-"""A ratio of fewer events than this is shown with its sample size: 2 conversions of 1 signup is
-"200%" otherwise, which reads as nonsense."""
+"""A ratio of fewer events than this is shown with its sample size ("72.0% of 3"), or as the
+counts it is made of (:data:`_COUNTS`)."""
+
+_COUNTS = {"conversion_rate": ("paid", "signup"), "payment_failure_rate": ("failed", "payment")}
+"""Ratios of two counts, shown as those counts when few: the first payments of a window come
+from signups of earlier windows too, so 2 of 1 signup would read "200.0%"."""
 
 
 def alert_line(alert: dict[str, Any], width: int | None = None) -> str:
@@ -77,6 +81,9 @@ def shown_value(kpi: str, value: float | None, n: float | None) -> str:
     kdef = KPI_BY_ID.get(kpi)
     if (kdef is not None and kdef.unit.startswith("ratio") and n is not None
             and n < MIN_SHOWN_N and "%" in text):
+        if kpi in _COUNTS and value is not None:
+            part, whole = _COUNTS[kpi]
+            return f"{value * n:,.0f} {part} of {n:,.0f} {whole}{'' if n == 1 else 's'}"
         return f"{text} of {n:,.0f}"
     return text
 
@@ -188,7 +195,7 @@ class KpiView:
                 if k.id in self._current:
                     target = f"  (target {format_value(k.target, k.id)})" if k.target else ""
                     shown = shown_value(k.id, self._current[k.id], self._current_n.get(k.id))
-                    rows.append(f"  {k.title:<28} {shown:>12}{target}")
+                    rows.append(f"  {k.title:<28} {shown:>22}{target}")   # "12 paid of 19 signups"
             recent = [a for a in self.alert_changes if a.get("status")][-6:]
             if recent:
                 cols = shutil.get_terminal_size((100, 24)).columns

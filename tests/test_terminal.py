@@ -62,6 +62,9 @@ def test_alert_lines_wrap_at_words_and_speak_labels():
 
 
 def test_a_ratio_of_few_events_shows_its_sample_size():
-    assert shown_value("conversion_rate", 2.0, 1.0) == "200.0% of 1"
+    assert shown_value("conversion_rate", 2.0, 1.0) == "2 paid of 1 signup"   # not "200.0%"
+    assert shown_value("conversion_rate", 0.0, 3.0) == "0 paid of 3 signups"
+    assert shown_value("payment_failure_rate", 0.25, 4.0) == "1 failed of 4 payments"
+    assert shown_value("match_rate", 0.72, 3.0) == "72.0% of 3"
     assert shown_value("conversion_rate", 0.12, 400.0) == "12.0%"
     assert shown_value("signups", 3.0, 3.0) == "3"
