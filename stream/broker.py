@@ -213,21 +213,11 @@ def is_embedded(bootstrap: str) -> bool:
 
 async def cluster_id(bootstrap: str, timeout_s: float = 3.0) -> str | None:
     """The cluster id the broker at ``bootstrap`` reports (None: it does not answer)."""
-    import asyncio
-
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
-                                request_timeout_ms=int(timeout_s * 1000))
+    probe = ClusterProbe(timeout_s)
     try:
-        await asyncio.wait_for(admin.start(), timeout_s)
-        info = await asyncio.wait_for(admin.describe_cluster(), timeout_s)
-        return str(info.get("cluster_id") or "") or None
-    except Exception:
-        return None
+        return await probe(bootstrap)
     finally:
-        with contextlib.suppress(Exception):
-            await admin.close()
+        await probe.close()
 
 
 class ClusterProbe:
