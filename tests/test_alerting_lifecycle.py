@@ -161,6 +161,27 @@ def test_an_open_alert_does_not_calm_down_while_its_incident_goes_on():
     assert resolved[0].alert["severity"] == "critical"
 
 
+def test_a_critical_alert_is_not_led_by_a_weaker_series_that_joined_later():
+    """Critical on payment failures; later its failures are only a warning and a payment count
+    scored higher (as warning) joins: the alert stays critical and stays led by the failures,
+    not by "1 payment (expected 19)" inside its normal band (the demo's case)."""
+    m = AlertManager()
+    (opened,) = feed(m, [anomaly("payment_failure_rate", 0, 0.889, 0.045), closed(0)])
+    later = feed(m, [anomaly("payment_failure_rate", 1, 0.944, 0.045, severity="warning",
+                             score=0.9),
+                     anomaly("payments", 1, 1.0, 19.0, severity="warning", score=0.99,
+                             spread=1.1),
+                     closed(1)])
+    assert later and all(c.alert["severity"] == "critical" for c in later)
+    assert {c.alert["kpi"] for c in later} == {"payment_failure_rate"}
+    assert [r["kpi"] for r in later[-1].alert["related"]] == ["payments"]
+    lead = later[-1].alert
+    assert not lead["lower"] <= lead["value"] <= lead["upper"]
+    # once a series is as severe as the alert again, the most significant one leads as before
+    again = feed(m, [anomaly("payments", 2, 1.0, 19.0, score=0.999, spread=0.5), closed(2)])
+    assert again[-1].alert["kpi"] == "payments"
+
+
 def test_state_pickles_and_continues():
     m = AlertManager()
     opened = feed(m, payment_outage(0))
