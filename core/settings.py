@@ -58,6 +58,11 @@ class Settings:
         10, "PULSE_SESSION_TIMEOUT",
         "Consumer-group session timeout in seconds: how soon a dead worker's partitions move "
         "(Kafka's minimum is 6; workers on the embedded broker use 5).")
+    fetch_max_wait_ms: int = _setting(
+        1500, "PULSE_FETCH_MAX_WAIT_MS",
+        "How long (ms) the broker may hold a fetch that finds nothing new before it answers: "
+        "the most a message waits for a stage to see it when a topic is quiet (1-60000; "
+        "workers on the embedded broker use 100, Faust's own is 1500).")
     metrics_port: int = _setting(
         9464, "PULSE_METRICS_PORT", "Port of the Prometheus /metrics endpoint (0: none).")
     web_port: int = _setting(
@@ -180,6 +185,9 @@ class Settings:
             raise SettingsError("PULSE_EVENTS_PARTITIONS must be at least 1 (the default is 4).")
         if self.session_timeout_s < 1:
             raise SettingsError("PULSE_SESSION_TIMEOUT must be at least 1 second (default 10).")
+        if not 1 <= self.fetch_max_wait_ms <= 60000:
+            raise SettingsError(f"PULSE_FETCH_MAX_WAIT_MS={self.fetch_max_wait_ms} must be 1-60000 "
+                                "ms (default 1500; 100 on the embedded broker).")
 
     def topic(self, name: str) -> str:
         """Full name of one of Pulse's topics (``events``, ``kpis``, ...)."""

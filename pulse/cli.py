@@ -257,7 +257,7 @@ def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from stream.broker import EMBEDDED_SESSION_TIMEOUT_S, EmbeddedBroker
+    from stream.broker import EmbeddedBroker, embedded_worker_env
     from stream.worker_process import die_with_parent
     bootstrap = args.broker or settings.kafka_bootstrap
     broker = None
@@ -267,7 +267,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         print(f"pulse worker: embedded broker at {bootstrap}", flush=True)
     env = dict(os.environ, PULSE_KAFKA_BOOTSTRAP=bootstrap)
     if broker is not None:
-        env.setdefault("PULSE_SESSION_TIMEOUT", str(EMBEDDED_SESSION_TIMEOUT_S))
+        embedded_worker_env(env)
     import subprocess
     proc = subprocess.Popen([sys.executable, "-m", "stream.worker"], env=env,
                             preexec_fn=die_with_parent)

@@ -32,7 +32,7 @@ from mode.utils.logging import level_number
 from stream import metrics
 from stream.backfill import fetch_range, start_offsets
 from stream.broker import BrokerWatch, QuietRepeats, cluster_id, log_end
-from stream.faust_internals import forget_acks, refresh_metadata
+from stream.faust_internals import forget_acks, refresh_metadata, set_fetch_max_wait
 from stream.resume import LOG, Offsets, Resume, Step
 from stream.settings import Settings
 from stream.topics import ensure_topics, pipeline_topics
@@ -57,7 +57,7 @@ def create_app(s: Settings) -> faust.App:
     if s.processing_guarantee not in GUARANTEES:
         raise RuntimeError(f"PULSE_PROCESSING_GUARANTEE is {s.processing_guarantee!r}; use one "
                            f"of {', '.join(GUARANTEES)}.")
-    return faust.App(
+    app = faust.App(
         s.app_id,
         processing_guarantee=s.processing_guarantee,
         broker=f"kafka://{s.kafka_bootstrap}",
@@ -77,6 +77,8 @@ def create_app(s: Settings) -> faust.App:
         producer_linger=0.005,
         producer_max_request_size=2 << 20,
     )
+    set_fetch_max_wait(app, s.fetch_max_wait_ms)
+    return app
 
 
 settings = Settings.from_env()

@@ -40,13 +40,27 @@ if TYPE_CHECKING:
 
 __all__ = ["EmbeddedBroker", "BrokerError", "BrokerWatch", "ClusterProbe", "QuietRepeats",
            "free_port", "is_embedded", "die_with_parent", "cluster_id", "log_end",
-           "EMBEDDED_SESSION_TIMEOUT_S", "CLUSTER_PREFIX", "rss_mb"]
+           "EMBEDDED_SESSION_TIMEOUT_S", "EMBEDDED_FETCH_MAX_WAIT_MS", "CLUSTER_PREFIX", "rss_mb",
+           "embedded_worker_env"]
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_SESSION_TIMEOUT_S = 5
 """Consumer-group session timeout for workers on the embedded broker: Tansu accepts 5 s (start and
 restart in ~4.6 s); real Kafka refuses sessions under 6 s, so the settings' default is 10."""
+
+EMBEDDED_FETCH_MAX_WAIT_MS = 100
+"""Fetch wait of workers on the embedded broker. Tansu holds a fetch that finds nothing for the
+whole wait even when a message arrives meanwhile, and aiokafka sends one fetch per broker at a
+time: with Faust's 1500 ms each stage saw its input 0.1-0.5 s late (measured, issue 15); with
+100 ms, 5-40 ms. Real Kafka answers a held fetch as soon as data comes, so it keeps 1500."""
+
+
+def embedded_worker_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with the settings a worker on the embedded broker needs, unless already given."""
+    env.setdefault("PULSE_SESSION_TIMEOUT", str(EMBEDDED_SESSION_TIMEOUT_S))
+    env.setdefault("PULSE_FETCH_MAX_WAIT_MS", str(EMBEDDED_FETCH_MAX_WAIT_MS))
+    return env
 
 CLUSTER_PREFIX = "tansu-pulse-"
 """Cluster ids of embedded brokers: ``tansu`` first, as simulator/publisher.py tells Tansu (no

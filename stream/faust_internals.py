@@ -7,9 +7,11 @@ either is upgraded.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-__all__ = ["read_offset", "record_fields", "refresh_metadata", "forget_acks"]
+__all__ = ["read_offset", "record_fields", "refresh_metadata", "forget_acks",
+           "set_fetch_max_wait"]
 
 
 def read_offset(consumer: Any, tp: Any) -> int | None:
@@ -77,3 +79,31 @@ def forget_acks(consumer: Any, tp: Any) -> None:
         table = getattr(consumer, name, None)
         if isinstance(table, dict):   # defaultdicts and dicts in 0.15.3
             table.pop(tp, None)
+
+
+def set_fetch_max_wait(app: Any, ms: int) -> None:
+    """Make the Kafka consumer Faust creates for ``app`` wait at most ``ms`` for a fetch.
+
+    faust-streaming 0.15.3 ``faust.transport.drivers.aiokafka.AIOKafkaConsumerThread.
+    _create_worker_consumer`` builds aiokafka's consumer with ``fetch_max_wait_ms=1500``
+    written in, and Faust has no setting for it. The aiokafka 0.14.0 ``AIOKafkaConsumer`` keeps
+    it as ``_fetch_max_wait_ms`` until ``start()`` hands it to its ``Fetcher``: the wrapped
+    method sets it on the new consumer, before it starts, from the app it is built for (apps
+    without the attribute keep Faust's 1500).
+    """
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    app.pulse_fetch_max_wait_ms = ms
+    create = AIOKafkaConsumerThread._create_worker_consumer
+    if hasattr(create, "__wrapped__"):
+        return   # wrapped once, for every app
+
+    @functools.wraps(create)
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = create(self, transport)
+        wait = getattr(self.app, "pulse_fetch_max_wait_ms", None)
+        if wait is not None and hasattr(consumer, "_fetch_max_wait_ms"):
+            consumer._fetch_max_wait_ms = wait
+        return consumer
+
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore

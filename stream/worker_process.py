@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from stream.broker import EMBEDDED_SESSION_TIMEOUT_S, die_with_parent, free_port, is_embedded
+from stream.broker import die_with_parent, embedded_worker_env, free_port, is_embedded
 
 __all__ = ["WorkerProcess", "die_with_parent"]
 
@@ -45,7 +45,7 @@ class WorkerProcess:
         })
         env.setdefault("PULSE_LOG_LEVEL", "warning")
         if is_embedded(self.bootstrap):
-            env.setdefault("PULSE_SESSION_TIMEOUT", str(EMBEDDED_SESSION_TIMEOUT_S))
+            embedded_worker_env(env)
         env.update(self.extra_env)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
