@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from bench.scrape import metric_value
 from core.settings import Settings
 from simulator import Simulation
-from simulator.publisher import EventPublisher, ensure_topics, run_clock
+from simulator.publisher import ensure_topics, publish_simulation
 from stream.topics import SINGLE_PARTITION_TOPICS
 from stream.worker_process import WorkerProcess
 
@@ -41,15 +41,9 @@ HOUR = 3600.0
 async def publish_days(bootstrap: str, topic: str, days: float, seed: int = 1,
                        batch_size: int = 500) -> tuple[int, float]:
     """Publish ``days`` of simulated events at full speed; (events, end event time)."""
-    sim = Simulation(seed, START)
-    pub = EventPublisher(bootstrap, topic, batch_size=batch_size)
-    await pub.start()
     end = START + days * DAY
-    try:
-        await run_clock(sim, pub, START, end, speed=None)
-        await pub.publish([], end + 600)
-    finally:
-        await pub.stop()
+    pub = await publish_simulation(bootstrap, topic, Simulation(seed, START), START, end,
+                                   watermark=end + 600, batch_size=batch_size)
     return pub.sent, end
 
 

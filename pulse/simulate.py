@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from simulator import BusinessModel, Simulation
-from simulator.publisher import EventPublisher, ensure_topics, run_clock
+from simulator.publisher import ensure_topics, publish_simulation
 from stream.broker import EmbeddedBroker
 from stream.settings import Settings
 
@@ -32,14 +32,13 @@ async def _run(args: argparse.Namespace, settings: Settings, bootstrap: str) -> 
                 f.write(orjson.dumps(inc.to_json()) + b"\n")
     await ensure_topics(bootstrap, {settings.topic("events"): settings.events_partitions})
     sink = open(out / "events.jsonl", "wb") if out else None  # noqa: SIM115
-    pub = EventPublisher(bootstrap, settings.topic("events"), sink=sink)
-    await pub.start()
     t0 = time.monotonic()
     try:
-        await run_clock(sim, pub, start, end, speed=None if args.max else args.speed)
-        await pub.publish([], end + settings.lateness_seconds)
+        pub = await publish_simulation(
+            bootstrap, settings.topic("events"), sim, start, end,
+            speed=None if args.max else args.speed, watermark=end + settings.lateness_seconds,
+            sink=sink)
     finally:
-        await pub.stop()
         if sink:
             sink.close()
     took = time.monotonic() - t0

@@ -22,7 +22,8 @@ from aiokafka.protocol.metadata import MetadataRequest
 from simulator.generator import Simulation
 from stream.topics import ensure_topics
 
-__all__ = ["EventPublisher", "ensure_topics", "partition_of", "run_clock"]
+__all__ = ["EventPublisher", "ensure_topics", "partition_of", "publish_simulation",
+           "publish_watermark", "run_clock"]
 
 HOUR = 3600.0
 _NO_IDEMPOTENCE = "tansu"   # cluster ids of brokers that refuse idempotent produce requests
@@ -150,3 +151,35 @@ async def run_clock(sim: Simulation, publisher: EventPublisher, start: float, en
             if asyncio.iscoroutine(res):
                 await res
     return t
+
+
+async def publish_simulation(bootstrap: str, topic: str, sim: Simulation, start: float,
+                             end: float, *, speed: float | None = None,
+                             watermark: float | None = None, batch_size: int = 500,
+                             sink: IO[bytes] | None = None,
+                             keep: list[dict[str, Any]] | None = None) -> EventPublisher:
+    """Run ``sim`` from ``start`` to ``end`` through a publisher of its own, then (if given) a
+    last ``watermark`` on every partition, e.g. ``end`` plus the lateness to close every window.
+
+    Returns the stopped publisher: ``sent`` events, ``idempotent`` or not. ``sink`` and ``keep``
+    get every event, as :class:`EventPublisher` gives them.
+    """
+    pub = EventPublisher(bootstrap, topic, batch_size=batch_size, sink=sink, keep=keep)
+    await pub.start()
+    try:
+        await run_clock(sim, pub, start, end, speed=speed)
+        if watermark is not None:
+            await pub.publish([], watermark)
+    finally:
+        await pub.stop()
+    return pub
+
+
+async def publish_watermark(bootstrap: str, topic: str, ts: float) -> None:
+    """Only a watermark at ``ts`` on every partition of ``topic`` (closes the windows before it)."""
+    pub = EventPublisher(bootstrap, topic)
+    await pub.start()
+    try:
+        await pub.publish([], ts)
+    finally:
+        await pub.stop()

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from simulator import Simulation
-from simulator.publisher import EventPublisher, run_clock
+from simulator.publisher import publish_simulation
 from stream.topics import SINGLE_PARTITION_TOPICS
 from tests.conftest import Pipeline
 
@@ -583,14 +583,9 @@ def publish_day(p: Pipeline, days: float = 1.0, seed: int = 7) -> int:
     """A day of simulated events to the pipeline, closing every window; the events sent."""
     async def run() -> int:
         sim = Simulation(seed=seed, start_ts=START, scenario="none")
-        pub = EventPublisher(p.bootstrap, p.topic("events"))
-        await pub.start()
-        try:
-            end = START + days * DAY
-            await run_clock(sim, pub, START, end, speed=None)
-            await pub.publish([], end + 600)
-        finally:
-            await pub.stop()
+        end = START + days * DAY
+        pub = await publish_simulation(p.bootstrap, p.topic("events"), sim, START, end,
+                                       watermark=end + 600)
         return pub.sent
     return asyncio.run(run())
 

@@ -12,7 +12,7 @@ import pytest
 from detectors import load_config
 from detectors.watch import KpiWatch
 from simulator import Simulation
-from simulator.publisher import EventPublisher, run_clock
+from simulator.publisher import publish_simulation
 from stream.broker import EmbeddedBroker
 from stream.worker_process import WorkerProcess
 from tests.conftest import Pipeline
@@ -24,14 +24,7 @@ DAY = 86400.0
 
 async def _publish(p: Pipeline, sim: Simulation, t0: float, t1: float,
                    final: float | None = None) -> None:
-    pub = EventPublisher(p.bootstrap, p.topic("events"))
-    await pub.start()
-    try:
-        await run_clock(sim, pub, t0, t1, speed=None)
-        if final is not None:
-            await pub.publish([], final)
-    finally:
-        await pub.stop()
+    await publish_simulation(p.bootstrap, p.topic("events"), sim, t0, t1, watermark=final)
 
 
 def _key(a: dict) -> tuple:

@@ -8,7 +8,7 @@ import re
 
 from kpis.messages import is_running
 from simulator import Simulation
-from simulator.publisher import EventPublisher, run_clock
+from simulator.publisher import publish_simulation
 from tests.conftest import Pipeline
 from tests.kafka_helpers import read_topic
 
@@ -39,25 +39,13 @@ def _expected(events: list[dict]) -> dict[tuple[float, str, str, str], float]:
 
 async def _run(p: Pipeline) -> tuple[list[dict], list[dict], list[dict]]:
     sim = Simulation(seed=11, start_ts=START, scenario="none")
-    pub = EventPublisher(p.bootstrap, p.topic("events"))
     produced: list[dict] = []
-    await pub.start()
+    end = START + DAYS * DAY
+    pub = await publish_simulation(p.bootstrap, p.topic("events"), sim, START, end,
+                                   watermark=end + 600, keep=produced)
     # The embedded Tansu refuses idempotent produce requests, so the capability probe turns it
     # off there (on Kafka tests/real_kafka/test_leader_kill.py asserts it is on).
     assert not pub.idempotent
-    try:
-        orig = pub.publish
-
-        async def publish(events: list[dict], watermark: float) -> None:
-            produced.extend(events)
-            await orig(events, watermark)
-
-        pub.publish = publish  # type: ignore[method-assign]
-        end = START + DAYS * DAY
-        await run_clock(sim, pub, START, end, speed=None)
-        await pub.publish([], end + 600)
-    finally:
-        await pub.stop()
     kpis = await read_topic(
         p.bootstrap, p.topic("kpis"), timeout=180,
         until=lambda m: sum(d.get("kind") == "window_closed" for d in m) >= DAYS * 24)

@@ -27,7 +27,7 @@ from pulse.record import parse_time, record_range, run_record
 from pulse.replay import ReplayOptions, ReplayResult, replay_file, run_compare, worker_env
 from pulse.replay_report import summarize
 from simulator import BusinessModel, Simulation
-from simulator.publisher import EventPublisher, ensure_topics, partition_of, run_clock
+from simulator.publisher import ensure_topics, partition_of, publish_simulation
 from stream.broker import EmbeddedBroker, free_port
 from stream.eventfile import scan_file, sorted_events
 from stream.settings import Settings
@@ -206,19 +206,8 @@ def test_record_writes_the_range_with_partition_offset_and_key(
     produced: list[dict[str, Any]] = []
 
     async def publish() -> None:
-        pub = EventPublisher(broker.bootstrap, topic)
-        orig = pub.publish
-
-        async def keep(events: list[dict[str, Any]], watermark: float) -> None:
-            produced.extend(events)
-            await orig(events, watermark)
-
-        pub.publish = keep  # type: ignore[method-assign]
-        await pub.start()
-        try:
-            await run_clock(sim, pub, START, START + DAY, speed=None)
-        finally:
-            await pub.stop()
+        await publish_simulation(broker.bootstrap, topic, sim, START, START + DAY,
+                                 keep=produced)
 
     asyncio.run(publish())
     lo, hi = START + 6 * HOUR + 1800, START + 18 * HOUR

@@ -17,7 +17,7 @@ import pytest
 
 from kpis.messages import is_running
 from simulator import Simulation
-from simulator.publisher import EventPublisher, run_clock
+from simulator.publisher import publish_simulation, publish_watermark
 from stream.broker import EmbeddedBroker
 from stream.worker_process import WorkerProcess
 from tests.conftest import Pipeline
@@ -29,12 +29,7 @@ DAY = 86400.0
 
 
 async def _publish(p: Pipeline, sim: Simulation, t0: float, t1: float, produced: list) -> None:
-    pub = EventPublisher(p.bootstrap, p.topic("events"), keep=produced)
-    await pub.start()
-    try:
-        await run_clock(sim, pub, t0, t1, speed=None)
-    finally:
-        await pub.stop()
+    await publish_simulation(p.bootstrap, p.topic("events"), sim, t0, t1, keep=produced)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
@@ -80,12 +75,7 @@ def test_restart_resumes_without_loss_or_double_count(broker: EmbeddedBroker, si
 
 
 async def _publish_final(p: Pipeline, ts: float) -> None:
-    pub = EventPublisher(p.bootstrap, p.topic("events"))
-    await pub.start()
-    try:
-        await pub.publish([], ts)
-    finally:
-        await pub.stop()
+    await publish_watermark(p.bootstrap, p.topic("events"), ts)
 
 
 def _day(ts: float) -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kpis.messages import is_running
 from simulator import Simulation
-from simulator.publisher import EventPublisher, run_clock
+from simulator.publisher import publish_simulation
 from stream.broker import EmbeddedBroker
 from stream.worker_process import WorkerProcess
 from tests.conftest import Pipeline
@@ -23,13 +23,8 @@ END = START + 3 * DAY
 async def _publish(p: Pipeline) -> None:
     sim = Simulation(seed=11, start_ts=START, scenario="payment-outage",
                      incident_range=(START + DAY, END - 3600))
-    pub = EventPublisher(p.bootstrap, p.topic("events"))
-    await pub.start()
-    try:
-        await run_clock(sim, pub, START, END, speed=None)
-        await pub.publish([], END + 600)
-    finally:
-        await pub.stop()
+    await publish_simulation(p.bootstrap, p.topic("events"), sim, START, END,
+                             watermark=END + 600)
 
 
 def _windows(p: Pipeline) -> dict[tuple[float, str], list]:

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from kpis.messages import docs_in, is_running
 from simulator import Simulation
-from simulator.publisher import EventPublisher, run_clock
+from simulator.publisher import publish_simulation, publish_watermark
 from stream.topics import SINGLE_PARTITION_TOPICS, ensure_topics
 from stream.worker_process import WorkerProcess
 from tests.fakes.slack_server import FakeSlack, Recorded
@@ -261,21 +261,12 @@ class Rig:
 
     async def publish(self, sim: Simulation, t0: float, t1: float) -> None:
         """Run ``sim`` from ``t0`` to ``t1`` at full speed; every event is kept."""
-        pub = EventPublisher(self.bootstrap, self.topic("events"), keep=self.produced)
-        await pub.start()
-        try:
-            await run_clock(sim, pub, t0, t1, speed=None)
-        finally:
-            await pub.stop()
+        await publish_simulation(self.bootstrap, self.topic("events"), sim, t0, t1,
+                                 keep=self.produced)
         self.events_end = max(self.events_end, t1)
 
     async def watermark(self, ts: float) -> None:
-        pub = EventPublisher(self.bootstrap, self.topic("events"))
-        await pub.start()
-        try:
-            await pub.publish([], ts)
-        finally:
-            await pub.stop()
+        await publish_watermark(self.bootstrap, self.topic("events"), ts)
 
     async def send_raw(self, topic: str, payloads: list[bytes | None],
                        partition: int | Callable[[int], int] = 0) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from kpis.messages import is_running
 from simulator import Simulation
-from simulator.publisher import EventPublisher, run_clock
+from simulator.publisher import publish_simulation
 from tests.conftest import Pipeline
 from tests.real_kafka.conftest import KAFKA_VERSION, KafkaCluster, as_broker, read_committed
 
@@ -36,21 +36,8 @@ def broker() -> Iterator[Any]:
 
 async def _publish(p: Pipeline, sim: Simulation, t0: float, t1: float,
                    produced: list[dict]) -> None:
-    pub = EventPublisher(p.bootstrap, p.topic("events"))
-    await pub.start()
-    orig = pub.publish
-
-    async def publish(events: list[dict], watermark: float) -> None:
-        await orig(events, watermark)
-        produced.extend(events)
-
-    pub.publish = publish  # type: ignore[method-assign]
-    try:
-        await run_clock(sim, pub, t0, t1, speed=None)
-        if t1 >= END:
-            await orig([], END + 600)
-    finally:
-        await pub.stop()
+    await publish_simulation(p.bootstrap, p.topic("events"), sim, t0, t1, keep=produced,
+                             watermark=END + 600 if t1 >= END else None)
 
 
 def _finals(docs: list[dict]) -> dict[tuple[float, str], dict]:
