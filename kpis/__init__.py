@@ -1,11 +1,13 @@
-"""KPIs of docs/kpis.md: the catalogue and formulas (:mod:`kpis.formulas`), the windowed
-engine that computes them from events (:mod:`kpis.engine`) and the per-user trackers of the
-signup funnel (:mod:`kpis.funnel`) and weekly cohorts (:mod:`kpis.cohorts`). Pure Python: no
-Kafka, no Faust."""
+"""KPIs of docs/kpis.md: the catalogue and formulas (:mod:`kpis.formulas`); the event-time
+windows of one input partition (:mod:`kpis.windows`), which hand integer rows
+(:mod:`kpis.rows`) to the merger that adds partitions up and applies the formulas
+(:mod:`kpis.merger`); both in one process as :class:`KpiEngine` (:mod:`kpis.engine`); the
+per-user trackers of the signup funnel (:mod:`kpis.funnel`) and weekly cohorts
+(:mod:`kpis.cohorts`). Pure Python: no Kafka, no Faust."""
 
 from core.vocabulary import ALL, CHANNELS, SEGMENTS
 from kpis.cohorts import CohortTracker, cohort_of
-from kpis.engine import KpiEngine, KpiSnapshot, snapshots_by_window
+from kpis.engine import KpiEngine
 from kpis.formulas import (
     COHORT_KPIS,
     FUNNEL_INPUTS,
@@ -24,6 +26,7 @@ from kpis.formulas import (
     subscription_days,
 )
 from kpis.funnel import FunnelTracker
+from kpis.merger import KpiSnapshot, snapshots_by_window
 
 __all__ = ["ALL", "CHANNELS", "SEGMENTS", "CohortTracker", "FunnelTracker", "KpiEngine",
            "KpiSnapshot", "cohort_of", "snapshots_by_window",

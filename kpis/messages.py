@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from kpis.engine import KpiSnapshot
 from kpis.formulas import KPI_BY_ID
+from kpis.merger import KpiSnapshot
 
 __all__ = ["docs_in", "group_snapshots", "is_running", "series_rows", "window_closed",
            "window_messages"]

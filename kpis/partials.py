@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from kpis.engine import Peek, WindowInputs
+from kpis.rows import Peek, WindowInputs
 
 __all__ = ["Partial", "encode_partials", "decode_partials", "partials_of"]
 

@@ -195,7 +195,7 @@ def worker_env(settings: Settings, rid: str, out: Path, config: str | None,
 
     One events partition by default: the worker then reads the events in exactly the file's
     sorted order on every run, so even float sums that depend on the order of addition within
-    a window (``match_rate``'s, kpis/engine.py) come out bit for bit the same.
+    a window (``match_rate``'s, kpis/windows.py) come out bit for bit the same.
     """
     env = {"PULSE_TOPIC_PREFIX": f"replay-{rid}-", "PULSE_APP_ID": f"pulse-replay-{rid}",
            "PULSE_EVENTS_PARTITIONS": str(partitions),

@@ -11,8 +11,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from kpis.engine import PartitionWindows
 from kpis.partials import Partial, encode_partials
+from kpis.windows import PartitionWindows
 from stream.checkpoint import Checkpoint
 from stream.resume import Offsets, Resume
 from stream.settings import Settings

@@ -24,8 +24,9 @@ from detectors.series import SeriesWatcher
 from detectors.watch import KpiWatch
 from evaluation import run_evaluate
 from kpis import KpiEngine
-from kpis.engine import EARLY_KPIS, KpiMerger, PartitionWindows
+from kpis.merger import EARLY_KPIS, KpiMerger
 from kpis.messages import group_snapshots, is_running, window_messages
+from kpis.windows import PartitionWindows
 from simulator import Simulation
 from simulator.publisher import partition_of
 from stream.agents.kpis import decode_partials, encode_partials

@@ -100,7 +100,7 @@ def test_a_ratchet_of_spend_events_23_hours_apart_is_stopped(pipeline2: Pipeline
 
 
 def test_one_message_closes_at_most_two_weeks_of_windows() -> None:
-    from kpis.engine import PartitionWindows
+    from kpis.windows import PartitionWindows
     from stream.partitions import MAX_CLOSE_PER_STEP, Partitions
     from stream.settings import Settings
 

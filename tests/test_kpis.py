@@ -503,7 +503,8 @@ def test_partitions_merged_equal_one_engine(partitions: int) -> None:
     """Users split over partitions (as the publisher splits them), each partition closing its
     own windows, sent through the ``kpi-partials`` codec and merged: the same snapshots as one
     engine over every event, viral coefficient (distinct referrers across partitions) included."""
-    from kpis.engine import KpiMerger, PartitionWindows
+    from kpis.merger import KpiMerger
+    from kpis.windows import PartitionWindows
     from simulator import Simulation
     from simulator.publisher import partition_of
     from stream.agents.kpis import decode_partials, encode_partials
@@ -534,7 +535,8 @@ def test_partitions_merged_equal_one_engine(partitions: int) -> None:
 
 
 def test_merger_waits_for_every_partition_and_counts_a_window_once() -> None:
-    from kpis.engine import KpiMerger, PartitionWindows
+    from kpis.merger import KpiMerger
+    from kpis.windows import PartitionWindows
 
     a, b = PartitionWindows(lateness_s=0), PartitionWindows(lateness_s=0)
     merger = KpiMerger(partitions=2)

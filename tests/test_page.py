@@ -307,7 +307,7 @@ def test_the_page_of_a_running_demo(demo: Demo) -> None:
 # -- stream/pages.py without a broker --------------------------------------------------------
 
 async def test_page_state_rebuilds_once_a_window_closes() -> None:
-    from kpis.engine import KpiSnapshot
+    from kpis.merger import KpiSnapshot
     from kpis.messages import group_snapshots, window_messages
     from stream.pages import PageState
 

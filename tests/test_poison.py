@@ -28,9 +28,10 @@ from alerting.sink import alert_record
 from core.vocabulary import CHANNELS, SEGMENTS
 from detectors import load_config
 from detectors.watch import KpiWatch
-from kpis.engine import KpiMerger, PartitionWindows
+from kpis.merger import KpiMerger
 from kpis.messages import group_snapshots, is_running, window_closed, window_messages
 from kpis.partials import decode_partials, encode_partials
+from kpis.windows import PartitionWindows
 from simulator import Simulation
 from simulator.publisher import partition_of
 from stream.broker import EmbeddedBroker

@@ -184,7 +184,7 @@ def test_replay_reproduces_a_demo_run(broker: EmbeddedBroker, tmp_path: Path) ->
     assert got.keys() == want.keys()          # the same series and windows
     for key, value in want.items():
         # Exact, except match_rate: its window sum of match scores is a float added up in the
-        # order the worker reads the events (kpis/engine.py, `c[_MATCH_SUM] += ...`), and the
+        # order the worker reads the events (kpis/windows.py, `c[_MATCH_SUM] += ...`), and the
         # demo's worker interleaves 4 partitions as fetches arrive: the last bit may differ.
         if key[0] == "match_rate":
             assert math.isclose(got[key], value, rel_tol=1e-12, abs_tol=1e-15), key

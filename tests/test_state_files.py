@@ -21,11 +21,12 @@ from prometheus_client import REGISTRY
 
 from alerting import AlertManager
 from alerting.service import AlertService
-from kpis.engine import KpiMerger, PartitionWindows
+from kpis.merger import KpiMerger
 from kpis.messages import is_running
+from kpis.windows import PartitionWindows
 from simulator import Simulation
 from stream.broker import EmbeddedBroker
-from stream.checkpoint import ALLOWED, Checkpoint, Resumable, dumps_state
+from stream.checkpoint import ALLOWED, MOVED, Checkpoint, Resumable, dumps_state, loads_state
 from stream.partitions import PartitionState
 from stream.settings import Settings
 from tests.conftest import Pipeline
@@ -133,6 +134,24 @@ def test_merger_alerts_and_digest_round_trip(tmp_path: Path) -> None:
     end = {"kind": "window_closed", "window_end_ts": max(builder.days) * DAY + 2 * DAY}
     assert copy.add_message(end) == builder.add_message(end)
     assert closed(0)["kind"] == "window_closed"
+
+
+def test_states_saved_under_the_old_class_names_load_as_the_new_classes() -> None:
+    """kpis/engine.py held PartitionWindows, KpiMerger and their messages until session 12; a
+    state file written then names them there (stream.checkpoint.MOVED)."""
+    pw, _ = _windows(2)
+    merger = KpiMerger(3600, partitions=1)
+    merger.add(0, pw.closed_before, pw.advance(START + 2 * DAY + 7200, close_empty=True), [])
+    body = dumps_state([PartitionState(pw, 7), merger, pw.take_peeks()])
+    old = body
+    for was, now in MOVED.items():
+        assert now.encode() in body or now.endswith(("Peek", "_Window")), now
+        old = old.replace(f'"{now}"'.encode(), f'"{was}"'.encode())
+    assert b"kpis.engine.PartitionWindows" in old and b"kpis.windows" not in old
+    back = loads_state(old)
+    assert type(back[0].windows) is PartitionWindows and type(back[1]) is KpiMerger
+    assert same(back[0], PartitionState(pw, 7)) and same(back[1], merger)
+    assert not set(MOVED.values()) - ALLOWED
 
 
 def test_the_file_has_a_checksummed_header_with_its_log(tmp_path: Path) -> None:

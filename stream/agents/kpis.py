@@ -2,7 +2,7 @@
 
 Consumes ``events`` (single events or JSON arrays of them, docs/events.md), validates them,
 dead-letters what is bad with its reason, and counts the rest into one
-:class:`~kpis.engine.PartitionWindows` per input partition (stream/partitions.py). When the
+:class:`~kpis.windows.PartitionWindows` per input partition (stream/partitions.py). When the
 slowest partition's event time (stream/clock.py) passes a window's end plus the allowed
 lateness, every partition's window is closed and its integer sums are published to
 ``kpi-partials`` (kpis/partials.py); stream/agents/merge.py adds up the partitions (which may be
@@ -28,8 +28,8 @@ from typing import Any
 import orjson
 from faust.types import TP
 
-from kpis.engine import PartitionWindows
 from kpis.partials import Partial, decode_partials, encode_partials
+from kpis.windows import PartitionWindows
 from stream import metrics
 from stream.app import app, highwater, make_resume, settings
 from stream.backfill import partition_count

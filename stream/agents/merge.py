@@ -2,7 +2,7 @@
 
 Consumes ``kpi-partials`` (stream/agents/kpis.py: each input partition's closed windows as
 integer sums, from whichever workers read those partitions), adds the partitions up in a
-:class:`~kpis.engine.KpiMerger` and, once every partition has closed a window, publishes its
+:class:`~kpis.merger.KpiMerger` and, once every partition has closed a window, publishes its
 KPIs to ``kpis`` — one message per window: a document per KPI carrying every series, so the
 detector agent sees a KPI's segments and channels together, then a ``window_closed`` marker
 (kpis/messages.py) — and sets the
@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from kpis.engine import KpiMerger, KpiSnapshot
+from kpis.merger import KpiMerger, KpiSnapshot
 from kpis.messages import group_snapshots, is_running, window_messages
 from kpis.partials import Partial
 from stream import metrics
