@@ -22,7 +22,9 @@ from pathlib import Path
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from alerting.digest import CHART_KPIS, format_pct, summarise
+from alerting.digest import CHART_KPIS
+from alerting.digest_words import format_pct, summarise
+from alerting.drawing import week_png
 from alerting.escape import escape_mrkdwn, truncate
 from alerting.evidence import format_value, kpi_label, where
 from alerting.explain import Explainer, make_explainer
@@ -142,7 +144,7 @@ class DigestPublisher:
                     self._observe("llm", "ok" if doc["summary_source"] == "llm" else "fallback",
                                   time.monotonic() - started)
         if live and self.charts:
-            doc["chart"] = await asyncio.to_thread(self._draw, doc)
+            doc["chart"] = await self._draw(doc)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(doc, ensure_ascii=False) + "\n")
         written.add(doc["day"])
@@ -157,17 +159,13 @@ class DigestPublisher:
                 self.sender.kick()   # Slack unavailable: the send loop retries
         return doc
 
-    def _draw(self, doc: dict) -> str | None:
-        from alerting.chart import render_week_chart  # matplotlib only when drawing
-
-        name = f"digest-{doc['day']}.png"
-        try:
-            png = render_week_chart(doc["week"], CHART_KPIS,
-                                    f"Daily KPIs, week to {doc['day']} (UTC)")
-        except (ValueError, TypeError, KeyError):
-            log.exception("could not draw the digest chart")
+    async def _draw(self, doc: dict) -> str | None:
+        """The week chart of ``doc``, written beside digest.jsonl; its file name, or None."""
+        png = await week_png(doc["week"], CHART_KPIS, f"Daily KPIs, week to {doc['day']} (UTC)")
+        if png is None:
             return None
-        (self.path.parent / name).write_bytes(png)
+        name = f"digest-{doc['day']}.png"
+        await asyncio.to_thread((self.path.parent / name).write_bytes, png)
         return name
 
     async def flush(self) -> bool:

@@ -15,11 +15,9 @@ writes the same alerts.jsonl at any speed.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
@@ -28,6 +26,8 @@ from typing import Any, TextIO
 from aiohttp import web
 from slack_sdk.web.async_client import AsyncWebClient
 
+from alerting.drawing import alert_png
+from alerting.drawing import preload as preload_charts
 from alerting.evidence import build_evidence, kpi_label
 from alerting.explain import Explainer, make_explainer
 from alerting.feedback import Feedback, FeedbackStore, make_feedback_app
@@ -110,8 +110,7 @@ class AlertService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: FeedbackServer | None = None
         if self.slack_enabled and charts:  # import matplotlib now, not before the first chart
-            threading.Thread(target=importlib.import_module, args=("alerting.chart",),
-                             daemon=True).start()
+            preload_charts()
 
     # -- what the agent calls -------------------------------------------------------------
 
@@ -287,7 +286,7 @@ class AlertService:
             await self.poster.update(channel, thread_ts, d.text, d.blocks or [])
             return None
         if d.kind == "chart" and d.chart is not None:
-            png = await asyncio.to_thread(_render, d.chart)
+            png = await alert_png(d.chart)
             if png is None:
                 raise DeliveryError("chart could not be drawn", retryable=False)
             await self.poster.upload_png(channel, thread_ts, png, f"pulse-{d.alert_id}.png",
@@ -324,13 +323,3 @@ class AlertService:
         for sink in self.sinks:
             sink.write(change.alert, silenced=silence is not None)
         self._enqueue_parent_update(change.alert)
-
-
-def _render(chart: dict) -> bytes | None:
-    from alerting.chart import chart_points, render_chart  # matplotlib only when drawing
-
-    try:
-        return render_chart(chart_points(chart), chart["kpi"], alert=chart)
-    except (ValueError, TypeError, KeyError):
-        log.exception("could not draw the chart")
-        return None

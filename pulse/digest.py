@@ -14,7 +14,8 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from alerting.digest import CHART_KPIS, build_digest, builder_from, day_index, day_iso, digest_text
+from alerting.digest import CHART_KPIS, build_digest, builder_from, day_index, day_iso
+from alerting.digest_words import digest_text
 from stream.kpi_state import docs_from_topic, rows_from_file, series_rows
 from stream.settings import Settings
 

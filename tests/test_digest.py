@@ -7,15 +7,13 @@ import json
 import pytest
 
 from alerting.digest import (
-    DIGEST_SYSTEM_PROMPT,
     HEADLINE_KPIS,
     MIN_MOVER_N,
     DigestBuilder,
     build_digest,
-    summarise,
-    template_summary,
 )
 from alerting.digest_delivery import DigestPublisher, digest_message
+from alerting.digest_words import DIGEST_SYSTEM_PROMPT, summarise, template_summary
 from alerting.explain import make_explainer
 from alerting.slack import make_slack_client
 from pulse.cli import main

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from alerting.digest import template_summary
 from alerting.digest_delivery import DigestPublisher
+from alerting.digest_words import template_summary
 from alerting.evidence import build_evidence
 from alerting.explain import make_explainer
 from alerting.service import AlertService
