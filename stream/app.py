@@ -32,7 +32,12 @@ from mode.utils.logging import level_number
 from stream import metrics
 from stream.backfill import fetch_range, start_offsets
 from stream.broker import BrokerWatch, QuietRepeats, cluster_id, log_end
-from stream.faust_internals import forget_acks, refresh_metadata, set_fetch_max_wait
+from stream.faust_internals import (
+    forget_acks,
+    refresh_metadata,
+    refuse_topic_auto_creation,
+    set_fetch_max_wait,
+)
 from stream.resume import LOG, Offsets, Resume, Step
 from stream.settings import Settings
 from stream.topics import ensure_topics, pipeline_topics
@@ -78,6 +83,7 @@ def create_app(s: Settings) -> faust.App:
         producer_max_request_size=2 << 20,
     )
     set_fetch_max_wait(app, s.fetch_max_wait_ms)
+    refuse_topic_auto_creation()   # topics are Pulse's to create, with their partition counts
     return app
 
 

@@ -11,7 +11,7 @@ import functools
 from typing import Any
 
 __all__ = ["read_offset", "record_fields", "refresh_metadata", "forget_acks",
-           "set_fetch_max_wait"]
+           "set_fetch_max_wait", "refuse_topic_auto_creation"]
 
 
 def read_offset(consumer: Any, tp: Any) -> int | None:
@@ -107,3 +107,33 @@ def set_fetch_max_wait(app: Any, ms: int) -> None:
         return consumer
 
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore
+
+
+def refuse_topic_auto_creation() -> None:
+    """Make every aiokafka client of this process ask for metadata without creating topics.
+
+    aiokafka 0.14.0 ``aiokafka.client.AIOKafkaClient._metadata_update`` builds
+    ``MetadataRequest(topics)``, and ``MetadataRequest`` (v4 and later) then asks the broker to
+    create a topic it does not know (``allow_auto_topic_creation`` True). aiokafka has no
+    setting for it (the Java client's ``allow.auto.create.topics``). After a broker reset the
+    worker's consumer rejoins its group, and asks for its topics, before the worker has created
+    them again (stream/app.py ``recreate_topics``): the broker made them with its default
+    partition count (Tansu: 4, a one-partition ``alerts`` then lost its order, and Faust's
+    recovery of a changelog made so waited for ever). Refused here, the clients wait for the
+    topics as Pulse creates them. Replaces the name in ``aiokafka.client`` only; asking for all
+    topics (``topics`` None) is unchanged.
+    """
+    from aiokafka import client
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    if getattr(client.MetadataRequest, "pulse_no_auto_create", False):
+        return
+
+    class MetadataRequestNoAutoCreate(MetadataRequest):
+        pulse_no_auto_create = True
+
+        def __init__(self, topics: list[str] | None = None,
+                     allow_auto_topic_creation: bool | None = False) -> None:
+            super().__init__(topics, allow_auto_topic_creation)
+
+    client.MetadataRequest = MetadataRequestNoAutoCreate
