@@ -39,6 +39,7 @@ from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 
+from alerting.change_words import what_changed
 from alerting.escape import escape_mrkdwn, truncate
 from alerting.evidence import (
     change_words,
@@ -52,10 +53,8 @@ from alerting.evidence import (
     headline_scope,
     impact_line,
     kpi_label,
-    plain_ids,
     scope_words,
     series_label,
-    slice_phrase,
     so_far,
 )
 from alerting.outbox import DeliveryError
@@ -345,27 +344,6 @@ def _button(label: str, action_id: str, value: str, style: str = "",
     return button
 
 
-def _joined_words(alert: dict) -> str:
-    """``Now also on organic, for new grads and Revenue overall``."""
-    lead_kpi = str(alert["kpi"])
-    same, overall, other = [], [], []
-    for j in alert.get("joined") or []:
-        seg, ch, kpi = str(j.get("segment", "all")), str(j.get("channel", "all")), str(j["kpi"])
-        if (kpi, seg, ch) == (lead_kpi, alert["segment"], alert["channel"]) and _lead_moved(alert):
-            continue   # "Now led by" says it
-        if kpi == lead_kpi and seg == ch == "all":
-            overall.append("in the overall numbers")
-        elif kpi == lead_kpi:
-            same.append(slice_phrase(seg, ch))
-        else:
-            other.append(series_label(kpi, seg, ch))
-    parts = list(dict.fromkeys(same + overall + other))
-    if not parts:
-        return ""
-    return "Now also " + (", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1
-                          else parts[0])
-
-
 def _now_words(alert: dict) -> str:
     """``Payment failure rate 78.0% (expected 3.3%), was 66.7%``: the lead now, and at the
     last message."""
@@ -400,39 +378,8 @@ def change_reply(alert: dict) -> str:
                   f"after {duration}. In all: {impact_line(alert)}. Last abnormal value "
                   f"{format_value(float(alert['value']), kpi, d)} (expected "
                   f"{format_value(float(alert['expected']), kpi, d)}).", 2900)
-    codes = alert.get("changes")
-    if codes is None:   # a snapshot from before the lifecycle said what changed
-        what = [plain_ids(str(alert.get("reason") or "still abnormal"))]
-    else:
-        what = []
-        for code in codes:
-            if code == "joined":
-                what.append(_joined_words(alert))
-            elif code == "severity":
-                what.append(f"Severity now {alert['severity']}")
-            elif code == "lead" and _lead_moved(alert):
-                what.append(f"Now led by "
-                            f"{series_label(kpi, str(alert['segment']), str(alert['channel']))}")
-            elif code == "final":
-                what.append("The window closed: final numbers replace the running ones")
-            elif code == "still" and alert.get("streak"):
-                window_s = max(float(alert["window_end_ts"]) - float(alert["window_start_ts"]),
-                               1.0)
-                what.append(f"Still abnormal after {int(alert['streak'])} windows "
-                            f"({format_duration(int(alert['streak']) * window_s)})")
-            elif code == "still":
-                what.append("Still abnormal")
-            elif code == "reopened":
-                what.append(f"Abnormal again: {label} had gone back to normal (flapping)")
-        what = [w for w in what if w] or ["Still abnormal"]
+    what = what_changed(alert) or ["Still abnormal"]
     return _e(f"Update: {'. '.join(what)}. {_now_words(alert)}.", 2900)
-
-
-def _lead_moved(alert: dict) -> bool:
-    """Whether the lead series differs from the one of the last message."""
-    prev = alert.get("previous") or {}
-    return (prev.get("kpi"), prev.get("segment"), prev.get("channel")) != (
-        alert["kpi"], alert["segment"], alert["channel"])
 
 
 class SlackPoster:
