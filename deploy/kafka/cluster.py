@@ -166,7 +166,37 @@ class KafkaCluster:
             self.start_node(node, wait=False)
         for node in self.ports:
             self.wait_started(node)
+        self.wait_cluster()
         return self
+
+    def wait_cluster(self) -> None:
+        """Until a client's metadata lists every node and a controller. Each node's log says it
+        serves clients before the others have registered with the quorum: an admin client
+        started then got metadata with no broker in it, and its first CreateTopics failed on a
+        controller of None (tests/real_kafka/test_leader_kill.py, once in CI)."""
+        import asyncio
+
+        from aiokafka import AIOKafkaClient
+        from aiokafka.protocol.metadata import MetadataRequest
+
+        async def complete() -> bool:
+            client = AIOKafkaClient(bootstrap_servers=self.bootstrap)
+            try:
+                await client.bootstrap()
+                md = await client.send(client.get_random_node(), MetadataRequest([]))
+                return len(md.brokers) == len(self.ports) and md.controller_id >= 0
+            except Exception:   # not answering yet
+                return False
+            finally:
+                await client.close()
+
+        deadline = time.monotonic() + self.start_timeout
+        while not asyncio.run(complete()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {len(self.ports)} Kafka nodes did not form a cluster "
+                                   f"within {self.start_timeout:.0f} s; see the server.log "
+                                   f"files under {self.root}")
+            time.sleep(0.2)
 
     def start_node(self, node: int, wait: bool = True) -> None:
         d = self.node_dir(node)
