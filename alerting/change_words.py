@@ -9,9 +9,9 @@ their ``reason`` text.
 
 from __future__ import annotations
 
-from alerting.evidence import format_duration, kpi_label, plain_ids, series_label, slice_phrase
+from alerting.evidence import abnormal_for, kpi_label, plain_ids, series_label, slice_phrase
 
-__all__ = ["lead_moved", "what_changed"]
+__all__ = ["what_changed"]
 
 
 def what_changed(alert: dict) -> list[str]:
@@ -29,16 +29,14 @@ def what_changed(alert: dict) -> list[str]:
                 what.append(_joined_words(alert))
             elif code == "severity":
                 what.append(f"Severity now {alert['severity']}")
-            elif code == "lead" and lead_moved(alert):
+            elif code == "lead" and _lead_moved(alert):
                 what.append(f"Now led by "
                             f"{series_label(kpi, str(alert['segment']), str(alert['channel']))}")
             elif code == "final":
                 what.append("The window closed: final numbers replace the running ones")
             elif code == "still" and alert.get("streak"):
-                window_s = max(float(alert["window_end_ts"]) - float(alert["window_start_ts"]),
-                               1.0)
                 what.append(f"Still abnormal after {int(alert['streak'])} windows "
-                            f"({format_duration(int(alert['streak']) * window_s)})")
+                            f"({abnormal_for(alert, int(alert['streak']))})")
             elif code == "still":
                 what.append("Still abnormal")
             elif code == "reopened":
@@ -46,7 +44,7 @@ def what_changed(alert: dict) -> list[str]:
     return [w for w in what if w]
 
 
-def lead_moved(alert: dict) -> bool:
+def _lead_moved(alert: dict) -> bool:
     """Whether the lead series differs from the one of the last message."""
     prev = alert.get("previous") or {}
     return (prev.get("kpi"), prev.get("segment"), prev.get("channel")) != (
@@ -59,7 +57,7 @@ def _joined_words(alert: dict) -> str:
     same, overall, other = [], [], []
     for j in alert.get("joined") or []:
         seg, ch, kpi = str(j.get("segment", "all")), str(j.get("channel", "all")), str(j["kpi"])
-        if (kpi, seg, ch) == (lead_kpi, alert["segment"], alert["channel"]) and lead_moved(alert):
+        if (kpi, seg, ch) == (lead_kpi, alert["segment"], alert["channel"]) and _lead_moved(alert):
             continue   # "Now led by" says it
         if kpi == lead_kpi and seg == ch == "all":
             overall.append("in the overall numbers")

@@ -36,6 +36,7 @@ __all__ = [
     "SEGMENT_NAMES",
     "KpiInfo",
     "Scope",
+    "abnormal_for",
     "build_evidence",
     "change_words",
     "detector_name",
@@ -325,6 +326,13 @@ def direction_meaning(kpi: str, direction: str) -> str:
     if info is None or info.higher_is_better is None:
         return "neither"
     return "better" if (direction == "up") == info.higher_is_better else "worse"
+
+
+def abnormal_for(alert: dict, windows: int | None = None) -> str:
+    """How long an alert has been abnormal, ``windows`` (default its ``duration_windows``) times
+    its window's length: ``3 h``."""
+    window_s = max(float(alert["window_end_ts"]) - float(alert["window_start_ts"]), 1.0)
+    return format_duration(int(windows or alert.get("duration_windows") or 1) * window_s)
 
 
 def format_duration(seconds: float) -> str:

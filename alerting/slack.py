@@ -42,13 +42,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 from alerting.change_words import what_changed
 from alerting.escape import escape_mrkdwn, truncate
 from alerting.evidence import (
+    abnormal_for,
     change_words,
     detector_name,
     digits_for,
     direction_meaning,
     format_band,
     format_change,
-    format_duration,
     format_value,
     headline_scope,
     impact_line,
@@ -256,8 +256,7 @@ def alert_message(alert: dict, grafana_url: str) -> tuple[str, list[dict]]:
     scope = headline_scope(alert)
     scope_in = f"{scope}," if "," in scope else scope   # "overall, mostly on organic, is"
     impact = impact_line(alert)
-    window_s = max(float(alert["window_end_ts"]) - float(alert["window_start_ts"]), 1.0)
-    duration = format_duration(int(alert.get("duration_windows") or 1) * window_s)
+    duration = abnormal_for(alert)
     observed = f"{now}{early} (expected {then})"
     text = _e(f"{title}. Impact: {impact}. {label} {now}{early} vs expected {then}.", 2900)
     if resolved:
@@ -370,8 +369,7 @@ def change_reply(alert: dict) -> str:
     kpi = str(alert["kpi"])
     label = kpi_label(kpi)
     if alert["status"] == "resolved":
-        window_s = max(float(alert["window_end_ts"]) - float(alert["window_start_ts"]), 1.0)
-        duration = format_duration(int(alert.get("duration_windows") or 1) * window_s)
+        duration = abnormal_for(alert)
         scope = headline_scope(alert)
         d = digits_for(alert)
         return _e(f"Resolved: {label} {scope}{',' if ',' in scope else ''} is back to normal "

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 
 from alerting.change_words import what_changed
 from alerting.escape import clean_event_text
-from alerting.evidence import digits_for, format_duration, format_value, kpi_label, where
+from alerting.evidence import abnormal_for, digits_for, format_value, kpi_label, where
 from kpis import KPIS
 from kpis.formulas import KPI_BY_ID
 from kpis.messages import docs_in, is_running
@@ -60,7 +60,7 @@ def alert_line(alert: dict[str, Any], width: int | None = None) -> str:
     numbers = f"{format_value(value, kpi, d)} (expected {format_value(expected, kpi, d)})"
     text = f"[{str(alert.get('severity')).upper()}] {status.upper():<8} {kpi_label(kpi)}{scope}: "
     if status == "resolved":   # the numbers are the last abnormal ones, not today's
-        text += (f"back to normal after {_duration(alert)}; last abnormal {numbers} in the "
+        text += (f"back to normal after {abnormal_for(alert)}; last abnormal {numbers} in the "
                  f"window of {when}")
     else:
         text += f"{numbers}, window {when}"
@@ -79,15 +79,6 @@ def alert_line(alert: dict[str, Any], width: int | None = None) -> str:
         out += textwrap.wrap(line, width=max(width, 40), initial_indent="" if i == 0 else "  ",
                              subsequent_indent="    ", break_on_hyphens=False)
     return "\n".join(out)
-
-
-def _duration(alert: dict[str, Any]) -> str:
-    """How long a resolved alert was abnormal (its windows times the window length)."""
-    try:
-        window_s = max(float(alert["window_end_ts"]) - float(alert["window_start_ts"]), 1.0)
-    except (KeyError, TypeError, ValueError):
-        window_s = 3600.0
-    return format_duration(int(alert.get("duration_windows") or 1) * window_s)
 
 
 def shown_value(kpi: str, value: float | None, n: float | None) -> str:
