@@ -34,9 +34,12 @@ from stream.backfill import fetch_range, start_offsets
 from stream.broker import BrokerWatch, QuietRepeats, cluster_id, log_end
 from stream.faust_internals import (
     forget_acks,
+    forget_offsets_past_the_log,
     refresh_metadata,
     refuse_topic_auto_creation,
     set_fetch_max_wait,
+    stalled_changelogs,
+    stop_waiting_for_changelog,
 )
 from stream.resume import LOG, Offsets, Resume, Step
 from stream.settings import Settings
@@ -50,6 +53,8 @@ log = logging.getLogger(__name__)
 OUTAGE_REMINDER_S = 30.0
 BROKER_CHECK_S = 1.0
 UNDELIVERED_IDLE_S = 10.0    # an agent given nothing this long is checked for dropped records
+RECOVERY_IDLE_S = 10.0   # a table recovery given nothing this long reads its changelog again
+RECOVERY_GIVE_UP_S = 30.0   # and given nothing this long after that, stops waiting for it
 
 
 GUARANTEES = ("at_least_once", "exactly_once")
@@ -84,6 +89,7 @@ def create_app(s: Settings) -> faust.App:
     )
     set_fetch_max_wait(app, s.fetch_max_wait_ms)
     refuse_topic_auto_creation()   # topics are Pulse's to create, with their partition counts
+    forget_offsets_past_the_log()   # a table's changelog on a reset broker is read from its start
     return app
 
 
@@ -267,6 +273,30 @@ async def reread_undelivered() -> None:
                 await asyncio.wait_for(consumer.seek(TP(topic, partition), offset), 30.0)
         except Exception as exc:   # the broker went away again, or another rebalance began
             log.info("undelivered records not checked (%r)", exc)
+
+
+@app.timer(RECOVERY_IDLE_S / 2)
+async def unstall_table_recovery() -> None:
+    """A table recovery that receives nothing while its changelog holds records it waits for
+    (faust_internals ``stalled_changelogs``) keeps every stream paused: after
+    ``RECOVERY_IDLE_S`` its changelog is sought again; after ``RECOVERY_GIVE_UP_S`` more the
+    recovery stops waiting, keeping what the table holds in memory, and the worker goes on."""
+    for tp, (offset, idle) in stalled_changelogs(app).items():
+        if idle >= RECOVERY_IDLE_S + RECOVERY_GIVE_UP_S:
+            end = stop_waiting_for_changelog(app, tp)
+            metrics.RECOVERY_GIVEN_UP.inc()
+            log.error("the recovery of table changelog %s[%d] has received nothing for %.0f s "
+                      "although the log holds records up to offset %s: it stops waiting, the "
+                      "table keeps what it holds, and the worker goes on (its state may miss "
+                      "the records not read)", tp.topic, tp.partition, idle, end)
+        elif RECOVERY_IDLE_S <= idle < RECOVERY_IDLE_S * 1.5:   # once: the timer's period
+            log.warning("the recovery of table changelog %s[%d] has received nothing for %.0f s; "
+                        "reading it again from offset %d", tp.topic, tp.partition, idle, offset)
+            metrics.REREADS.inc()
+            try:
+                await asyncio.wait_for(app.consumer.seek(tp, offset), 30.0)
+            except Exception as exc:   # the broker went away again, or another rebalance began
+                log.info("changelog %s not read again (%r)", tp, exc)
 
 
 def highwater(topic: str, partition: int) -> int | None:

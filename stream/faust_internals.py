@@ -8,10 +8,15 @@ either is upgraded.
 from __future__ import annotations
 
 import functools
+import logging
+import time
 from typing import Any
 
 __all__ = ["read_offset", "record_fields", "refresh_metadata", "forget_acks",
-           "set_fetch_max_wait", "refuse_topic_auto_creation"]
+           "set_fetch_max_wait", "refuse_topic_auto_creation", "forget_offsets_past_the_log",
+           "stalled_changelogs", "stop_waiting_for_changelog"]
+
+log = logging.getLogger(__name__)
 
 
 def read_offset(consumer: Any, tp: Any) -> int | None:
@@ -137,3 +142,91 @@ def refuse_topic_auto_creation() -> None:
             super().__init__(topics, allow_auto_topic_creation)
 
     client.MetadataRequest = MetadataRequestNoAutoCreate
+
+
+def forget_offsets_past_the_log() -> None:
+    """Make Faust's table recovery drop the changelog offsets that lie past the end of the log.
+
+    faust-streaming 0.15.3 ``faust.tables.recovery.Recovery`` keeps, per changelog partition,
+    the last offset it read (``active_offsets``, ``standby_offsets``: Counters, -1 for none)
+    for the life of the worker, and ``_build_offsets(consumer, tps, destination, title)``
+    starts each recovery from ``max(kept, earliest - 1)``. After a broker reset the changelog
+    is a new, shorter log: the kept offset of the old one is past its end, the
+    ``recovery_consistency_check`` raises ``ConsistencyError`` inside the Recovery service,
+    and the worker, its streams paused for the recovery, never processes another message
+    (a worker that had recovered a changelog before the reset: every one restarted once). The
+    wrapped method first sets each kept offset past the partition's last offset to -1: the new
+    log is read from its start, and the table keeps what it held (a memory store).
+    """
+    from faust.tables.recovery import Recovery
+
+    build = Recovery._build_offsets
+    if hasattr(build, "__wrapped__"):
+        return
+
+    @functools.wraps(build)
+    async def build_offsets(self: Any, consumer: Any, tps: Any, destination: Any,
+                            title: str) -> None:
+        kept = {tp: offset for tp in tps
+                if (offset := destination.get(tp)) is not None and offset > -1}
+        if kept:
+            ends = await consumer.highwaters(*kept)   # the offset after each one's last
+            for tp, offset in kept.items():
+                end = ends.get(tp)
+                if end is not None and offset > end - 1:
+                    log.warning("the %s changelog %s[%d] ends at offset %d, before the offset "
+                                "%d this worker read up to (the broker was reset, or the topic "
+                                "made again): it is read from its start", title, tp.topic,
+                                tp.partition, end, offset)
+                    destination[tp] = -1
+        await build(self, consumer, tps, destination, title)
+
+    Recovery._build_offsets = build_offsets  # type: ignore[method-assign]
+
+
+def stalled_changelogs(app: Any) -> dict[Any, tuple[int, float]]:
+    """The changelog partitions whose table recovery waits for records while it receives
+    none: for each, the offset to read again from (the last one it applied; 0 for none) and
+    how long it has received nothing, in seconds.
+
+    faust-streaming 0.15.3 ``app.tables.recovery`` (``faust.tables.recovery.Recovery``):
+    ``in_recovery``, ``active_tps``, ``active_offsets`` and ``active_highwaters`` (Counters,
+    -1 for none), ``_recovery_started_at`` and ``_active_events_received_at`` (monotonic
+    seconds), as its own ``_verify_remaining`` reads them. After a broker reset the recovery
+    was seen to wait for ever (1 run in 4 of tests/test_broker_reset.py), with every stream
+    paused, for records the new changelog holds (the producer's writes from before the reset,
+    delivered to the new broker) and that never reached it, even when sought again.
+    """
+    recovery = getattr(getattr(app, "tables", None), "recovery", None)
+    if recovery is None or not getattr(recovery, "in_recovery", False):
+        return {}
+    started = getattr(recovery, "_recovery_started_at", None)
+    received = getattr(recovery, "_active_events_received_at", None) or {}
+    offsets = getattr(recovery, "active_offsets", None) or {}
+    highwaters = getattr(recovery, "active_highwaters", None) or {}
+    if started is None:
+        return {}
+    now = time.monotonic()
+    out: dict[Any, tuple[int, float]] = {}
+    for tp in list(getattr(recovery, "active_tps", ()) or ()):
+        offset, highwater = offsets.get(tp), highwaters.get(tp)
+        if offset is None or highwater is None or highwater <= offset:
+            continue   # nothing to wait for
+        out[tp] = (max(offset, 0), now - received.get(tp, started))
+    return out
+
+
+def stop_waiting_for_changelog(app: Any, tp: Any) -> int | None:
+    """Make the table recovery take ``tp`` as read to its end (the offset it waited for, or
+    None if it was not waiting). Its ``_slurp_changelogs`` sees nothing left at its next
+    empty poll (about a second) and ends the recovery: the streams resume. What the table
+    holds in memory is kept; records of the changelog it did not apply are not (see
+    :func:`stalled_changelogs`)."""
+    recovery = getattr(getattr(app, "tables", None), "recovery", None)
+    highwaters = getattr(recovery, "active_highwaters", None) or {}
+    offsets = getattr(recovery, "active_offsets", None)
+    highwater = highwaters.get(tp)
+    if offsets is None or highwater is None:
+        return None
+    offsets[tp] = highwater
+    return int(highwater)

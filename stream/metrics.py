@@ -25,7 +25,7 @@ from stream.events import DEAD_LETTER_REASONS
 
 __all__ = [
     "KPI", "EVENTS", "DEAD_LETTERS", "DUPLICATES", "MESSAGES", "REDELIVERED", "OFFSET_GAPS",
-    "REREADS",
+    "REREADS", "RECOVERY_GIVEN_UP",
     "PROCESSING_LAG", "CONSUMER_LAG", "FETCH_HELD", "COHORT_KPI",
     "WATERMARK", "WINDOWS_CLOSED", "ANOMALIES", "ALERTS", "SLACK_CALLS", "LLM_CALLS",
     "SLACK_LATENCY", "LLM_LATENCY", "STATE_FILES_REFUSED",
@@ -57,7 +57,10 @@ OFFSET_GAPS = Counter("pulse_offset_gap_messages",
                       "Messages Faust skipped that the worker fetched itself (faust#596).")
 REREADS = Counter("pulse_undelivered_rereads",
                   "Partitions read again because the log held messages Faust fetched but never "
-                  "handed to the agent (dropped in a rebalance).")
+                  "handed to its agent or table recovery (dropped in a rebalance).")
+RECOVERY_GIVEN_UP = Counter("pulse_table_recoveries_given_up",
+                            "Table changelog recoveries that received nothing for long while the "
+                            "log held records, and stopped waiting (the streams resumed).")
 MESSAGES = Counter("pulse_messages", "Kafka messages consumed from the events topic.")
 PROCESSING_LAG = Gauge("pulse_processing_lag_seconds",
                        "Wall-clock seconds between a message's append to Kafka and its "
