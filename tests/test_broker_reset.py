@@ -96,6 +96,18 @@ def test_after_a_broker_reset_the_next_events_are_counted(tmp_path: Path) -> Non
     assert resets == 1 and up == 1
 
 
+def _broker_and_successor(tmp_path: Path) -> tuple[EmbeddedBroker, EmbeddedBroker, Pipeline,
+                                                   Path]:
+    """Broker A (started), B to start later on A's port, and a worker on A logging to the
+    returned path."""
+    a = EmbeddedBroker().start()
+    p = Pipeline(a)
+    log_path = tmp_path / "worker.log"
+    p.worker = WorkerProcess(a.bootstrap, env=p.env, data_dir=str(tmp_path / "data"),
+                             log_path=log_path)
+    return a, EmbeddedBroker(port=a.port), p, log_path
+
+
 async def _topics(bootstrap: str) -> dict[str, int]:
     from aiokafka.admin import AIOKafkaAdminClient
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -123,12 +135,7 @@ def test_a_broker_that_dies_under_a_worker_is_waited_out_and_its_successor_read(
     recovery waited for ever, every stream paused, for changelog records it never received;
     stream/app.py ``unstall_table_recovery`` stops it waiting.)"""
     sim = Simulation(seed=5, start_ts=START, scenario="none")
-    a = EmbeddedBroker().start()
-    p = Pipeline(a)
-    log_path = tmp_path / "worker.log"
-    p.worker = WorkerProcess(a.bootstrap, env=p.env, data_dir=str(tmp_path / "data"),
-                             log_path=log_path)
-    b = EmbeddedBroker(port=a.port)
+    a, b, p, log_path = _broker_and_successor(tmp_path)
     produced: list[dict] = []
     try:
         p.start()
@@ -182,12 +189,7 @@ def test_a_worker_that_recovered_its_table_before_a_broker_reset_goes_on_after_i
     ``forget_offsets_past_the_log`` reads B's changelog from its start). Every event sent to B
     is counted, and the old offset is said dropped, once."""
     sim = Simulation(seed=5, start_ts=START, scenario="none")
-    a = EmbeddedBroker().start()
-    p = Pipeline(a)
-    log_path = tmp_path / "worker.log"
-    p.worker = WorkerProcess(a.bootstrap, env=p.env, data_dir=str(tmp_path / "data"),
-                             log_path=log_path)
-    b = EmbeddedBroker(port=a.port)
+    a, b, p, log_path = _broker_and_successor(tmp_path)
     produced: list[dict] = []
     try:
         p.start()
