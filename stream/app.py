@@ -31,7 +31,7 @@ from mode.utils.logging import level_number
 
 from stream import metrics
 from stream.backfill import fetch_range, start_offsets
-from stream.broker import BrokerWatch, QuietRepeats, cluster_id, log_end
+from stream.broker import BrokerWatch, QuietRepeats, cluster_id, log_end, until_answered
 from stream.faust_internals import (
     forget_acks,
     forget_offsets_past_the_log,
@@ -217,10 +217,15 @@ def make_resume(topics: tuple[str, ...], save: Callable[[Offsets], Any], every_s
     bootstrap = settings.kafka_bootstrap
 
     async def fetch(topic: str, partition: int, start: int, end: int) -> list[Any]:
-        return await fetch_range(bootstrap, topic, partition, start, end)
+        return await until_answered(
+            lambda: fetch_range(bootstrap, topic, partition, start, end),
+            f"for offsets {start}..{end - 1} of {topic}[{partition}]")
 
     async def start(topic: str, partition: int) -> int:
-        return (await start_offsets(bootstrap, settings.app_id, topic, [partition]))[partition]
+        offsets = await until_answered(
+            lambda: start_offsets(bootstrap, settings.app_id, topic, [partition]),
+            f"where {topic}[{partition}] starts")
+        return offsets[partition]
 
     async def flush() -> None:
         await app.producer.flush()

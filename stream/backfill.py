@@ -13,6 +13,8 @@ import time
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
+from stream.broker import stop_client
+
 __all__ = ["fetch_range", "partition_count", "start_offsets"]
 
 
@@ -36,7 +38,7 @@ async def fetch_range(bootstrap: str, topic: str, partition: int, start: int,
             if out and out[-1].offset >= end - 1:
                 break
     finally:
-        await consumer.stop()
+        await stop_client(consumer)
     return out
 
 

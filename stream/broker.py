@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from core.processes import signal_group, stop_group
 from core.settings import Settings
@@ -41,9 +41,11 @@ if TYPE_CHECKING:
 __all__ = ["EmbeddedBroker", "BrokerError", "BrokerWatch", "ClusterProbe", "QuietRepeats",
            "free_port", "is_embedded", "die_with_parent", "cluster_id", "log_end",
            "EMBEDDED_SESSION_TIMEOUT_S", "EMBEDDED_FETCH_MAX_WAIT_MS", "CLUSTER_PREFIX", "rss_mb",
-           "embedded_worker_env"]
+           "embedded_worker_env", "stop_client", "until_answered"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 EMBEDDED_SESSION_TIMEOUT_S = 5
 """Consumer-group session timeout for workers on the embedded broker: Tansu accepts 5 s (start and
@@ -290,8 +292,10 @@ async def log_end(bootstrap: str, topic: str, partition: int,
                                      request_timeout_ms=int(timeout_s * 1000))
     try:
         await asyncio.wait_for(consumer.start(), timeout_s)
-        if topic not in await asyncio.wait_for(consumer.topics(), timeout_s) or \
-                partition not in (consumer.partitions_for_topic(topic) or set()):
+        # (``partitions_for_topic`` is not asked: it reads the client's own metadata, which
+        # on Kafka does not hold a topic before the client reads it, so it said None there
+        # always; a partition that is not there leaves the high watermark unknown: None)
+        if topic not in await asyncio.wait_for(consumer.topics(), timeout_s):
             # Not known, rather than 0: right after a restart real Kafka's metadata can lack a
             # topic that is there (a false "0" read as a reset started the merge over and lost
             # its referrers). A broker that really lost its topics has a new cluster id, and
@@ -307,8 +311,51 @@ async def log_end(bootstrap: str, topic: str, partition: int,
     except Exception:
         return None
     finally:
-        with contextlib.suppress(Exception):
-            await consumer.stop()
+        await stop_client(consumer)
+
+
+async def until_answered(ask: Callable[[], Awaitable[T]], what: str,
+                         every_s: float = 2.0) -> T:
+    """``ask()``, asked again every ``every_s`` while it fails (the broker away: an agent that
+    needs an answer to go on waits for it rather than crash, issue 15); one WARNING when it
+    first fails and one when it is answered."""
+    import asyncio
+
+    failed = 0
+    while True:
+        try:
+            answer = await ask()
+        except Exception as exc:
+            if not failed:
+                why = str(exc) if str(exc).startswith(type(exc).__name__) else \
+                    f"{type(exc).__name__}: {exc}"
+                log.warning("could not ask the broker %s (%s); asking again every %.0f s",
+                            what, why, every_s)
+            failed += 1
+            await asyncio.sleep(every_s)
+            continue
+        if failed:
+            log.warning("asked the broker %s after %d failed tries", what, failed)
+        return answer
+
+
+async def stop_client(client: Any) -> None:
+    """Stop an aiokafka client whatever state its broker is in.
+
+    A consumer stopped while its broker is away can raise the CancelledError of its own
+    fetch task (aiokafka 0.14: the fetcher's close awaits the task it cancelled), which is
+    not a cancellation of the caller: swallowed, as are the client's errors, unless the caller
+    is being cancelled itself (it crashed the alerts agent in an outage, issue 15)."""
+    import asyncio
+
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+    except Exception:
+        log.debug("stopping %s failed", type(client).__name__, exc_info=True)
 
 
 class BrokerWatch:

@@ -245,3 +245,40 @@ def test_after_a_broker_reset_an_idle_agent_is_sought_to_the_start_of_the_new_lo
     assert run(resume.undelivered([(T, 0), (T, 1)], end, idle_s=10.0)) == {(T, 0): 0, (T, 1): 0}
     got = run(deliver(resume, [0, 1], kafka))
     assert [r.offset for r in got] == [0, 1] and resume.cluster == "new"
+
+
+async def test_a_question_the_broker_cannot_answer_is_asked_again_not_raised(caplog):
+    # make_resume asks start offsets and gap fetches through until_answered: an agent whose
+    # first message came as the broker died crashed on the failed question (issue 15)
+    from stream.broker import until_answered
+
+    tries = []
+
+    async def ask() -> int:
+        tries.append(1)
+        if len(tries) < 3:
+            raise ConnectionError("Unable to bootstrap")
+        return 42
+
+    with caplog.at_level("WARNING", logger="stream.broker"):
+        assert await until_answered(ask, "where t[0] starts", every_s=0.01) == 42
+    assert len(tries) == 3
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and "asking again" in said[0] and "after 2 failed" in said[1], said
+
+
+async def test_a_client_stopped_while_its_broker_is_away_does_not_cancel_its_caller():
+    from stream.broker import stop_client
+
+    class Dying:   # aiokafka 0.14's consumer.stop() with its fetch task cancelled under it
+        async def stop(self) -> None:
+            raise asyncio.CancelledError
+
+    await stop_client(Dying())   # not raised: the caller was not cancelled
+
+    async def cancelled_caller() -> None:
+        asyncio.current_task().cancel()
+        await stop_client(Dying())
+
+    with pytest.raises(asyncio.CancelledError):   # a caller being cancelled is
+        await asyncio.ensure_future(cancelled_caller())

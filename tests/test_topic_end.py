@@ -9,7 +9,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from simulator.publisher import ensure_topics
-from stream.broker import EmbeddedBroker
+from stream.broker import EmbeddedBroker, log_end
 from stream.kpi_state import docs_from_topic
 
 
@@ -61,3 +61,24 @@ def test_a_topic_that_never_goes_quiet_is_read_to_where_it_was(broker: EmbeddedB
 
 def test_a_topic_that_does_not_exist_has_no_documents(broker: EmbeddedBroker) -> None:
     assert asyncio.run(docs_from_topic(broker.bootstrap, "end1-nothing-here", 5.0)) == []
+
+
+async def log_end_of_three_messages(bootstrap: str, topic: str) -> tuple[int | None,
+                                                                        int | None]:
+    """(the log end of a one-partition topic after three messages, that of a topic that is
+    not there)."""
+    await ensure_topics(bootstrap, {topic: 1})
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+    await producer.start()
+    try:
+        for i in range(3):
+            await producer.send_and_wait(topic, _doc(i), partition=0)
+    finally:
+        await producer.stop()
+    return (await log_end(bootstrap, topic, 0),
+            await log_end(bootstrap, topic + "-not-there", 0))
+
+
+def test_log_end_is_the_offset_after_the_last_message(broker: EmbeddedBroker) -> None:
+    # (also on Apache Kafka: tests/real_kafka/test_log_end.py)
+    assert asyncio.run(log_end_of_three_messages(broker.bootstrap, "end1-three")) == (3, None)
