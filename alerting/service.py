@@ -109,24 +109,35 @@ class AlertService:
         self.explainer = explainer if explainer is not None else make_explainer(settings)
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: FeedbackServer | None = None
+        self.published_before: set[str] = set()
+        """Changes (``id:version``) a worker published before it crashed, after its last
+        checkpoint: handled again, they update the lifecycle and Slack (keyed: not posted
+        twice) but are neither written nor returned again (stream/agents/alerts.py)."""
         if self.slack_enabled and charts:  # import matplotlib now, not before the first chart
             preload_charts()
 
     # -- what the agent calls -------------------------------------------------------------
 
     async def handle(self, message: dict) -> list[AlertChange]:
-        """Take one message from the ``anomalies`` topic; returns the alert changes it caused."""
+        """Take one message from the ``anomalies`` topic; returns the alert changes it caused
+        (but those in :attr:`published_before`)."""
         if message.get("kind") == "window_closed":
             changes = self.manager.on_window_closed(float(message["window_end_ts"]))
         else:
             # an early anomaly is news at the event time of its running counts
             now = message.get("as_of_ts") or message["window_end_ts"]
             changes = self.manager.on_anomaly(message, float(now))
+        new: list[AlertChange] = []
         for change in changes:
-            self._apply(change)
+            key = f"{change.alert['id']}:{change.alert['version']}"
+            again = key in self.published_before
+            self.published_before.discard(key)
+            self._apply(change, write=not again)
+            if not again:
+                new.append(change)
         if message.get("kind") == "window_closed" and self.slack_enabled:
             self._post_unsilenced({c.alert["id"] for c in changes})
-        return changes
+        return new
 
     def _post_unsilenced(self, done: set[str]) -> None:
         """Post open alerts that a silence kept off Slack once that silence is over."""
@@ -217,7 +228,7 @@ class AlertService:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _apply(self, change: AlertChange) -> None:
+    def _apply(self, change: AlertChange, write: bool = True) -> None:
         alert = change.alert
         evidence = build_evidence(alert)
         if alert["explanation_source"] != "llm":
@@ -225,7 +236,7 @@ class AlertService:
             self.manager.set_explanation(alert["id"], text, "template")
             alert["explanation"], alert["explanation_source"] = text, "template"
         silence = self.silences.match(alert, self.clock())
-        for sink in self.sinks:
+        for sink in self.sinks if write else ():
             sink.write(alert, silenced=silence is not None)
         if self.slack_enabled:
             channel = self.routes.get(alert["severity"], self.settings.slack_channel)

@@ -367,14 +367,28 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class Resumable:
-    """What an agent's checkpoint holds: its state and the next offset due of each (topic,
-    partition) it covers (stream/resume.py)."""
+    """What an agent's checkpoint holds: its state, the next offset due of each (topic,
+    partition) it covers (stream/resume.py) and, for an agent that says so, ``outputs``: the end
+    of each (topic, partition) it writes, as far as it knew its writes had landed when it saved.
 
-    def __init__(self, state: Any, offsets: dict[tuple[str, int], int] | None = None) -> None:
+    What the agent writes after ``outputs`` and before a crash it will write again when it
+    handles its input again after the saved offsets; ``outputs`` says where to look for those
+    writes on the topic, so they are not written twice (stream/agents/alerts.py)."""
+
+    outputs: dict[tuple[str, int], int] = {}   # noqa: RUF012 - read-only default: files
+    # saved before session 15 have no outputs (nothing known: read from the topic's start)
+
+    def __init__(self, state: Any, offsets: dict[tuple[str, int], int] | None = None,
+                 outputs: dict[tuple[str, int], int] | None = None) -> None:
         self.state = state
         self.offsets = dict(offsets or {})
+        self.outputs = dict(outputs or {})
 
-    def at(self, offsets: dict[tuple[str, int], int]) -> Resumable:
-        """Itself, now covering ``offsets``."""
+    def at(self, offsets: dict[tuple[str, int], int],
+           outputs: dict[tuple[str, int], int] | None = None) -> Resumable:
+        """Itself, now covering ``offsets`` (and, if given, having written up to
+        ``outputs``)."""
         self.offsets = dict(offsets)
+        if outputs is not None:
+            self.outputs = dict(outputs)
         return self

@@ -135,6 +135,40 @@ async def test_checkpoint_restores_open_alerts(tmp_path):
     assert [(c.status, c.alert["id"]) for c in changes] == [("resolved", opened.alert["id"])]
 
 
+async def test_changes_published_before_a_crash_are_neither_written_nor_returned_again(
+        tmp_path):
+    # a worker killed after publishing changes, before its next checkpoint: its successor
+    # handles the same anomalies again from the checkpoint; the changes it finds already on
+    # the alerts topic (published_before) update its lifecycle but are not written or
+    # returned (the agent publishes what is returned), the ones after them are
+    messages = payment_outage(0) + [closed(w) for w in range(4)]
+    state = Checkpoint(tmp_path / "alerts.ckpt")
+    first = AlertService(Settings(data_dir=str(tmp_path / "a")), console=None)
+    state.save(Resumable(first.manager, {("anomalies", 0): 0}, {("alerts", 0): 0}))
+    published = [c for m in messages[:-2] for c in await first.handle(m)]
+    await first.close()
+    assert [c.status for c in published] == ["open", "updated"]   # then killed
+    saved = state.load()
+    assert saved.outputs == {("alerts", 0): 0}
+    again = AlertService(Settings(data_dir=str(tmp_path / "b")), console=None,
+                         manager=saved.state)
+    again.published_before = {f"{c.alert['id']}:{c.alert['version']}" for c in published}
+    changes = [c for m in messages for c in await again.handle(m)]
+    await again.close()
+    assert [c.status for c in changes] == ["resolved"]
+    assert [x["status"] for x in read_lines(tmp_path / "b" / "alerts.jsonl")] == ["resolved"]
+    assert again.published_before == set()   # each is taken once
+    assert again.manager.resolved and not again.manager.active
+
+
+def test_a_checkpoint_saved_before_outputs_existed_loads_with_none(tmp_path):
+    old = Resumable({"x": 1}, {("anomalies", 0): 3})
+    del old.outputs   # what a file saved before session 15 holds
+    state = Checkpoint(tmp_path / "old.ckpt")
+    state.save(old)
+    assert state.load().outputs == {}
+
+
 async def test_no_secret_in_any_log_line_or_output(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     out = io.StringIO()

@@ -143,6 +143,8 @@ def test_sigkill_loses_no_alert_or_digest_and_posts_none_twice(broker: EmbeddedB
     assert opened, p.worker.log_path
     assert set(alert_posts) == opened, (alert_posts, opened, p.worker.log_path)
     assert all(n == 1 for n in alert_posts.values()), alert_posts          # none twice
+    published = Counter((c["id"], c["version"]) for c in changes if "id" in c)
+    assert [k for k, n in published.items() if n > 1] == [], p.worker.log_path  # nor published
     assert len(days) == len(set(days)) and set(digest_posts) == set(days), (digest_posts, days)
     assert all(n == 1 for n in digest_posts.values()), digest_posts
     want = [_day(t) for t in range(int(START // DAY * DAY + DAY), int(end - DAY) + 1, int(DAY))]

@@ -7,8 +7,10 @@ windows, resuming through stream/resume.py like every agent. Slack and the model
 when configured (``SLACK_BOT_TOKEN`` + ``PULSE_SLACK_CHANNEL``, ``ANTHROPIC_API_KEY``) and only
 for windows after ``PULSE_NOTIFY_AFTER``, so a demo's history or a backfill is recorded, not
 posted. Changes handled again after a crash are the same changes (alert ids come from the
-series and window), and Slack deliveries are keyed by them: none is posted twice. Clicks,
-``/pulse`` and @-mentions come in through alerting/socket_mode.py (Socket Mode with
+series and window): Slack deliveries are keyed by them, so none is posted twice, and the
+checkpoint keeps where ``alerts`` ended when it was saved, so those found on the topic after
+that are not published again (``Published``). Clicks, ``/pulse`` and @-mentions come in
+through alerting/socket_mode.py (Socket Mode with
 ``SLACK_APP_TOKEN``; the HTTP endpoint only with ``SLACK_SIGNING_SECRET``).
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,8 @@ from stream import metrics
 from stream.agents.detect import anomalies_topic
 from stream.agents.merge import dead_letter
 from stream.app import app, make_resume, owns, settings
+from stream.backfill import fetch_range
+from stream.broker import log_end
 from stream.checkpoint import Checkpoint, Resumable
 from stream.custody import Custody
 from stream.internal import anomaly_in
@@ -82,14 +87,64 @@ def record_call(service: str, outcome: str, seconds: float) -> None:
         metrics.LLM_LATENCY.observe(seconds)
 
 
-async def handle(service: AlertService, msg: dict, can_post: bool, can_explain: bool) -> None:
+class Published:
+    """Where ``alerts`` ends after this worker's changes, as far as it knows: the checkpoint's
+    ``outputs``, so a worker that takes over after a crash knows where to look for what was
+    published after the checkpoint (:meth:`since`)."""
+
+    def __init__(self, outputs: dict[tuple[str, int], int]) -> None:
+        self.topic = settings.topic("alerts")
+        self.outputs = dict(outputs)
+        self.last: Awaitable[Any] | None = None   # the last send, its offset not read yet
+
+    async def settled(self) -> dict[tuple[str, int], int]:
+        """``outputs`` after the last send (called after the producer's flush)."""
+        if self.last is not None:
+            last, self.last = self.last, None
+            self.outputs[(self.topic, 0)] = (await last).offset + 1
+        return self.outputs
+
+    async def since(self) -> set[str]:
+        """The changes (``id:version``) on ``alerts`` after ``outputs``: sent after the last
+        checkpoint, and sent again if not told (stream/checkpoint.py ``Resumable.outputs``).
+        Under exactly_once the writes after the last commit were aborted: none."""
+        start = self.outputs.get((self.topic, 0), 0)
+        if settings.processing_guarantee == "exactly_once":
+            return set()
+        end = await log_end(settings.kafka_bootstrap, self.topic, 0)
+        if end is None or end <= start:   # not known, nothing after, or another log
+            return set()
+        try:
+            records = await fetch_range(settings.kafka_bootstrap, self.topic, 0, start, end,
+                                        timeout_s=10.0)
+        except Exception as exc:   # the broker away: at worst a change is published twice
+            log.warning("could not read %s from offset %d (%s): alert changes published "
+                        "after the last checkpoint may be published again", self.topic, start,
+                        exc)
+            return set()
+        keys = set()
+        for rec in records:
+            try:
+                doc = orjson.loads(rec.value or b"")
+                keys.add(f"{doc['id']}:{doc['version']}")
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                continue   # not an alert change: nothing this agent sent
+        if keys:
+            log.info("%d alert changes published after the last checkpoint (offsets %d-%d of "
+                     "%s) are handled again and not published twice", len(keys), start,
+                     end - 1, self.topic)
+        return keys
+
+
+async def handle(service: AlertService, msg: dict, can_post: bool, can_explain: bool,
+                 published: Published) -> None:
     """One ``anomalies`` message: its alert changes to the sinks, Slack and ``alerts``."""
     live = float(msg.get("window_end_ts", 0.0)) >= settings.notify_after
     service.slack_enabled, service.notify = can_post and live, can_explain and live
     for change in await service.handle(msg):
         metrics.ALERTS.labels(change.status).inc()
-        await alerts_topic.send(key=change.alert["id"].encode(),
-                                value=orjson.dumps(alert_record(change.alert)))
+        published.last = await alerts_topic.send(
+            key=change.alert["id"].encode(), value=orjson.dumps(alert_record(change.alert)))
 
 
 @app.agent(anomalies_topic)
@@ -99,12 +154,17 @@ async def alert_changes(stream: Any) -> None:
     checkpoint, saved = _saved()
     service = make_service(saved.state)
     custody = Custody(topic)
+    published = Published(saved.outputs)
 
     def start_over() -> None:   # a broker reset: the lifecycle starts over, as with no file
         saved.state = service.manager = AlertManager()
+        published.outputs, published.last = {}, None
+        service.published_before.clear()
 
-    resume = make_resume((topic,), lambda offsets: checkpoint.save(saved.at(offsets)),
-                         SAVE_EVERY_S, due=saved.offsets, on_reset=start_over)
+    async def save(offsets: dict[tuple[str, int], int]) -> None:
+        checkpoint.save(saved.at(offsets, await published.settled()))
+
+    resume = make_resume((topic,), save, SAVE_EVERY_S, due=saved.offsets, on_reset=start_over)
     can_post, can_explain = service.slack_enabled, service.notify
     # clicks (HTTP endpoint with SLACK_SIGNING_SECRET, or Socket Mode with SLACK_APP_TOKEN),
     # /pulse and mentions; Socket Mode connects only while this worker reads the alerts
@@ -116,6 +176,8 @@ async def alert_changes(stream: Any) -> None:
             if custody.gained():   # (again) this worker's: the last reader's lifecycle
                 checkpoint, saved = _saved()
                 service.manager = saved.state
+                published.outputs, published.last = dict(saved.outputs), None
+                service.published_before = await published.since()
                 resume.resumed((topic, 0), saved.offsets.get((topic, 0)))
             async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
                                             msg.timestamp):
@@ -124,7 +186,7 @@ async def alert_changes(stream: Any) -> None:
                     if bad is not None and not rec.replayed:
                         await dead_letter(bad, rec.topic, rec.partition, rec.offset)
                     continue
-                await handle(service, doc, can_post, can_explain)
+                await handle(service, doc, can_post, can_explain, published)
                 closed = closed or doc.get("kind") == "window_closed"
             if closed:
                 await resume.checkpoint()
@@ -132,4 +194,4 @@ async def alert_changes(stream: Any) -> None:
         await inbound.close()
         await service.close()
         if owns(topic):   # not if another worker alerts now
-            checkpoint.save(saved.at(resume.due))
+            checkpoint.save(saved.at(resume.due, published.outputs))   # (an earlier end: safe)
