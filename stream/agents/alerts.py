@@ -88,29 +88,28 @@ def record_call(service: str, outcome: str, seconds: float) -> None:
 
 
 class Published:
-    """Where ``alerts`` ends after this worker's changes, as far as it knows: the checkpoint's
-    ``outputs``, so a worker that takes over after a crash knows where to look for what was
-    published after the checkpoint (:meth:`since`)."""
+    """The alerts agent's last send to ``alerts``, whose offset the next checkpoint keeps
+    (``Resumable.outputs``), and what a worker that takes over finds published after it."""
 
-    def __init__(self, outputs: dict[tuple[str, int], int]) -> None:
+    def __init__(self) -> None:
         self.topic = settings.topic("alerts")
-        self.outputs = dict(outputs)
         self.last: Awaitable[Any] | None = None   # the last send, its offset not read yet
 
-    async def settled(self) -> dict[tuple[str, int], int]:
+    async def settled(self, outputs: dict[tuple[str, int], int]) -> dict[tuple[str, int], int]:
         """``outputs`` after the last send (called after the producer's flush)."""
         if self.last is not None:
             last, self.last = self.last, None
-            self.outputs[(self.topic, 0)] = (await last).offset + 1
-        return self.outputs
+            outputs = {**outputs, (self.topic, 0): (await last).offset + 1}
+        return outputs
 
-    async def since(self) -> set[str]:
+    async def since(self, outputs: dict[tuple[str, int], int]) -> set[str]:
         """The changes (``id:version``) on ``alerts`` after ``outputs``: sent after the last
         checkpoint, and sent again if not told (stream/checkpoint.py ``Resumable.outputs``).
         Under exactly_once the writes after the last commit were aborted: none."""
-        start = self.outputs.get((self.topic, 0), 0)
+        self.last = None   # a send of the state being replaced
         if settings.processing_guarantee == "exactly_once":
             return set()
+        start = outputs.get((self.topic, 0), 0)
         end = await log_end(settings.kafka_bootstrap, self.topic, 0)
         if end is None or end <= start:   # not known, nothing after, or another log
             return set()
@@ -154,15 +153,15 @@ async def alert_changes(stream: Any) -> None:
     checkpoint, saved = _saved()
     service = make_service(saved.state)
     custody = Custody(topic)
-    published = Published(saved.outputs)
+    published = Published()
 
     def start_over() -> None:   # a broker reset: the lifecycle starts over, as with no file
         saved.state = service.manager = AlertManager()
-        published.outputs, published.last = {}, None
+        saved.outputs, published.last = {}, None
         service.published_before.clear()
 
     async def save(offsets: dict[tuple[str, int], int]) -> None:
-        checkpoint.save(saved.at(offsets, await published.settled()))
+        checkpoint.save(saved.at(offsets, await published.settled(saved.outputs)))
 
     resume = make_resume((topic,), save, SAVE_EVERY_S, due=saved.offsets, on_reset=start_over)
     can_post, can_explain = service.slack_enabled, service.notify
@@ -176,8 +175,7 @@ async def alert_changes(stream: Any) -> None:
             if custody.gained():   # (again) this worker's: the last reader's lifecycle
                 checkpoint, saved = _saved()
                 service.manager = saved.state
-                published.outputs, published.last = dict(saved.outputs), None
-                service.published_before = await published.since()
+                service.published_before = await published.since(saved.outputs)
                 resume.resumed((topic, 0), saved.offsets.get((topic, 0)))
             async for rec in resume.records(msg.topic, msg.partition, msg.offset, event.value,
                                             msg.timestamp):
@@ -194,4 +192,4 @@ async def alert_changes(stream: Any) -> None:
         await inbound.close()
         await service.close()
         if owns(topic):   # not if another worker alerts now
-            checkpoint.save(saved.at(resume.due, published.outputs))   # (an earlier end: safe)
+            checkpoint.save(saved.at(resume.due))   # outputs as last saved (earlier: safe)
